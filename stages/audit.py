@@ -1,0 +1,97 @@
+"""audit: check the lineage of every artifact and write the run summary.
+
+    python -m stages.audit --models models/base models/dapt models/sft models/student models/onnx \
+        --verdicts reports/gates --data-gate reports/data/validation.json \
+        --quantize reports/quantize.json --audit-log reports/audit/log.jsonl \
+        --out reports/summary.json --markdown reports/summary.md
+
+For every model folder: its lineage.json exists, its recorded content hash
+matches the folder, and each parent it names still has the hash recorded. The
+audit log's hash chain must be intact. Any mismatch fails the stage. The
+summary lists per model: wall time, size on disk, gate metrics and verdicts.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import audit_log
+from .common.io import dir_size, read_json, sha256_tree, write_json, write_text
+from .common.lineage import artifact_hash
+from .common.runtime import log
+
+
+def check_lineage(folder: Path) -> tuple[dict, list[str]]:
+    problems = []
+    path = folder / "lineage.json"
+    if not path.is_file():
+        return {}, [f"{folder}: no lineage.json"]
+    lin = read_json(path)
+    if sha256_tree(folder) != lin["artifact"]["sha256"]:
+        problems.append(f"{folder}: content differs from the hash in its lineage.json")
+    for role, parent in lin["parents"].items():
+        if Path(parent["path"]).exists() and artifact_hash(parent["path"]) != parent["sha256"]:
+            problems.append(f"{folder}: parent {role} ({parent['path']}) changed since this artifact was made")
+    return lin, problems
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--verdicts", required=True, help="folder of gate verdicts")
+    ap.add_argument("--data-gate", required=True)
+    ap.add_argument("--quantize", required=True)
+    ap.add_argument("--audit-log", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--markdown", required=True)
+    args = ap.parse_args(argv)
+
+    problems = [f"{args.audit_log}: {p}" for p in audit_log.verify(args.audit_log)]
+    rows = []
+    for folder in map(Path, args.models):
+        lin, found = check_lineage(folder)
+        problems += found
+        gate = Path(args.verdicts) / f"{folder.name}.json"
+        verdict = read_json(gate) if gate.is_file() else {}
+        rows.append({"model": folder.name, "path": folder.as_posix(), "stage": lin.get("stage"),
+                     "sha256": lin.get("artifact", {}).get("sha256"), "wall_time_s": lin.get("wall_time_s"),
+                     "size_mb": round(dir_size(folder) / 1e6, 1), "real": lin.get("real"),
+                     "verdict": verdict.get("verdict"), "metrics": verdict.get("metrics", {})})
+    champion = read_json(Path(args.verdicts) / "champion.json")
+    summary = {"models": rows, "champion": {"path": champion["path"], "metrics": champion["metrics"]},
+               "data_gate": read_json(args.data_gate)["verdict"], "quantize": read_json(args.quantize),
+               "audit_log_entries": len(audit_log.entries(args.audit_log)), "problems": problems,
+               "real": all(r["real"] for r in rows)}
+    write_json(args.out, summary)
+    write_text(args.markdown, render(summary))
+    if problems:
+        raise SystemExit("audit: FAILED:\n  - " + "\n  - ".join(problems))
+    log("audit", f"lineage of {len(rows)} artifacts verified; summary -> {args.markdown}")
+
+
+def render(s: dict) -> str:
+    lines = ["# Run summary", ""]
+    if not s["real"]:
+        lines += ["**Tiny test model: these numbers are not real results.**", ""]
+    c = s["champion"]["metrics"]
+    lines += [f"Reference (champion, `{s['champion']['path']}`): domain perplexity {c['domain_ppl']:.2f}, "
+              f"general perplexity {c['general_ppl']:.2f}.", "",
+              "| model | stage | wall time (s) | size (MB) | domain ppl | general ppl | gate |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for r in s["models"]:
+        m = r["metrics"]
+        lines.append(f"| {r['model']} | {r['stage']} | {r['wall_time_s']} | {r['size_mb']} | "
+                     f"{m.get('domain_ppl', float('nan')):.2f} | {m.get('general_ppl', float('nan')):.2f} | "
+                     f"{r['verdict'] or '-'} |")
+    q = s["quantize"]
+    lines += ["", f"int8 ONNX parity with the PyTorch student: top-1 agreement {q['top1_agreement']:.3f}, "
+                  f"NLL {q['nll_torch']:.3f} -> {q['nll_onnx']:.3f} nats/token; "
+                  f"{q['fp32_mb']:.0f} MB fp32 -> {q['int8_mb']:.0f} MB int8.",
+              "", f"Sample from the int8 model: {q['sample']!r}", "",
+              f"Data gate: {s['data_gate']}. Audit log: {s['audit_log_entries']} entries, chain intact: "
+              f"{'no' if s['problems'] else 'yes'}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

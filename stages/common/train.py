@@ -1,0 +1,111 @@
+"""Training pieces shared by dapt, sft and distill: batches and the loop.
+
+The loop goes through accelerate, so the same stage runs on one CPU process
+here and under `accelerate launch` (DDP / FSDP / DeepSpeed) on a GPU node.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .io import read_jsonl
+from .losses import IGNORE, lr_at
+
+
+def texts(path: str | Path) -> list[str]:
+    return [r["text"] for r in read_jsonl(path)]
+
+
+def conversations(path: str | Path) -> list[list[dict]]:
+    return [r["messages"] for r in read_jsonl(path)]
+
+
+def pack(tok, docs: list[str], seq_len: int) -> torch.Tensor:
+    """Concatenate documents (each ended by EOS) and cut into [n, seq_len] blocks."""
+    ids: list[int] = []
+    for doc in docs:
+        ids.extend(tok(doc, add_special_tokens=False).input_ids)
+        ids.append(tok.eos_token_id)
+    n = len(ids) // seq_len
+    if n == 0:
+        raise ValueError(f"only {len(ids)} tokens of text; need at least seq_len={seq_len}")
+    return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
+
+
+def chat_example(tok, messages: list[dict], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of a conversation and labels that carry loss on the final reply only."""
+    prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
+    full = tok.apply_chat_template(messages, tokenize=True)
+    if full[: len(prompt)] != prompt:
+        raise ValueError("chat template does not extend the prompt; cannot mask the prompt tokens")
+    ids = torch.tensor(full[:seq_len])
+    labels = ids.clone()
+    labels[: len(prompt)] = IGNORE
+    return ids, labels
+
+
+def collate(rows: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict:
+    """Right-pad (ids, labels) rows into a batch with an attention mask."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = x, y, 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class Sampler:
+    """Endless, seeded, epoch-wise shuffled draws of indices from range(n)."""
+
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError("cannot sample from an empty set")
+        self.n, self.gen, self.order = n, torch.Generator().manual_seed(seed), []
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if not self.order:
+                self.order = torch.randperm(self.n, generator=self.gen).tolist()
+            out.append(self.order.pop())
+        return out
+
+
+def train_loop(stage: str, model, trainable: list[torch.nn.Parameter], cfg,
+               next_batch: Callable[[int], dict], compute_loss: Callable[[object, dict], tuple]) -> list[dict]:
+    """AdamW with warm-up + cosine, grad clipping, bf16 autocast; returns per-step history."""
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, opt = acc.prepare(model, opt)
+    model.train()
+    history, t0, tokens = [], time.time(), 0
+    for step in range(cfg.steps):
+        lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(acc.device) for k, v in next_batch(step).items()}
+        with acc.autocast():
+            loss, logs = compute_loss(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"[{stage}] loss is {loss.item()} at step {step}; lower {stage}.lr")
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+        row = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr,
+               "grad_norm": round(float(grad_norm), 4), **{k: round(v, 5) for k, v in logs.items()}}
+        history.append(row)
+        if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
+            elapsed = time.time() - t0
+            extra = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            print(f"[{stage}] step {step + 1:>4}/{cfg.steps} loss {loss.item():.4f} {extra} lr {lr:.2e} "
+                  f"gnorm {float(grad_norm):.2f} tok/s {tokens / elapsed:.0f} elapsed {elapsed:.0f}s", flush=True)
+    model.eval()
+    return history

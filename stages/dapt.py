@@ -1,0 +1,80 @@
+"""dapt: domain-adaptive continued pretraining, from the champion, with replay.
+
+    python -m stages.dapt --params params.yaml --base models/base --champion models/champion \
+        --data data/prepared --data-gate reports/data/validation.json \
+        --out models/dapt --history reports/train/dapt.json
+
+Full-parameter causal LM training on the domain corpus (every drop so far),
+packed into seq_len blocks. A replay share of each batch is general text, so
+the model keeps what it knew (Gururangan et al., 2020, on DAPT; replay as in
+experience-replay continual learning).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from .common import modeling, params
+from .common.gates import require_pass
+from .common.io import atomic_dir, write_json
+from .common.lineage import write_lineage
+from .common.losses import masked_lm_loss, replay_rows
+from .common.runtime import log, seed_everything
+from .common.train import Sampler, pack, texts, train_loop
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--champion", required=True)
+    ap.add_argument("--data", required=True, help="prepared data folder")
+    ap.add_argument("--data-gate", required=True, help="validate's verdict; must pass")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--history", required=True, help="per-step training log (JSON) for dvc plots")
+    args = ap.parse_args(argv)
+
+    run, cfg = params.load(args.params, "run", "dapt")
+    require_pass(args.data_gate)
+    started = time.time()
+    seed_everything(run.seed, run.threads)
+
+    start = modeling.champion_or_base(args.champion, args.base)
+    log("dapt", f"starting from {start} (champion={args.champion})")
+    tok, model = modeling.load_tokenizer(start), modeling.load_model(start)
+    model.config.use_cache = False
+
+    domain = pack(tok, texts(f"{args.data}/domain/train.jsonl"), cfg.seq_len)
+    general = pack(tok, texts(f"{args.data}/general/train.jsonl"), cfg.seq_len)
+    n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
+    log("dapt", f"{len(domain)} domain blocks, {len(general)} general blocks of {cfg.seq_len} tokens; "
+                f"{cfg.batch_size - n_replay}+{n_replay} (domain+replay) rows per batch, {cfg.steps} steps")
+    draw_domain, draw_general = Sampler(len(domain), run.seed), Sampler(len(general), run.seed + 1)
+
+    def next_batch(step):
+        ids = torch.cat([domain[draw_domain.take(cfg.batch_size - n_replay)], general[draw_general.take(n_replay)]])
+        return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+
+    def compute_loss(model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return masked_lm_loss(logits, batch["labels"]), {}
+
+    history = train_loop("dapt", model, [p for p in model.parameters()], cfg, next_batch, compute_loss)
+
+    model.config.use_cache = True
+    with atomic_dir(args.out) as tmp:
+        modeling.save_model(model, tok, tmp)
+        write_lineage(tmp, name=args.out, stage="dapt", params={"dapt": params.as_dict(cfg)},
+                      parents={"start": start}, data={"domain": f"{args.data}/domain/train.jsonl",
+                                                     "general": f"{args.data}/general/train.jsonl"},
+                      seed=run.seed, threads=run.threads, started=started,
+                      real=modeling.is_real(start), extra={"final_loss": history[-1]["loss"]})
+    write_json(args.history, history)
+    log("dapt", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
+                f"{history[-1]['loss']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

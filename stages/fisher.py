@@ -1,0 +1,85 @@
+"""fisher: the champion's diagonal Fisher information on general text, for EWC.
+
+    python -m stages.fisher --params params.yaml --base models/base --champion models/champion \
+        --data data/prepared --out models/fisher
+
+F_i = E[(d log p(x) / d theta_i)^2], estimated from single-sequence gradients
+of the champion on general held-in text, for the weights sft adapts with LoRA
+(sft.target_modules). sft's EWC penalty keeps those weights near the champion
+where F says they matter for general text. It reruns only when the champion,
+the general data or these params change.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from safetensors.torch import save_file
+
+from .common import modeling, params
+from .common.io import atomic_dir
+from .common.lineage import write_lineage
+from .common.runtime import log, seed_everything
+from .common.train import Sampler, pack, texts
+
+
+def target_weights(model, target_modules: list[str]) -> dict[str, torch.nn.Parameter]:
+    """Weights of the Linear layers whose last name part is in target_modules."""
+    return {f"{name}.weight": mod.weight for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] in target_modules}
+
+
+def fisher_diagonal(model, blocks: torch.Tensor, weights: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """Mean squared gradient of the LM loss per weight, one sequence at a time."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in weights.values():
+        p.requires_grad_(True)
+    fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in weights.items()}
+    for row in blocks:
+        ids = row.unsqueeze(0)
+        model(input_ids=ids, labels=ids).loss.backward()
+        for name, p in weights.items():
+            fisher[name] += p.grad.float().pow(2)
+            p.grad = None
+    return {name: f / len(blocks) for name, f in fisher.items()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--champion", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    run, cfg, sft = params.load(args.params, "run", "fisher", "sft")
+    started = time.time()
+    seed_everything(run.seed, run.threads)
+    champion = modeling.champion_or_base(args.champion, args.base)
+    tok, model = modeling.load_tokenizer(champion), modeling.load_model(champion)
+    general = pack(tok, texts(f"{args.data}/general/train.jsonl"), cfg.seq_len)
+    blocks = general[Sampler(len(general), run.seed).take(min(cfg.samples, len(general)))]
+    weights = target_weights(model, sft.target_modules)
+    if not weights:
+        raise SystemExit(f"sft.target_modules {sft.target_modules} match no Linear layer of {champion}")
+    log("fisher", f"{champion}: {len(weights)} weight matrices, {len(blocks)} sequences of {cfg.seq_len} tokens")
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        fisher = fisher_diagonal(model, blocks, weights)
+    total = sum(f.sum().item() for f in fisher.values())
+    with atomic_dir(args.out) as tmp:
+        save_file({k: v.contiguous() for k, v in fisher.items()}, tmp / "fisher.safetensors",
+                  metadata={"champion": str(champion), "samples": str(len(blocks))})
+        write_lineage(tmp, name=args.out, stage="fisher",
+                      params={"fisher": params.as_dict(cfg), "sft.target_modules": sft.target_modules},
+                      parents={"champion": champion}, data={"general": f"{args.data}/general/train.jsonl"},
+                      seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(champion),
+                      extra={"fisher_sum": total})
+    log("fisher", f"wrote {args.out} in {time.time() - started:.0f}s (sum of F = {total:.3e})")
+
+
+if __name__ == "__main__":
+    main()

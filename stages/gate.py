@@ -1,0 +1,86 @@
+"""gate: evaluate one model and decide whether it may move forward.
+
+    python -m stages.gate --params params.yaml --model dapt --path models/dapt \
+        --data data/prepared --ref champion=reports/gates/champion.json \
+        --verdict reports/gates/dapt.json --metrics reports/metrics/dapt.json \
+        --audit-log reports/audit/log.jsonl
+
+Runs the evaluation suite (lm-eval on local tasks: held-out domain and general
+perplexity) and checks the rules of gates.<model> in params.yaml: absolute
+bounds and ratios to a reference model's score (the champion, or the model this
+one was made from). The verdict is written, appended to the audit log, and a
+failed gate exits non-zero with the reason, which stops `dvc repro` before any
+downstream stage. `--model champion` only scores the champion (or the base
+model before any promotion) as the reference for the other gates.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .common import audit_log, evaluate, modeling, params
+from .common.gates import decide
+from .common.io import read_json, write_json
+from .common.lineage import artifact_hash
+from .common.runtime import log, seed_everything
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--model", required=True, choices=("champion",) + params.GATE_MODELS)
+    ap.add_argument("--path", required=True, help="model folder (LoRA adapter for sft, ONNX folder for onnx)")
+    ap.add_argument("--adapter-of", help="base model folder when --path is a LoRA adapter")
+    ap.add_argument("--base", help="with --model champion: the stand-in before any promotion")
+    ap.add_argument("--data", required=True, help="prepared data folder (held-out splits)")
+    ap.add_argument("--ref", action="append", default=[], metavar="NAME=VERDICT.json",
+                    help="a reference model's verdict, for ratio rules")
+    ap.add_argument("--verdict", required=True)
+    ap.add_argument("--metrics", required=True, help="flat metrics JSON for `dvc metrics show`")
+    ap.add_argument("--audit-log", required=True)
+    args = ap.parse_args(argv)
+
+    run, ecfg, gcfg = params.load(args.params, "run", "eval", "gates")
+    started = time.time()
+    seed_everything(run.seed, run.threads)
+    path = Path(args.path)
+    if args.model == "champion":
+        path = modeling.champion_or_base(path, args.base)
+    real = modeling.is_real(args.adapter_of or path)
+    kind = "onnx" if args.model == "onnx" else "hf"
+    log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text")
+    scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of)
+    metrics = scored["metrics"]
+    log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+    verdict = {"model": args.model, "path": str(path), "artifact_sha256": artifact_hash(path),
+               "metrics": metrics, "eval_docs": scored["docs"], "lm_eval": scored["lm_eval"],
+               "eval_params": params.as_dict(ecfg), "real": real,
+               "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "wall_time_s": round(time.time() - started, 1)}
+    if not real:
+        verdict["note"] = "tiny test model: these numbers are not real results"
+    if args.model == "champion":
+        verdict.update(verdict="reference", reason="scored as the reference for this cycle's gates", findings=[])
+    else:
+        refs = {}
+        for spec in args.ref:
+            name, _, file = spec.partition("=")
+            refs[name] = read_json(file)["metrics"]
+        findings = decide(metrics, gcfg.rules(args.model), refs)
+        failed = [f["reason"] for f in findings if not f["passed"]]
+        verdict.update(verdict="fail" if failed else "pass", findings=findings,
+                       reason="; ".join(failed) if failed else "every rule passed")
+        audit_log.append(args.audit_log, "gate", model=args.model, artifact_sha256=verdict["artifact_sha256"],
+                         verdict=verdict["verdict"], reason=verdict["reason"], metrics=metrics, real=real)
+    write_json(args.verdict, verdict)
+    write_json(args.metrics, {**{k: round(v, 4) for k, v in metrics.items()},
+                              "passed": int(verdict["verdict"] in ("pass", "reference"))})
+    if verdict["verdict"] == "fail":
+        raise SystemExit(f"gate {args.model}: FAILED: {verdict['reason']} (see {args.verdict})")
+    log("gate", f"{args.model}: {verdict['verdict']} ({verdict['reason']}) in {verdict['wall_time_s']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""sft: LoRA supervised fine-tuning on instruction data, with replay and EWC.
+
+    python -m stages.sft --params params.yaml --dapt models/dapt --base models/base \
+        --champion models/champion --fisher models/fisher --data data/prepared \
+        --gate reports/gates/dapt.json --out models/sft --history reports/train/sft.json
+
+The adapted model is dapt + LoRA (peft). Loss is on the assistant's final reply
+only; the prompt and chat scaffolding carry none. Against forgetting, each batch
+mixes in general text (replay) and the loss adds EWC:
+    lambda/2 * sum_i F_i (theta_i - theta_champion_i)^2
+over the LoRA-adapted weights, with F from the fisher stage. With
+sft.load_in_8bit the frozen base is held in 8 bits (bitsandbytes).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from safetensors import safe_open
+
+from .common import modeling, params
+from .common.gates import require_pass
+from .common.io import atomic_dir, write_json
+from .common.lineage import write_lineage
+from .common.losses import ewc_penalty, masked_lm_loss, replay_rows
+from .common.runtime import log, seed_everything
+from .common.train import Sampler, chat_example, collate, conversations, pack, texts, train_loop
+
+
+def weights_of(folder, names) -> dict[str, torch.Tensor]:
+    """Named weights straight from a model folder's safetensors, fp32."""
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(f, framework="pt") as st:
+            for name in set(st.keys()) & set(names):
+                out[name] = st.get_tensor(name).float()
+    missing = set(names) - set(out)
+    if missing:
+        raise SystemExit(f"{folder}: weights {sorted(missing)[:3]}... not found; is it the same architecture?")
+    return out
+
+
+def lora_modules(model) -> dict[str, torch.nn.Module]:
+    """peft LoRA layers by the plain model's weight name (model.layers.0.self_attn.q_proj.weight)."""
+    from peft.tuners.lora import LoraLayer
+
+    return {name.removeprefix("base_model.model.") + ".weight": mod
+            for name, mod in model.named_modules() if isinstance(mod, LoraLayer)}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    for name in ("dapt", "base", "champion", "fisher", "data", "gate", "out", "history"):
+        ap.add_argument(f"--{name}", required=True)
+    args = ap.parse_args(argv)
+
+    run, cfg = params.load(args.params, "run", "sft")
+    require_pass(args.gate)
+    started = time.time()
+    seed_everything(run.seed, run.threads)
+
+    from pathlib import Path
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dapt, champion = Path(args.dapt), modeling.champion_or_base(args.champion, args.base)
+    tok = modeling.load_tokenizer(dapt)
+    quant = BitsAndBytesConfig(load_in_8bit=True) if cfg.load_in_8bit else None
+    base = AutoModelForCausalLM.from_pretrained(dapt, dtype=torch.float32, quantization_config=quant,
+                                                trust_remote_code=False, use_safetensors=True)
+    base.config.use_cache = False
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(base, lora)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log("sft", f"LoRA r={cfg.lora_r} on {cfg.target_modules}: {sum(p.numel() for p in trainable) / 1e6:.2f}M "
+               f"trainable parameters; base {'8-bit' if cfg.load_in_8bit else 'fp32'} from {dapt}")
+
+    # EWC: the fixed distance of dapt's weights from the champion's, and F.
+    with safe_open(Path(args.fisher) / "fisher.safetensors", framework="pt") as st:
+        fisher = {k: st.get_tensor(k) for k in st.keys()}
+    layers = {k: m for k, m in lora_modules(model).items() if k in fisher}
+    if cfg.ewc_lambda > 0 and len(layers) != len(lora_modules(model)):
+        raise SystemExit(f"{args.fisher} lacks Fisher information for some LoRA targets; rerun the fisher "
+                         "stage with the same sft.target_modules (dvc repro does)")
+    ref, now = weights_of(champion, layers), weights_of(dapt, layers)
+    offsets = {k: now[k] - ref[k] for k in layers}
+    del ref, now
+
+    examples = [chat_example(tok, conv, cfg.seq_len) for conv in conversations(f"{args.data}/sft/train.jsonl")]
+    general = pack(tok, texts(f"{args.data}/general/train.jsonl"), cfg.seq_len)
+    n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
+    draw_sft, draw_general = Sampler(len(examples), run.seed), Sampler(len(general), run.seed + 1)
+    log("sft", f"{len(examples)} instruction examples, {len(general)} replay blocks; "
+               f"{cfg.batch_size - n_replay}+{n_replay} rows per batch; EWC lambda={cfg.ewc_lambda}")
+
+    def next_batch(step):
+        rows = [examples[i] for i in draw_sft.take(cfg.batch_size - n_replay)]
+        rows += [(general[i], general[i].clone()) for i in draw_general.take(n_replay)]
+        return collate(rows, tok.pad_token_id)
+
+    def compute_loss(model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        lm = masked_lm_loss(logits, batch["labels"])
+        if cfg.ewc_lambda == 0:
+            return lm, {"lm": lm.item()}
+        deltas = {k: m.get_delta_weight("default").float() for k, m in layers.items()}
+        ewc = ewc_penalty(deltas, offsets, fisher)
+        return lm + cfg.ewc_lambda / 2 * ewc, {"lm": lm.item(), "ewc": ewc.item()}
+
+    history = train_loop("sft", model, trainable, cfg, next_batch, compute_loss)
+
+    with atomic_dir(args.out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        modeling.point_adapter_at(tmp, dapt)
+        write_lineage(tmp, name=args.out, stage="sft", params={"sft": params.as_dict(cfg)},
+                      parents={"dapt": dapt, "champion": champion, "fisher": args.fisher},
+                      data={"sft": f"{args.data}/sft/train.jsonl", "general": f"{args.data}/general/train.jsonl"},
+                      seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(dapt),
+                      extra={"final_loss": history[-1]["loss"], "adapter_of": str(dapt)})
+    write_json(args.history, history)
+    log("sft", f"wrote adapter {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
+               f"{history[-1]['loss']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
