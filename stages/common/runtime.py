@@ -13,6 +13,7 @@ OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
+    "GX_ANALYTICS_ENABLED": "False",
 }
 for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
