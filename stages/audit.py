@@ -1,7 +1,7 @@
 """audit: check the lineage of every artifact and write the run summary.
 
     python -m stages.audit --models models/base models/dapt models/sft models/student models/onnx \
-        --verdicts reports/gates --data-gate reports/data/validation.json \
+        --verdicts reports/gates/{champion,dapt,sft,student,onnx}.json --data-gate reports/data/validation.json \
         --quantize reports/quantize.json --audit-log reports/audit/log.jsonl \
         --out reports/summary.json --markdown reports/summary.md
 
@@ -38,7 +38,7 @@ def check_lineage(folder: Path) -> tuple[dict, list[str]]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", required=True)
-    ap.add_argument("--verdicts", required=True, help="folder of gate verdicts")
+    ap.add_argument("--verdicts", nargs="+", required=True, help="gate verdicts, named <model>.json")
     ap.add_argument("--data-gate", required=True)
     ap.add_argument("--quantize", required=True)
     ap.add_argument("--audit-log", required=True)
@@ -47,17 +47,17 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     problems = [f"{args.audit_log}: {p}" for p in audit_log.verify(args.audit_log)]
+    verdicts = {Path(v).stem: read_json(v) for v in args.verdicts}
     rows = []
     for folder in map(Path, args.models):
         lin, found = check_lineage(folder)
         problems += found
-        gate = Path(args.verdicts) / f"{folder.name}.json"
-        verdict = read_json(gate) if gate.is_file() else {}
+        verdict = verdicts.get(folder.name, {})
         rows.append({"model": folder.name, "path": folder.as_posix(), "stage": lin.get("stage"),
                      "sha256": lin.get("artifact", {}).get("sha256"), "wall_time_s": lin.get("wall_time_s"),
                      "size_mb": round(dir_size(folder) / 1e6, 1), "real": lin.get("real"),
                      "verdict": verdict.get("verdict"), "metrics": verdict.get("metrics", {})})
-    champion = read_json(Path(args.verdicts) / "champion.json")
+    champion = verdicts["champion"]
     summary = {"models": rows, "champion": {"path": champion["path"], "metrics": champion["metrics"]},
                "data_gate": read_json(args.data_gate)["verdict"], "quantize": read_json(args.quantize),
                "audit_log_entries": len(audit_log.entries(args.audit_log)), "problems": problems,

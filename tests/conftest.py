@@ -1,0 +1,84 @@
+"""Shared fixtures: the tiny profile, a tiny base model, and repository copies."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "tiny_params.yaml"
+
+
+def tiny_params() -> dict:
+    """params.yaml with the tiny profile's sections merged in."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in yaml.safe_load(TINY.read_text()).items():
+        if isinstance(values, dict) and section != "gates":
+            params[section] = {**params.get(section, {}), **values}
+        else:
+            params[section] = values
+    return params
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def env() -> dict:
+    """The environment a stage sees: this interpreter's bin first on PATH, so `python` is ours."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def run(cmd: list[str] | str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, shell=isinstance(cmd, str))
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+def copy_repo(dst: Path) -> Path:
+    """The tracked and unignored files of this checkout, as a fresh git + DVC repo with the tiny profile."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("models/", "reports/")) or rel.startswith("models/champion/"):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    write_params(dst / "params.yaml", tiny_params())
+    run("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm init", dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_params_file(tmp_path_factory) -> Path:
+    return write_params(tmp_path_factory.mktemp("params") / "params.yaml", tiny_params())
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, tiny_params_file) -> Path:
+    """A tiny random Llama with the real SmolLM2 tokenizer, written by the base stage."""
+    from stages import base
+
+    out = tmp_path_factory.mktemp("models") / "base"
+    base.main(["--params", str(tiny_params_file), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, tiny_params_file) -> Path:
+    """The seed data, prepared."""
+    from stages import prepare
+
+    out = tmp_path_factory.mktemp("data") / "prepared"
+    prepare.main(["--params", str(tiny_params_file), "--seed", str(ROOT / "data/seed"),
+                  "--drops", str(ROOT / "data/drops"), "--out", str(out)])
+    return out

@@ -1,0 +1,28 @@
+import json
+
+from stages.common import audit_log
+
+
+def test_chain_verifies_and_detects_edits_removals_and_reordering(tmp_path):
+    log = tmp_path / "log.jsonl"
+    for i in range(4):
+        audit_log.append(log, "gate", model=f"m{i}", verdict="pass")
+    assert audit_log.verify(log) == []
+    lines = log.read_text().splitlines()
+
+    edited = json.loads(lines[1]); edited["verdict"] = "fail"
+    log.write_text("\n".join([lines[0], json.dumps(edited), *lines[2:]]) + "\n")
+    assert any("entry 1" in p and "altered" in p for p in audit_log.verify(log))
+
+    log.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
+    assert any("entry 1" in p for p in audit_log.verify(log))
+
+    log.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")
+    assert audit_log.verify(log)
+
+
+def test_new_entries_chain_onto_the_last(tmp_path):
+    log = tmp_path / "log.jsonl"
+    a = audit_log.append(log, "data_gate", verdict="pass")
+    b = audit_log.append(log, "gate", verdict="fail", reason="x")
+    assert b["prev"] == a["hash"] and a["prev"] == audit_log.GENESIS and b["seq"] == 1

@@ -1,0 +1,33 @@
+from stages.common.gates import decide, require_pass
+from stages.common.io import write_json
+from stages.common.params import GateRule
+
+import pytest
+
+
+def test_gate_passes_within_bounds_and_fails_outside_with_a_reason():
+    rules = [GateRule(metric="domain_ppl", max_ratio=0.98, ref="champion"), GateRule(metric="general_ppl", max=50)]
+    refs = {"champion": {"domain_ppl": 20.0}}
+    ok = decide({"domain_ppl": 19.0, "general_ppl": 40.0}, rules, refs)
+    assert all(f["passed"] for f in ok)
+    bad = decide({"domain_ppl": 19.9, "general_ppl": 60.0}, rules, refs)
+    assert [f["passed"] for f in bad] == [False, False]
+    assert "0.98" in bad[0]["reason"] and "champion" in bad[0]["reason"]
+    assert "max 50" in bad[1]["reason"]
+
+
+def test_gate_fails_when_a_metric_or_its_reference_is_missing_or_nan():
+    rules = [GateRule(metric="domain_ppl", max_ratio=1.0, ref="sft")]
+    assert not decide({}, rules, {"sft": {"domain_ppl": 3.0}})[0]["passed"]
+    assert not decide({"domain_ppl": float("nan")}, rules, {"sft": {"domain_ppl": 3.0}})[0]["passed"]
+    assert not decide({"domain_ppl": 1.0}, rules, {})[0]["passed"]
+
+
+def test_downstream_stage_refuses_a_failed_or_missing_verdict(tmp_path):
+    with pytest.raises(SystemExit, match="no gate verdict"):
+        require_pass(tmp_path / "none.json")
+    write_json(tmp_path / "v.json", {"verdict": "fail", "reason": "domain_ppl too high"})
+    with pytest.raises(SystemExit, match="domain_ppl too high"):
+        require_pass(tmp_path / "v.json")
+    write_json(tmp_path / "v.json", {"verdict": "pass"})
+    assert require_pass(tmp_path / "v.json")["verdict"] == "pass"

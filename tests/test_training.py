@@ -1,0 +1,138 @@
+"""Training stages learn: loss falls, LoRA weights change, the frozen base does not."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stages import dapt, distill, fisher, sft
+from stages.common.io import read_json, sha256_tree, write_json
+
+from .conftest import tiny_params, write_params
+
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json"}
+
+
+def falling(history: list[dict], key: str = "loss") -> bool:
+    first, last = [h[key] for h in history[:3]], [h[key] for h in history[-3:]]
+    return all(torch.isfinite(torch.tensor(first + last))) and sum(last) / 3 < sum(first) / 3
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, tiny_base, prepared):
+    """Params with enough steps to see learning, a passing data gate, and an empty champion."""
+    root = tmp_path_factory.mktemp("train")
+    p = tiny_params()
+    for section in ("dapt", "sft", "distill"):
+        p[section].update(steps=16, log_every=8)
+    p["sft"].update(steps=24, lr=1e-2)
+    write_params(root / "params.yaml", p)
+    write_json(root / "pass.json", {"verdict": "pass"})
+    (root / "champion").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def dapt_model(work, tiny_base, prepared):
+    out = work / "dapt"
+    dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
+               str(work / "champion"), "--data", str(prepared), "--data-gate", str(work / "pass.json"),
+               "--out", str(out), "--history", str(work / "dapt_history.json")])
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(work, tiny_base, prepared, dapt_model):
+    fisher.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
+                 str(work / "champion"), "--data", str(prepared), "--out", str(work / "fisher")])
+    out = work / "sft"
+    sft.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--base", str(tiny_base),
+              "--champion", str(work / "champion"), "--fisher", str(work / "fisher"), "--data", str(prepared),
+              "--gate", str(work / "pass.json"), "--out", str(out), "--history", str(work / "sft_history.json")])
+    return out
+
+
+def test_dapt_learns_and_writes_a_complete_model_folder(work, tiny_base, dapt_model):
+    assert {p.name for p in dapt_model.iterdir()} == MODEL_FILES
+    assert falling(read_json(work / "dapt_history.json"))
+    before, after = load_file(tiny_base / "model.safetensors"), load_file(dapt_model / "model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(before), "full-parameter DAPT must update every weight"
+    lineage = read_json(dapt_model / "lineage.json")
+    assert lineage["artifact"]["sha256"] == sha256_tree(dapt_model)
+    assert lineage["parents"]["start"]["sha256"] == read_json(tiny_base / "lineage.json")["artifact"]["sha256"]
+    assert lineage["real"] is False  # descends from the tiny test model
+
+
+def test_fisher_is_nonnegative_and_covers_every_lora_target(work, sft_adapter):
+    f = load_file(work / "fisher" / "fisher.safetensors")
+    targets = tiny_params()["sft"]["target_modules"]
+    assert {k.split(".")[-2] for k in f} == set(targets)
+    assert all((v >= 0).all() for v in f.values()) and sum(v.sum() for v in f.values()) > 0
+
+
+def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter, prepared):
+    assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json"} <= {p.name for p in sft_adapter.iterdir()}
+    history = read_json(work / "sft_history.json")
+    assert all("ewc" in h and h["ewc"] >= 0 for h in history)
+    # Learning: on fixed training examples, dapt + adapter beats dapt alone.
+    from peft import PeftModel
+
+    from stages.common import modeling
+    from stages.common.losses import masked_lm_loss
+    from stages.common.train import chat_example, collate, conversations
+
+    tok = modeling.load_tokenizer(dapt_model)
+    rows = [chat_example(tok, c, 64) for c in conversations(prepared / "sft" / "train.jsonl")[:16]]
+    batch = collate(rows, tok.pad_token_id)
+
+    def loss_of(model):
+        with torch.no_grad():
+            return masked_lm_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                  batch["labels"]).item()
+
+    before = loss_of(modeling.load_model(dapt_model))
+    after = loss_of(PeftModel.from_pretrained(modeling.load_model(dapt_model), sft_adapter))
+    assert after < before - 0.01, (before, after)  # LoRA B starts at 0: before is the untrained model
+    adapter = load_file(sft_adapter / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero; training must move it"
+    # The frozen base is untouched: dapt's folder still matches its recorded hash.
+    assert read_json(dapt_model / "lineage.json")["artifact"]["sha256"] == sha256_tree(dapt_model)
+    config = json.loads((sft_adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == dapt_model.as_posix()
+
+
+def test_distill_builds_a_smaller_student_that_learns(work, dapt_model, sft_adapter, prepared):
+    out = work / "student"
+    distill.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--sft", str(sft_adapter),
+                  "--data", str(prepared), "--gate", str(work / "pass.json"), "--out", str(out),
+                  "--history", str(work / "distill_history.json")])
+    assert {p.name for p in out.iterdir()} == MODEL_FILES
+    assert read_json(out / "config.json")["num_hidden_layers"] == 2
+    lineage = read_json(out / "lineage.json")
+    assert lineage["teacher_layers_kept"] == [0, 3]
+    assert lineage["parameters"]["student"] < lineage["parameters"]["teacher"]
+    history = read_json(work / "distill_history.json")
+    assert falling(history)
+
+
+def test_layer_selection_keeps_the_ends_and_rejects_impossible_students():
+    from stages.common.params import DistillConfig
+
+    assert distill.layers_to_keep(30, DistillConfig(student_layers=20)) == list(range(10)) + list(range(20, 30))
+    assert distill.layers_to_keep(4, DistillConfig(keep_layers=[0, 2])) == [0, 2]
+    with pytest.raises(SystemExit, match="student_layers"):
+        distill.layers_to_keep(4, DistillConfig(student_layers=4))
+
+
+def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared):
+    write_json(work / "fail.json", {"verdict": "fail", "reason": "domain_ppl too high"})
+    with pytest.raises(SystemExit, match="domain_ppl too high"):
+        dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
+                   str(work / "champion"), "--data", str(prepared), "--data-gate", str(work / "fail.json"),
+                   "--out", str(work / "never"), "--history", str(work / "never.json")])
+    assert not (work / "never").exists()
