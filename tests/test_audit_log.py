@@ -26,3 +26,15 @@ def test_new_entries_chain_onto_the_last(tmp_path):
     a = audit_log.append(log, "data_gate", verdict="pass")
     b = audit_log.append(log, "gate", verdict="fail", reason="x")
     assert b["prev"] == a["hash"] and a["prev"] == audit_log.GENESIS and b["seq"] == 1
+
+
+def test_ratchet_audit_verify_exits_nonzero_on_tampering(tmp_path, capsys):
+    from stages.cli import main
+
+    log = tmp_path / "log.jsonl"
+    audit_log.append(log, "gate", verdict="fail")
+    audit_log.append(log, "gate", verdict="pass")
+    assert main(["audit", "verify", "--log", str(log)]) == 0
+    log.write_text(log.read_text().replace('"fail"', '"pass"', 1))
+    assert main(["audit", "verify", "--log", str(log)]) == 1
+    assert "altered" in capsys.readouterr().err

@@ -136,7 +136,7 @@ class DaptConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class FisherConfig:
-    samples: int = 16  # single sequences of general text whose squared gradients are averaged
+    samples: int = 8  # single sequences of general text whose squared gradients are averaged
     seq_len: int = 256
     bf16: bool = True
 
@@ -153,7 +153,7 @@ class SftConfig(TrainConfig):
     lora_dropout: float = 0.05
     target_modules: list = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    ewc_lambda: float = 100.0  # weight of the EWC penalty against the champion
+    ewc_lambda: float = 1.0e5  # weight of the EWC penalty against the champion (raw Fisher is tiny)
     load_in_8bit: bool = False  # bitsandbytes 8-bit frozen base (LoRA on top)
 
     def problems(self) -> list[str]:

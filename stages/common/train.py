@@ -100,11 +100,11 @@ def train_loop(stage: str, model, trainable: list[torch.nn.Parameter], cfg,
         opt.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum())
         row = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr,
-               "grad_norm": round(float(grad_norm), 4), **{k: round(v, 5) for k, v in logs.items()}}
+               "grad_norm": round(float(grad_norm), 4), **{k: float(f"{v:.6g}") for k, v in logs.items()}}
         history.append(row)
         if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
             elapsed = time.time() - t0
-            extra = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            extra = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
             print(f"[{stage}] step {step + 1:>4}/{cfg.steps} loss {loss.item():.4f} {extra} lr {lr:.2e} "
                   f"gnorm {float(grad_norm):.2f} tok/s {tokens / elapsed:.0f} elapsed {elapsed:.0f}s", flush=True)
     model.eval()

@@ -1,0 +1,117 @@
+"""End to end: `dvc repro` of the whole pipeline on the tiny profile, in a copy of the repo."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from stages.common import audit_log
+from stages.common.io import read_json
+
+from .conftest import copy_repo, run
+
+STAGES = ["base", "prepare", "validate", "gate_champion", "dapt", "gate_dapt", "fisher", "sft", "gate_sft",
+          "distill", "gate_student", "quantize", "gate_onnx", "audit"]
+REPORTS = {
+    "data/validation.json", "gates/champion.json", "gates/dapt.json", "gates/sft.json", "gates/student.json",
+    "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
+    "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
+    "summary.json", "summary.md", "audit/log.jsonl",
+}
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w@]+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("repo"))
+    first = run(["dvc", "repro"], repo)
+    assert ran(first.stdout) == STAGES
+    return repo
+
+
+def test_repro_writes_every_artifact_and_report(repo):
+    reports = {p.relative_to(repo / "reports").as_posix() for p in (repo / "reports").rglob("*") if p.is_file()}
+    assert reports == REPORTS
+    for model in ("base", "dapt", "student"):
+        assert {p.name for p in (repo / "models" / model).iterdir()} == {
+            "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json", "chat_template.jinja", "lineage.json"}
+    assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json"} <= {
+        p.name for p in (repo / "models/sft").iterdir()}
+    assert {"model.onnx", "config.json", "tokenizer.json", "lineage.json"} <= {
+        p.name for p in (repo / "models/onnx").iterdir()}
+    assert not list((repo / "models").glob(".*tmp*")), "no scratch folders are left behind"
+
+
+def test_every_gate_passed_and_says_its_numbers_are_not_real(repo):
+    for model in ("dapt", "sft", "student", "onnx"):
+        v = read_json(repo / f"reports/gates/{model}.json")
+        assert v["verdict"] == "pass", v["reason"]
+        assert v["real"] is False and "not real" in v["note"]
+        assert v["findings"] and all(f["passed"] for f in v["findings"])
+    summary = (repo / "reports/summary.md").read_text()
+    assert "not real results" in summary
+    log = audit_log.entries(repo / "reports/audit/log.jsonl")
+    assert [e["event"] for e in log] == ["data_gate", "gate", "gate", "gate", "gate"]
+    assert audit_log.verify(repo / "reports/audit/log.jsonl") == []
+
+
+def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from stages.common.modeling import load_tokenizer
+
+    model = ORTModelForCausalLM.from_pretrained(repo / "models/onnx")
+    tok = load_tokenizer(repo / "models/onnx")
+    ids = tok("def add(a, b):", return_tensors="pt").input_ids
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 5
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(repo / "models/onnx/model.onnx"), load_external_data=False).graph.node}
+    assert "MatMulNBits" in ops, "weights must be quantized"
+    parity = read_json(repo / "reports/quantize.json")
+    assert parity["passed"] and parity["int8_mb"] < parity["fp32_mb"]
+
+
+def test_dvc_metrics_show_lists_the_gate_metrics(repo):
+    out = run(["dvc", "metrics", "show", "--json"], repo).stdout
+    flat = json.dumps(json.loads(out))
+    for model in ("champion", "dapt", "sft", "student", "onnx"):
+        assert f"reports/metrics/{model}.json" in flat
+    assert "domain_ppl" in flat and "general_ppl" in flat
+
+
+def test_second_repro_is_a_no_op(repo):
+    again = run(["dvc", "repro"], repo)
+    assert ran(again.stdout) == []
+
+
+def test_changing_one_param_reruns_only_what_depends_on_it(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["distill"]["temperature"] = 3.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], repo)
+    assert ran(out.stdout) == ["distill", "gate_student", "quantize", "gate_onnx", "audit"]
+
+
+def test_a_failing_gate_stops_the_pipeline_and_is_logged(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["gates"]["onnx"] = [{"metric": "domain_ppl", "max": 1.0}]  # no model reaches perplexity 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "reports/summary.md").unlink()
+    out = run(["dvc", "repro"], repo, check=False)
+    assert out.returncode != 0
+    assert ran(out.stdout) == ["gate_onnx"]
+    assert "gate onnx: FAILED: domain_ppl" in out.stdout + out.stderr
+    assert not (repo / "reports/summary.md").exists(), "audit must not run after a failed gate"
+    verdict = read_json(repo / "reports/gates/onnx.json")
+    assert verdict["verdict"] == "fail" and "max 1.0" in verdict["reason"]
+    last = audit_log.entries(repo / "reports/audit/log.jsonl")[-1]
+    assert (last["event"], last["model"], last["verdict"]) == ("gate", "onnx", "fail")
