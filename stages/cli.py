@@ -2,13 +2,33 @@
 
     ratchet check                  validate params.yaml (every section) and exit
     ratchet audit verify [--log]   check the audit log's hash chain
+    ratchet ingest PATH [--week 2026-W48] [--role domain|sft|general]
+                                   add a weekly data drop (stages/common/drops.py)
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .common import audit_log, params
+from .common import audit_log, drops, params
+
+
+def run_ingest(path: str, week: str | None, role: str | None) -> int:
+    """Exit 2 for an input ingest refuses (nothing copied), 1 if DVC failed after the copy."""
+    if week is None:
+        week = drops.current_week()
+        print(f"--week not given: using the current ISO week, {week}")
+    try:
+        lines = drops.ingest(Path(path), week, role, Path.cwd())
+    except drops.IngestError as e:
+        print(f"ratchet ingest: nothing was copied.\n{e}", file=sys.stderr)
+        return 2
+    except drops.TrackError as e:
+        print(f"ratchet ingest: {e}", file=sys.stderr)
+        return 1
+    print(*lines, sep="\n")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -21,6 +41,11 @@ def main(argv=None) -> int:
     audit_sub = audit.add_subparsers(dest="action", required=True)
     verify = audit_sub.add_parser("verify", help="check that the audit log has not been altered")
     verify.add_argument("--log", default="reports/audit/log.jsonl")
+    ingest = sub.add_parser("ingest", help="add a weekly data drop under data/drops/<week>/<role>/")
+    ingest.add_argument("path", help="a .jsonl or .txt file, or a folder of them (flat, or domain/ sft/ general/)")
+    ingest.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
+    ingest.add_argument("--role", choices=params.ROLES,
+                        help="role of raw-text files; instruction records (prompt/response, messages) are sft")
     args = ap.parse_args(argv)
 
     if args.command == "check":
@@ -39,6 +64,8 @@ def main(argv=None) -> int:
             return 1
         print(f"{args.log}: {n} entries, hash chain intact")
         return 0
+    if args.command == "ingest":
+        return run_ingest(args.path, args.week, args.role)
     return 2
 
 

@@ -1,0 +1,336 @@
+"""Weekly data drops: check the files, copy them into data/drops, track them with DVC, log them.
+
+    ratchet ingest PATH [--week 2026-W48] [--role domain|sft|general]
+
+PATH is a file or a folder. A folder either holds files directly (their role
+comes from --role or, for instruction data, from the records) or is laid out
+by role as domain/ sft/ general/. Files are .jsonl with {"text"} (domain,
+general), {"prompt", "response"} or {"messages": [...]} (sft), or .txt (domain,
+general). Every file is checked before anything is copied; one bad file stops
+the whole ingest. Files whose bytes are already somewhere under data/drops are
+skipped, so re-ingesting a drop changes nothing. The new files land in
+data/drops/<week>/<role>/, `dvc add data/drops/<week>` tracks the week, and a
+"data_drop" event goes into the audit log.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# ingest applies prepare's own record check, so a file it accepts is one prepare reads the same way
+from ..prepare import to_record
+from . import audit_log
+from .io import sha256_file
+from .params import ROLES
+
+DROPS = Path("data/drops")
+AUDIT_LOG = Path("reports/audit/log.jsonl")
+WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+TEXT_ROLES = ("domain", "general")
+
+
+class IngestError(ValueError):
+    """An input ratchet ingest refuses; the message names the file, the line and the fix."""
+
+
+class TrackError(RuntimeError):
+    """The files were copied but `dvc add` failed: the drop is in the workspace, not yet tracked."""
+
+
+@dataclass(frozen=True)
+class DropFile:
+    source: Path
+    role: str
+    sha256: str
+    records: int
+
+
+def current_week(today: datetime.date | None = None) -> str:
+    year, week, _ = (today or datetime.date.today()).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def check_week(week: str) -> str:
+    """`week` if it is an ISO week that exists (2026-W53 does, 2025-W53 does not), else IngestError."""
+    m = WEEK.match(week)
+    try:
+        if m:
+            datetime.date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+            return week
+    except ValueError:
+        pass
+    raise IngestError(f"--week {week!r}: not an ISO week; write it as YYYY-Www, e.g. {current_week()}")
+
+
+def repo_root(start: Path) -> Path:
+    """The nearest folder at or above `start` that holds .dvc/: where `dvc add` must run."""
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    raise IngestError(f"{start}: not inside a DVC repository (no .dvc folder here or above); "
+                      "run ratchet ingest from your ratchet clone")
+
+
+# --------------------------------------------------------------------------- #
+# Which files, with which role
+# --------------------------------------------------------------------------- #
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    # prepare skips dot-files too, so .DS_Store and editor leftovers are never data
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def candidates(path: Path, role: str | None) -> list[tuple[Path, str | None, bool]]:
+    """(file, role, whether that role names this very file) for every file PATH names.
+
+    A role folder or --role on a single file names the file's role; --role on a
+    flat folder is the role of its raw text, and its instruction files are sft.
+    """
+    if path.is_file():
+        return [(path, role, role is not None)]
+    if not path.is_dir():
+        raise IngestError(f"{path}: no such file or folder")
+    entries = _visible_files(path)
+    if not any(p.is_dir() and p.name in ROLES for p in entries):
+        for p in entries:
+            if p.is_dir():
+                raise IngestError(f"{p}: a subfolder that is not a role; name it one of {', '.join(ROLES)}, "
+                                  "or ingest its files separately")
+        return [(p, role, False) for p in entries]
+    if role is not None:
+        raise IngestError(f"{path}: laid out by role folders, which already give each file's role; drop --role")
+    out = []
+    for folder in entries:
+        if not (folder.is_dir() and folder.name in ROLES):
+            raise IngestError(f"{folder}: next to role folders, everything must be one of "
+                              f"{', '.join(r + '/' for r in ROLES)}; move it into one of them")
+        for p in _visible_files(folder):
+            if p.is_dir():
+                raise IngestError(f"{p}: role folders hold files only; move its files up into {folder}")
+            out.append((p, folder.name, True))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Checking one file
+# --------------------------------------------------------------------------- #
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if not data.strip():
+        raise IngestError(f"{path}: empty file; add records to it or leave it out")
+    if b"\0" in data:
+        at = data.index(b"\0")
+        raise IngestError(f"{path}: line {_line_of(data, at)}: binary content (NUL byte at byte {at}); "
+                          "export the data as UTF-8 .jsonl or .txt")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IngestError(f"{path}: line {_line_of(data, e.start)}: not valid UTF-8 (byte {e.start}); "
+                          "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def record_kind(raw) -> str | None:
+    """'sft' for instruction records, 'text' for raw text, None for neither."""
+    if isinstance(raw, dict) and ("messages" in raw or "prompt" in raw or "response" in raw):
+        return "sft"
+    if isinstance(raw, dict) and "text" in raw:
+        return "text"
+    return None
+
+
+def _jsonl_kind(path: Path, text: str) -> tuple[str, int]:
+    """("sft" or "text", record count); every line must be a record prepare would read."""
+    kind, records = None, 0
+    # split on "\n" only, as prepare does: str.splitlines() would also break JSON strings at U+2028
+    for i, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise IngestError(f"{path}: line {i}: not valid JSON ({e.msg} at column {e.colno}); "
+                              "fix or delete the line (one JSON object per line)") from None
+        this = record_kind(raw)
+        if this is None:
+            raise IngestError(f'{path}: line {i}: not a record; write {{"text": ...}}, '
+                              '{"prompt": ..., "response": ...} or {"messages": [...]}')
+        if kind is not None and this != kind:
+            raise IngestError(f"{path}: line {i}: a {this} record in a file of {kind} records; "
+                              "put raw text and instruction records in separate files")
+        kind = this
+        _, reason = to_record("sft" if kind == "sft" else "domain", raw)
+        if reason:
+            raise IngestError(f"{path}: line {i}: {reason}")
+        records += 1
+    if kind is None:
+        raise IngestError(f"{path}: empty file (blank lines only); add records to it or leave it out")
+    return kind, records
+
+
+def check_file(path: Path) -> tuple[str, int]:
+    """("sft" or "text", record count) of a file, or IngestError saying what is wrong and how to fix it."""
+    if path.suffix not in (".jsonl", ".txt"):
+        raise IngestError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
+                          "convert it to .jsonl (one JSON object per line) or .txt (blank-line separated text)")
+    text = _decode(path, path.read_bytes())
+    if path.suffix == ".jsonl":
+        return _jsonl_kind(path, text)
+    return "text", sum(1 for block in re.split(r"\n\s*\n", text) if block.strip())
+
+
+def role_of(path: Path, kind: str, role: str | None, names_file: bool) -> str:
+    """The role a checked file lands in: instruction records are sft, raw text takes the given role."""
+    if kind == "sft":
+        if names_file and role != "sft":
+            raise IngestError(f"{path}: holds instruction records (sft) but its role is {role}; "
+                              "drop --role, or move it to an sft/ folder")
+        return "sft"
+    if role is None:
+        raise IngestError(f"{path}: raw text, and its role cannot be told from the records; "
+                          "pass --role domain (text to learn) or --role general (text not to forget)")
+    if role not in TEXT_ROLES:
+        raise IngestError(f"{path}: raw text cannot be sft data; use --role domain or --role general, "
+                          'or write records as {"prompt", "response"} or {"messages"}')
+    return role
+
+
+def check_all(files: list[tuple[Path, str | None, bool]]) -> list[DropFile]:
+    """Every file checked; all problems are reported together so one run shows everything to fix."""
+    checked, problems = [], []
+    for path, role, names_file in files:
+        try:
+            kind, records = check_file(path)
+            checked.append(DropFile(path, role_of(path, kind, role, names_file), sha256_file(path), records))
+        except IngestError as e:
+            problems.append(str(e))
+    if not files:
+        problems.append("no files to ingest (the folder is empty); point PATH at .jsonl or .txt files")
+    if problems:
+        raise IngestError("\n".join(problems))
+    return checked
+
+
+# --------------------------------------------------------------------------- #
+# Duplicates, copying, tracking
+# --------------------------------------------------------------------------- #
+
+
+def existing_hashes(drops: Path) -> dict[str, Path]:
+    """sha256 -> file for everything already in data/drops/<week>/<role>/."""
+    return {sha256_file(p): p for p in sorted(drops.glob("*/*/*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(drops).parts)}
+
+
+def untracked_weeks(drops: Path) -> list[str]:
+    """Weeks DVC tracks whose files are not in the workspace: their content cannot be compared."""
+    return [p.name[:-4] for p in sorted(drops.glob("*.dvc")) if not (drops / p.name[:-4]).is_dir()]
+
+
+def plan(checked: list[DropFile], known: dict[str, Path]) -> tuple[list[DropFile], list[tuple[DropFile, Path]]]:
+    """(files to copy, [(skipped file, where its content already is)])."""
+    new, skipped, seen = [], [], dict(known)
+    for f in checked:
+        if f.sha256 in seen:
+            skipped.append((f, seen[f.sha256]))
+        else:
+            seen[f.sha256] = f.source
+            new.append(f)
+    return new, skipped
+
+
+def destinations(week_dir: Path, files: list[DropFile]) -> list[Path]:
+    """data/drops/<week>/<role>/<name> per file; a name already taken gets a hash suffix, so nothing is overwritten."""
+    out = []
+    for f in files:
+        dst = week_dir / f.role / f.source.name
+        if dst.exists() or dst in out:
+            dst = dst.with_name(f"{dst.stem}-{f.sha256[:8]}{dst.suffix}")
+        out.append(dst)
+    return out
+
+
+def copy_atomically(pairs: list[tuple[Path, Path]]) -> None:
+    """Copy every file aside first, then rename all: a failed copy leaves no file that looks ingested."""
+    staged = []
+    try:
+        for src, dst in pairs:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+            shutil.copyfile(src, tmp)
+            staged.append((tmp, dst))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, dst in staged:
+        os.replace(tmp, dst)
+
+
+def dvc_add(root: Path, target: Path) -> None:
+    # the dvc of this interpreter, so the venv's pinned version tracks the drop
+    r = subprocess.run([sys.executable, "-m", "dvc", "add", target.as_posix()], cwd=root,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise TrackError(f"dvc add {target} failed; the files are copied but not tracked. Fix the cause and "
+                         f"run `dvc add {target}` yourself:\n{r.stdout}{r.stderr}".rstrip())
+
+
+# --------------------------------------------------------------------------- #
+# The command
+# --------------------------------------------------------------------------- #
+
+
+def _shown(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
+
+
+def ingest(path: Path, week: str, role: str | None, cwd: Path) -> list[str]:
+    """Ingest PATH as week `week`; returns the lines to print.
+
+    Raises IngestError, before anything is copied, for a bad week, file or layout;
+    TrackError if `dvc add` fails after the copy.
+    """
+    check_week(week)
+    root = repo_root(cwd)
+    checked = check_all(candidates(path, role))
+    drops = root / DROPS
+    new, skipped = plan(checked, existing_hashes(drops))
+    out = [f"ingest {path} as week {week}"]
+    out += [f"  skipped {f.source}: same content as {_shown(where, root)}" for f, where in skipped]
+    out += [f"  note: {DROPS}/{w} is tracked but not in the workspace (dvc pull it); its files were not "
+            "compared for duplicates" for w in untracked_weeks(drops)]
+    if not new:
+        return out + ["every file is already in data/drops: nothing to do"]
+
+    targets = destinations(drops / week, new)
+    pairs = [(f.source, dst) for f, dst in zip(new, targets)]
+    copy_atomically(pairs)
+    dvc_add(root, DROPS / week)
+    files = [{"path": dst.relative_to(root).as_posix(), "role": f.role, "sha256": f.sha256, "records": f.records}
+             for f, dst in zip(new, targets)]
+    entry = audit_log.append(root / AUDIT_LOG, "data_drop", week=week, source=str(path), files=files,
+                             skipped=[{"source": str(f.source), "sha256": f.sha256} for f, _ in skipped])
+
+    out += [f"  added {e['path']}  role={e['role']}  records={e['records']}" for e in files]
+    roles = sorted({e["role"] for e in files})
+    out += [f"week {week}: {len(files)} file(s), {sum(e['records'] for e in files)} records, "
+            f"roles {', '.join(roles)}; tracked with `dvc add {DROPS / week}`",
+            f"audit: {AUDIT_LOG} entry {entry['seq']} (data_drop)",
+            "commit it:",
+            f"  git add {DROPS / week}.dvc {DROPS}/.gitignore {AUDIT_LOG}",
+            f'  git commit -m "Data drop {week}"',
+            "  dvc push"]
+    return out

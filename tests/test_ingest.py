@@ -1,0 +1,168 @@
+"""`ratchet ingest`: a weekly drop lands in data/drops/<week>/<role>/, tracked by DVC, logged, never twice."""
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+import yaml
+
+from stages.common import audit_log, drops
+from stages.common.io import read_json, sha256_file
+
+from .conftest import copy_repo, run
+
+WEEK = "2026-W48"
+LOG = "reports/audit/log.jsonl"
+# every record is longer than prepare.min_chars, so prepare keeps it
+TEXT = [{"text": f"Domain note {i}: the ingest command copies weekly drops into the repository."} for i in range(3)]
+PAIRS = [{"prompt": f"What does ratchet ingest do, case {i}?",
+          "response": "It checks the files, copies them under data/drops and tracks them with DVC."} for i in range(2)]
+CHAT = [{"messages": [{"role": "user", "content": "How is a re-ingested file handled by ratchet?"},
+                      {"role": "assistant", "content": "It is recognised by its sha256 and skipped."}]}]
+GENERAL = "A general paragraph the model must not forget, long enough to keep.\n\nAnd a second block of plain text.\n"
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def ingest(repo, *args, check=True):
+    return run(["python", "-m", "stages.cli", "ingest", *map(str, args)], repo, check=check)
+
+
+def drop_files(repo) -> set[str]:
+    """<week>/<role>/<file> of every file in the drops."""
+    return {p.relative_to(repo / "data/drops").as_posix() for p in (repo / "data/drops").glob("*/*/*")}
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return copy_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A flat folder holding every accepted schema: raw-text JSONL, .txt, prompt/response and chat JSONL."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.jsonl").write_text(jsonl(TEXT))
+    (folder / "general.txt").write_text(GENERAL)
+    (folder / "pairs.jsonl").write_text(jsonl(PAIRS))
+    (folder / "chat.jsonl").write_text(jsonl(CHAT))
+    return folder
+
+
+def test_each_schema_lands_in_its_role_folder_tracked_and_logged(repo, inputs):
+    out = ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK).stdout
+    assert f"data/drops/{WEEK}/domain/notes.jsonl" in out and "records=3" in out
+    (inputs / "notes.jsonl").unlink()
+    # a flat folder: --role is the role of its raw text, instruction records are sft by their schema
+    out = ingest(repo, inputs, "--role", "general", "--week", WEEK).stdout
+
+    assert drop_files(repo) == {f"{WEEK}/domain/notes.jsonl", f"{WEEK}/general/general.txt",
+                                f"{WEEK}/sft/pairs.jsonl", f"{WEEK}/sft/chat.jsonl"}
+    assert f"git add data/drops/{WEEK}.dvc data/drops/.gitignore {LOG}" in out
+    dvc_file = yaml.safe_load((repo / f"data/drops/{WEEK}.dvc").read_text())
+    assert dvc_file["outs"][0]["path"] == WEEK and dvc_file["outs"][0]["md5"].endswith(".dir")
+    assert f"/{WEEK}" in (repo / "data/drops/.gitignore").read_text().split()
+
+    log = audit_log.entries(repo / LOG)
+    assert [(e["event"], e["week"]) for e in log] == [("data_drop", WEEK)] * 2
+    files = {f["path"]: f for f in log[1]["files"]}
+    assert {p: (f["role"], f["records"]) for p, f in files.items()} == {
+        f"data/drops/{WEEK}/general/general.txt": ("general", 2),
+        f"data/drops/{WEEK}/sft/pairs.jsonl": ("sft", 2),
+        f"data/drops/{WEEK}/sft/chat.jsonl": ("sft", 1)}
+    assert all(f["sha256"] == sha256_file(repo / p) for p, f in files.items())
+    assert audit_log.verify(repo / LOG) == []
+    assert "2 entries, hash chain intact" in run(["python", "-m", "stages.cli", "audit", "verify"], repo).stdout
+
+
+def test_a_folder_laid_out_by_role_needs_no_role_flag(repo, tmp_path):
+    drop = tmp_path / "drop"
+    for role, name, text in [("domain", "ref.txt", GENERAL), ("sft", "qa.jsonl", jsonl(PAIRS)),
+                             ("general", "news.jsonl", jsonl(TEXT))]:
+        (drop / role).mkdir(parents=True)
+        (drop / role / name).write_text(text)
+    ingest(repo, drop, "--week", WEEK)
+    assert drop_files(repo) == {f"{WEEK}/domain/ref.txt", f"{WEEK}/sft/qa.jsonl", f"{WEEK}/general/news.jsonl"}
+
+    refused = ingest(repo, drop, "--role", "domain", "--week", "2026-W49", check=False)
+    assert refused.returncode == 2 and "drop --role" in refused.stderr
+
+
+def test_reingesting_the_same_content_is_a_no_op_and_only_new_files_are_added(repo, inputs):
+    ingest(repo, inputs / "pairs.jsonl", "--week", WEEK)
+    before = (drop_files(repo), (repo / LOG).read_text(), (repo / f"data/drops/{WEEK}.dvc").read_text())
+
+    again = ingest(repo, inputs / "pairs.jsonl", "--week", "2026-W49")  # another week: still the same bytes
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert f"same content as data/drops/{WEEK}/sft/pairs.jsonl" in again.stdout
+    assert (drop_files(repo), (repo / LOG).read_text(), (repo / f"data/drops/{WEEK}.dvc").read_text()) == before
+    assert not (repo / "data/drops/2026-W49").exists() and not (repo / "data/drops/2026-W49.dvc").exists()
+
+    (inputs / "notes.jsonl").unlink()
+    out = ingest(repo, inputs, "--role", "general", "--week", "2026-W49").stdout
+    assert f"skipped {inputs / 'pairs.jsonl'}" in out
+    assert drop_files(repo) - before[0] == {"2026-W49/general/general.txt", "2026-W49/sft/chat.jsonl"}
+    last = audit_log.entries(repo / LOG)[-1]
+    assert [s["source"] for s in last["skipped"]] == [str(inputs / "pairs.jsonl")]
+
+
+BAD = {
+    "unsupported extension": ("data.csv", b"text\nhello\n", [], ["data.csv", "unsupported file type '.csv'"]),
+    "binary file": ("blob.jsonl", b'{"text": "x"}\n\x00\x01\x02', ["--role", "domain"],
+                    ["blob.jsonl", "line 2", "binary"]),
+    "non-UTF-8 bytes": ("latin.txt", "ok\n\ncaf\u00e9\n".encode("latin-1"), ["--role", "domain"],
+                        ["latin.txt", "line 3", "UTF-8"]),
+    "malformed JSON line": ("broken.jsonl", b'{"text": "fine"}\n{"text": oops}\n', ["--role", "domain"],
+                            ["broken.jsonl", "line 2", "not valid JSON"]),
+    "empty file": ("empty.jsonl", b"", ["--role", "domain"], ["empty.jsonl", "empty file"]),
+    "raw text without --role": ("raw.jsonl", jsonl(TEXT).encode(), [], ["raw.jsonl", "--role domain"]),
+}
+
+
+@pytest.fixture(scope="module")
+def shared_repo(tmp_path_factory):
+    """One repo for the refusals: each one must leave it untouched."""
+    return copy_repo(tmp_path_factory.mktemp("repo"))
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_a_bad_input_exits_2_names_the_file_and_line_and_copies_nothing(shared_repo, tmp_path, case):
+    name, data, args, expected = BAD[case]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.jsonl").write_text(jsonl(PAIRS))  # a good file beside it is not copied either
+    (folder / name).write_bytes(data)
+
+    for target in (folder / name, folder):
+        r = ingest(shared_repo, target, *args, "--week", WEEK, check=False)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr and "nothing was copied" in r.stderr
+        for text in expected:
+            assert text in r.stderr
+    assert drop_files(shared_repo) == set() and not (shared_repo / LOG).exists()
+
+
+def test_prepare_picks_up_the_ingested_records(repo, inputs):
+    ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK)
+    ingest(repo, inputs / "chat.jsonl", "--week", WEEK)
+    run(["python", "-m", "stages.prepare", "--seed", "data/seed", "--drops", "data/drops", "--out", "data/prepared"],
+        repo)
+    manifest = read_json(repo / "data/prepared/manifest.json")["files"]
+    assert manifest[f"data/drops/{WEEK}/domain/notes.jsonl"] == {"source": WEEK, "role": "domain", "in": 3, "kept": 3}
+    assert manifest[f"data/drops/{WEEK}/sft/chat.jsonl"] == {"source": WEEK, "role": "sft", "in": 1, "kept": 1}
+    prepared = "".join((repo / "data/prepared" / role / f"{split}.jsonl").read_text()
+                       for role in ("domain", "sft") for split in ("train", "heldout"))
+    assert all(r["text"] in prepared for r in TEXT) and CHAT[0]["messages"][1]["content"] in prepared
+
+
+def test_the_default_week_is_the_current_iso_week_and_bad_weeks_are_refused():
+    assert drops.current_week(datetime.date(2026, 11, 24)) == "2026-W48"
+    assert drops.current_week(datetime.date(2021, 1, 1)) == "2020-W53"
+    assert drops.check_week("2026-W53") == "2026-W53"
+    for bad in ("2026-48", "2026-W7", "2025-W53", "2026-W00"):
+        with pytest.raises(drops.IngestError, match="YYYY-Www"):
+            drops.check_week(bad)
