@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -25,6 +26,11 @@ def falling(history: list[dict], key: str = "loss") -> bool:
 def work(tmp_path_factory, tiny_base, prepared):
     """Params with enough steps to see learning, a passing data gate, and an empty champion."""
     root = tmp_path_factory.mktemp("train")
+    # A small instruction set that SFT sees several times: a tiny random model
+    # learns too little from single passes to tell learning from noise.
+    shutil.copytree(prepared, root / "prepared")
+    sft_rows = (root / "prepared/sft/train.jsonl").read_text().splitlines()[:16]
+    (root / "prepared/sft/train.jsonl").write_text("\n".join(sft_rows) + "\n")
     p = tiny_params()
     for section in ("dapt", "sft", "distill"):
         p[section].update(steps=16, log_every=8)
@@ -45,7 +51,8 @@ def dapt_model(work, tiny_base, prepared):
 
 
 @pytest.fixture(scope="module")
-def sft_adapter(work, tiny_base, prepared, dapt_model):
+def sft_adapter(work, tiny_base, dapt_model):
+    prepared = work / "prepared"
     fisher.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
                  str(work / "champion"), "--data", str(prepared), "--out", str(work / "fisher")])
     out = work / "sft"
@@ -74,7 +81,8 @@ def test_fisher_is_nonnegative_and_covers_every_lora_target(work, sft_adapter):
     assert all((v >= 0).all() for v in f.values()) and sum(v.sum() for v in f.values()) > 0
 
 
-def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter, prepared):
+def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter):
+    prepared = work / "prepared"
     assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json"} <= {p.name for p in sft_adapter.iterdir()}
     history = read_json(work / "sft_history.json")
     assert all("ewc" in h and h["ewc"] >= 0 for h in history)
@@ -96,7 +104,7 @@ def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter, prepared
 
     before = loss_of(modeling.load_model(dapt_model))
     after = loss_of(PeftModel.from_pretrained(modeling.load_model(dapt_model), sft_adapter))
-    assert after < before - 0.01, (before, after)  # LoRA B starts at 0: before is the untrained model
+    assert after < before - 0.1, (before, after)  # LoRA B starts at 0: before is the untrained model
     adapter = load_file(sft_adapter / "adapter_model.safetensors")
     lora_b = [v for k, v in adapter.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero; training must move it"

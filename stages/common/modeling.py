@@ -62,7 +62,10 @@ def tiny_llama(tok, hidden: int, layers: int, seed: int):
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, rope_theta=10000.0)
+        pad_token_id=tok.pad_token_id, rope_theta=10000.0,
+        # Wider than the usual 0.02: with tied 64-wide embeddings, a 0.02 init keeps
+        # every logit near zero and LoRA can barely move the output distribution.
+        initializer_range=0.1)
     return LlamaForCausalLM(config)
 
 
