@@ -41,7 +41,8 @@ def main(argv=None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     with atomic_dir(args.out) as tmp:
         modeling.save_model(model, tok, tmp)
-        write_lineage(tmp, name=args.out, stage="base", params={"base": params.as_dict(cfg)},
+        write_lineage(tmp, name=args.out, card=f"The base model ({cfg.source}) as a safetensors folder: {n_params / 1e6:.1f}M parameters.",
+                      stage="base", params={"base": params.as_dict(cfg)},
                       parents={}, data={}, seed=run.seed, threads=run.threads, started=started,
                       real=cfg.source != "tiny",
                       extra={"model": {"parameters": n_params, "layers": model.config.num_hidden_layers}})

@@ -66,7 +66,9 @@ def main(argv=None) -> None:
     model.config.use_cache = True
     with atomic_dir(args.out) as tmp:
         modeling.save_model(model, tok, tmp)
-        write_lineage(tmp, name=args.out, stage="dapt", params={"dapt": params.as_dict(cfg)},
+        write_lineage(tmp, name=args.out, card="Domain-adapted causal LM: full-parameter continued pretraining from the champion on the "
+                           "domain corpus, with replay of general text.",
+                      stage="dapt", params={"dapt": params.as_dict(cfg)},
                       parents={"start": start}, data={"domain": f"{args.data}/domain/train.jsonl",
                                                      "general": f"{args.data}/general/train.jsonl"},
                       seed=run.seed, threads=run.threads, started=started,

@@ -111,7 +111,9 @@ def main(argv=None) -> None:
     student.config.use_cache = True
     with atomic_dir(args.out) as tmp:
         modeling.save_model(student, tok, tmp)
-        write_lineage(tmp, name=args.out, stage="distill", params={"distill": params.as_dict(cfg)},
+        write_lineage(tmp, name=args.out, card=f"Distilled student: {len(keep)} of the teacher's {teacher.config.num_hidden_layers} layers "
+                           f"({n_s / 1e6:.1f}M parameters), trained on the teacher's logits.",
+                      stage="distill", params={"distill": params.as_dict(cfg)},
                       parents={"dapt": args.dapt, "sft": args.sft},
                       data={"domain": f"{args.data}/domain/train.jsonl", "sft": f"{args.data}/sft/train.jsonl",
                             "general": f"{args.data}/general/train.jsonl"},

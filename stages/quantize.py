@@ -122,7 +122,9 @@ def main(argv=None) -> None:
         if problems:
             raise SystemExit(f"quantize: int8 model fails parity with {student}: {check['reason']} "
                              f"(see {args.report}); try quantize.weight_bits: 8 or a smaller block_size")
-        write_lineage(tmp, name=args.out, stage="quantize", params={"quantize": params.as_dict(cfg)},
+        write_lineage(tmp, name=args.out, card="The student as ONNX with KV cache, int8 weight-only quantized (MatMulNBits). Load with "
+                           "optimum's ORTModelForCausalLM.from_pretrained(folder).",
+                      library="onnx", stage="quantize", params={"quantize": params.as_dict(cfg)},
                       parents={"student": student}, data={"parity": f"{args.data}/domain/heldout.jsonl"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(student),
                       extra={"parity": {k: v for k, v in check.items() if k != "sample"}})

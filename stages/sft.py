@@ -117,7 +117,9 @@ def main(argv=None) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         modeling.point_adapter_at(tmp, dapt)
-        write_lineage(tmp, name=args.out, stage="sft", params={"sft": params.as_dict(cfg)},
+        write_lineage(tmp, name=args.out, card="LoRA adapter (peft) for the dapt model, fine-tuned on instruction data with loss on the "
+                           "reply only, replay of general text and an EWC penalty towards the champion.",
+                      library="peft", stage="sft", params={"sft": params.as_dict(cfg)},
                       parents={"dapt": dapt, "champion": champion, "fisher": args.fisher},
                       data={"sft": f"{args.data}/sft/train.jsonl", "general": f"{args.data}/general/train.jsonl"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(dapt),

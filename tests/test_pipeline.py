@@ -18,7 +18,8 @@ REPORTS = {
     "data/validation.json", "gates/champion.json", "gates/dapt.json", "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
     "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
-    "summary.json", "summary.md", "audit/log.jsonl",
+    "summary.json", "summary.md", "audit/log.jsonl", "data/validation.md", "data/pii.json",
+    *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
 }
 
 
@@ -40,7 +41,7 @@ def test_repro_writes_every_artifact_and_report(repo):
     for model in ("base", "dapt", "student"):
         assert {p.name for p in (repo / "models" / model).iterdir()} == {
             "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json", "chat_template.jinja", "lineage.json"}
+            "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
     assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json"} <= {
         p.name for p in (repo / "models/sft").iterdir()}
     assert {"model.onnx", "config.json", "tokenizer.json", "lineage.json"} <= {

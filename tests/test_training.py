@@ -14,7 +14,7 @@ from stages.common.io import read_json, sha256_tree, write_json
 from .conftest import tiny_params, write_params
 
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-               "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json"}
+               "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
 
 
 def falling(history: list[dict], key: str = "loss") -> bool:
@@ -83,7 +83,8 @@ def test_fisher_is_nonnegative_and_covers_every_lora_target(work, sft_adapter):
 
 def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter):
     prepared = work / "prepared"
-    assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json"} <= {p.name for p in sft_adapter.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json", "README.md"} <= {p.name for p in sft_adapter.iterdir()}
+    assert "[More Information Needed]" not in (sft_adapter / "README.md").read_text()
     history = read_json(work / "sft_history.json")
     assert all("ewc" in h and h["ewc"] >= 0 for h in history)
     # Learning: on fixed training examples, dapt + adapter beats dapt alone.

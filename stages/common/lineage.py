@@ -50,14 +50,47 @@ def artifact_hash(path: str | Path) -> str:
     return sha256_tree(path)
 
 
+def write_card(out: Path, *, name: str, stage: str, card: str, params: dict, parents: dict, data: dict,
+               real: bool, library: str) -> None:
+    """README.md model card: what the artifact is, how it was made, where its evidence lives."""
+    import yaml
+
+    parent = next(iter(parents.values()), None)
+    meta = {"library_name": library, "pipeline_tag": "text-generation", "tags": ["ratchet", stage],
+            **({"base_model": str(parent)} if parent else {})}
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", ""]
+    if not real:
+        lines += ["> **Tiny test model.** Random weights: nothing it produces is a real result.", ""]
+    lines += [card, "", "## How it was made", "",
+              f"Stage `{stage}` of the ratchet pipeline (`dvc.yaml`). Parents: "
+              + (", ".join(f"{k} `{v}`" for k, v in parents.items()) or "none") + ". Data: "
+              + (", ".join(f"{k} `{v}`" for k, v in data.items()) or "none") + ".", "",
+              "Parameters:", "", "```yaml", yaml.safe_dump(params, sort_keys=False).strip(), "```", "",
+              "## Evidence", "",
+              "- `lineage.json` beside this card: content hashes of this folder, its parents and its data, "
+              "code revision, package versions, seed, hardware, wall time.",
+              f"- Gate verdict: `reports/gates/{Path(name).name}.json` (metrics, thresholds, outcome); "
+              "run summary: `reports/summary.md`; audit trail: `reports/audit/log.jsonl`.", "",
+              "## Limitations", "",
+              "A small model adapted on CPU-scale budgets: expect factual errors and weak reasoning. It is "
+              "evaluated on held-out perplexity of its own domain and general corpora only; check the gate "
+              "verdicts before use.", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
 def write_lineage(out: str | Path, *, name: str, stage: str, params: dict, parents: dict, data: dict,
-                  seed: int, threads: int, started: float, real: bool, extra: dict | None = None) -> dict:
+                  seed: int, threads: int, started: float, real: bool, extra: dict | None = None,
+                  card: str | None = None, library: str = "transformers") -> dict:
     """Write out/lineage.json for the artifact that will live at `name`.
 
     `out` may be the scratch folder of an atomic write; parents and data map a
-    role to a path, and both are recorded with their content hashes.
+    role to a path, and both are recorded with their content hashes. With
+    `card`, a README.md model card is written first (and so is hashed too).
     """
     out = Path(out)
+    if card is not None:
+        write_card(out, name=name, stage=stage, card=card, params=params, parents=parents, data=data,
+                   real=real, library=library)
     record = {
         "stage": stage,
         "artifact": {"path": str(name), "sha256": sha256_tree(out)},

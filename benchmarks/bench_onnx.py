@@ -1,0 +1,81 @@
+"""Latency and size of the shipped int8 ONNX model against the PyTorch student it came from.
+
+    python benchmarks/bench_onnx.py --student models/student --onnx models/onnx [--rounds 5]
+
+Runs after `dvc repro`. Compares, side by side in one process and interleaved
+round by round (this machine is noisy: ratios mean more than absolute times):
+PyTorch fp32, ONNX fp32 (exported here with optimum, as quantize does), and the
+int8 ONNX model from models/onnx. Measures prefill of a 128-token prompt and
+greedy decoding of 32 new tokens with the KV cache, batch 1, and prints
+medians plus ratios to PyTorch fp32.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stages.common import modeling  # noqa: E402
+from stages.common.io import dir_size  # noqa: E402
+from stages.quantize import export_fp32  # noqa: E402
+
+PROMPT = ("The with statement is used to wrap the execution of a block with methods defined by a context "
+          "manager. This allows common try, except, finally usage patterns to be encapsulated for convenient "
+          "reuse. The execution of the with statement with one item proceeds as follows: the context "
+          "expression is evaluated to obtain a context manager.")
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", default="models/student")
+    ap.add_argument("--onnx", default="models/onnx")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    tok = modeling.load_tokenizer(args.student)
+    ids = tok(" ".join([PROMPT] * 3), return_tensors="pt").input_ids[:, :128]
+    mask = torch.ones_like(ids)
+    with tempfile.TemporaryDirectory() as fp32_dir:
+        export_fp32(Path(args.student), Path(fp32_dir))
+        models = {
+            "pytorch fp32": (modeling.load_model(args.student).eval(), dir_size(args.student)),
+            "onnx fp32": (ORTModelForCausalLM.from_pretrained(fp32_dir), dir_size(fp32_dir)),
+            "onnx int8": (ORTModelForCausalLM.from_pretrained(args.onnx), dir_size(args.onnx)),
+        }
+        times = {name: {"prefill": [], "decode": []} for name in models}
+        for _ in range(args.rounds):
+            for name, (model, _) in models.items():
+                with torch.inference_mode():
+                    times[name]["prefill"].append(timed(lambda: model(input_ids=ids, attention_mask=mask)))
+                    times[name]["decode"].append(timed(lambda: model.generate(
+                        ids, attention_mask=mask, max_new_tokens=32, min_new_tokens=32, do_sample=False)))
+
+    base = {k: statistics.median(v) for k, v in times["pytorch fp32"].items()}
+    print(f"batch 1, prompt {ids.shape[1]} tokens, 32 new tokens, {args.threads} threads, "
+          f"median of {args.rounds} interleaved rounds")
+    print(f"| model | size (MB) | prefill (ms) | x fp32 | prefill+32 tokens (ms) | x fp32 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (_, size) in models.items():
+        p, d = statistics.median(times[name]["prefill"]), statistics.median(times[name]["decode"])
+        print(f"| {name} | {size / 1e6:.0f} | {p * 1e3:.0f} | {p / base['prefill']:.2f} | {d * 1e3:.0f} | "
+              f"{d / base['decode']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
