@@ -22,7 +22,7 @@ from .common.io import atomic_dir, write_json
 from .common.lineage import write_lineage
 from .common.losses import masked_lm_loss, replay_rows
 from .common.runtime import log, seed_everything
-from .common.train import Sampler, pack, texts, train_loop
+from .common.train import checkpoint_dir, discard_checkpoint, fingerprint, Sampler, pack, texts, train_loop
 
 
 def main(argv=None) -> None:
@@ -61,7 +61,8 @@ def main(argv=None) -> None:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return masked_lm_loss(logits, batch["labels"]), {}
 
-    history = train_loop("dapt", model, [p for p in model.parameters()], cfg, next_batch, compute_loss)
+    history = train_loop("dapt", model, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
+                         fingerprint=fingerprint(cfg, start, args.data))
 
     model.config.use_cache = True
     with atomic_dir(args.out) as tmp:
@@ -73,6 +74,7 @@ def main(argv=None) -> None:
                                                      "general": f"{args.data}/general/train.jsonl"},
                       seed=run.seed, threads=run.threads, started=started,
                       real=modeling.is_real(start), extra={"final_loss": history[-1]["loss"]})
+    discard_checkpoint(args.out)
     write_json(args.history, history)
     log("dapt", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                 f"{history[-1]['loss']:.3f}")

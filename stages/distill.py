@@ -25,7 +25,7 @@ from .common.io import atomic_dir, write_json
 from .common.lineage import write_lineage
 from .common.losses import kd_loss, replay_rows
 from .common.runtime import log, seed_everything
-from .common.train import Sampler, conversations, pack, texts, train_loop
+from .common.train import checkpoint_dir, discard_checkpoint, fingerprint, Sampler, conversations, pack, texts, train_loop
 
 
 def layers_to_keep(n_teacher: int, cfg: params.DistillConfig) -> list[int]:
@@ -106,7 +106,8 @@ def main(argv=None) -> None:
         s_logits = model(input_ids=batch["input_ids"]).logits
         return kd_loss(s_logits, t_logits, batch["labels"], cfg.temperature, cfg.kd_weight)
 
-    history = train_loop("distill", student, [p for p in student.parameters()], cfg, next_batch, compute_loss)
+    history = train_loop("distill", student, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
+                         fingerprint=fingerprint(cfg, args.dapt, args.sft, args.data))
 
     student.config.use_cache = True
     with atomic_dir(args.out) as tmp:
@@ -120,6 +121,7 @@ def main(argv=None) -> None:
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(args.dapt),
                       extra={"teacher_layers_kept": keep, "parameters": {"teacher": n_t, "student": n_s},
                              "final_loss": history[-1]["loss"]})
+    discard_checkpoint(args.out)
     write_json(args.history, history)
     log("distill", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                    f"{history[-1]['loss']:.3f}")

@@ -6,7 +6,8 @@
 Export goes through optimum (task text-generation-with-past), so the folder
 loads with optimum's ORTModelForCausalLM and lm-eval's onnxruntime backend.
 Weights become int8 with ONNX Runtime's weight-only MatMulNBits quantizer
-(symmetric, per block): default dynamic QInt8, which also quantizes
+(symmetric, per block; quantize.accuracy_level 4 lets the kernel multiply
+in int8, about twice as fast on this CPU as dequantizing to fp32): default dynamic QInt8, which also quantizes
 activations, costs SmolLM2 far more perplexity. Parity against the PyTorch
 student on held-out text (top-1 agreement, NLL increase) must hold, or the
 stage fails and writes no model.
@@ -41,9 +42,10 @@ def quantize_weights(fp32: Path, out: Path, cfg: params.QuantizeConfig) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
                                                                  MatMulNBitsQuantizer)
 
-    algo = DefaultWeightOnlyQuantConfig(block_size=cfg.block_size, is_symmetric=True, bits=cfg.weight_bits)
+    algo = DefaultWeightOnlyQuantConfig(block_size=cfg.block_size, is_symmetric=True, bits=cfg.weight_bits,
+                                        accuracy_level=cfg.accuracy_level)
     q = MatMulNBitsQuantizer(str(fp32 / "model.onnx"), bits=cfg.weight_bits, block_size=cfg.block_size,
-                             is_symmetric=True, algo_config=algo)
+                             is_symmetric=True, accuracy_level=cfg.accuracy_level, algo_config=algo)
     q.process()
     q.model.save_model_to_file(str(out / "model.onnx"), False)
     for f in fp32.iterdir():  # config, tokenizer, generation config

@@ -25,7 +25,7 @@ from .common.io import atomic_dir, write_json
 from .common.lineage import write_lineage
 from .common.losses import ewc_penalty, masked_lm_loss, replay_rows
 from .common.runtime import log, seed_everything
-from .common.train import Sampler, chat_example, collate, conversations, pack, texts, train_loop
+from .common.train import checkpoint_dir, discard_checkpoint, fingerprint, Sampler, chat_example, collate, conversations, pack, texts, train_loop
 
 
 def weights_of(folder, names) -> dict[str, torch.Tensor]:
@@ -111,7 +111,8 @@ def main(argv=None) -> None:
         ewc = ewc_penalty(deltas, offsets, fisher)
         return lm + cfg.ewc_lambda / 2 * ewc, {"lm": lm.item(), "ewc": ewc.item()}
 
-    history = train_loop("sft", model, trainable, cfg, next_batch, compute_loss)
+    history = train_loop("sft", model, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
+                         fingerprint=fingerprint(cfg, dapt, champion, args.fisher, args.data))
 
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -124,6 +125,7 @@ def main(argv=None) -> None:
                       data={"sft": f"{args.data}/sft/train.jsonl", "general": f"{args.data}/general/train.jsonl"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(dapt),
                       extra={"final_loss": history[-1]["loss"], "adapter_of": str(dapt)})
+    discard_checkpoint(args.out)
     write_json(args.history, history)
     log("sft", f"wrote adapter {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                f"{history[-1]['loss']:.3f}")

@@ -145,3 +145,37 @@ def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared
                    str(work / "champion"), "--data", str(prepared), "--data-gate", str(work / "fail.json"),
                    "--out", str(work / "never"), "--history", str(work / "never.json")])
     assert not (work / "never").exists()
+
+
+def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
+        tmp_path, tiny_base, prepared, tiny_params_file, monkeypatch):
+    from stages.common import train
+    from stages.common.train import checkpoint_dir
+
+    (tmp_path / "champion").mkdir()
+    write_json(tmp_path / "pass.json", {"verdict": "pass"})
+
+    def run_dapt(out):
+        dapt.main(["--params", str(tiny_params_file), "--base", str(tiny_base), "--champion",
+                   str(tmp_path / "champion"), "--data", str(prepared), "--data-gate", str(tmp_path / "pass.json"),
+                   "--out", str(out), "--history", str(out.with_suffix(".json"))])
+
+    run_dapt(tmp_path / "whole")
+    lr_at = train.lr_at
+
+    def crash_at_step_5(step, *a):
+        if step == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return lr_at(step, *a)
+
+    monkeypatch.setattr(train, "lr_at", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run_dapt(tmp_path / "resumed")
+    assert not (tmp_path / "resumed").exists(), "a crashed stage leaves no artifact that looks whole"
+    assert json.loads((checkpoint_dir(tmp_path / "resumed") / "state.json").read_text())["step"] == 4
+    monkeypatch.setattr(train, "lr_at", lr_at)
+    run_dapt(tmp_path / "resumed")
+    assert not checkpoint_dir(tmp_path / "resumed").exists()
+    whole, resumed = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "resumed"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert read_json(tmp_path / "whole.json") == read_json(tmp_path / "resumed.json")

@@ -5,6 +5,11 @@ here and under `accelerate launch` (DDP / FSDP / DeepSpeed) on a GPU node.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -75,17 +80,87 @@ class Sampler:
         return out
 
 
-def train_loop(stage: str, model, trainable: list[torch.nn.Parameter], cfg,
-               next_batch: Callable[[int], dict], compute_loss: Callable[[object, dict], tuple]) -> list[dict]:
-    """AdamW with warm-up + cosine, grad clipping, bf16 autocast; returns per-step history."""
+def fingerprint(cfg, *inputs: str | Path) -> str:
+    """What a checkpoint must match to be resumed: the stage's params and its inputs' content."""
+    from .lineage import artifact_hash
+
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    for path in inputs:
+        h.update(artifact_hash(path).encode())
+    return h.hexdigest()
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where a stage writing `out` keeps its resumable training state: a hidden sibling."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.ckpt")
+
+
+def discard_checkpoint(out: str | Path) -> None:
+    """Called once `out` is written: its checkpoint has served."""
+    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+
+
+def save_checkpoint(path: Path, model, opt, step: int, history: list[dict], fingerprint: str) -> None:
+    """Trainable weights (safetensors), optimizer state, step and history; written aside, then renamed."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+              tmp / "trainable.safetensors")
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, "history": history}))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, opt, fingerprint: str) -> tuple[int, list[dict]]:
+    """Restore a checkpoint made with the same inputs and params; (0, []) when there is none to resume."""
+    from safetensors.torch import load_file
+
+    state_file = path / "state.json"
+    if not state_file.is_file():
+        return 0, []
+    state = json.loads(state_file.read_text())
+    if state["fingerprint"] != fingerprint:
+        print(f"[train] ignoring {path}: made with other inputs or params", flush=True)
+        return 0, []
+    weights = load_file(path / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, w in weights.items():
+            params[name].copy_(w)
+    # weights_only: tensors and plain containers, no arbitrary objects are unpickled.
+    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return state["step"], state["history"]
+
+
+def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
+               compute_loss: Callable[[object, dict], tuple], checkpoint: Path | None = None,
+               fingerprint: str = "") -> list[dict]:
+    """AdamW with warm-up + cosine, grad clipping, bf16 autocast; returns per-step history.
+
+    Trains the parameters that require grad. With `checkpoint`, state is saved
+    every cfg.checkpoint_every steps and a rerun with the same `fingerprint`
+    resumes where the last one stopped (the data order is replayed, so the
+    result equals an uninterrupted run); the checkpoint is removed at the end.
+    """
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
+    trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt = acc.prepare(model, opt)
+    start, history = load_checkpoint(checkpoint, acc.unwrap_model(model), opt, fingerprint) if checkpoint else (0, [])
+    if start:
+        print(f"[{stage}] resuming from {checkpoint} at step {start}/{cfg.steps}", flush=True)
+    for step in range(start):
+        next_batch(step)  # replay the samplers so step `start` sees the batch it would have
     model.train()
-    history, t0, tokens = [], time.time(), 0
-    for step in range(cfg.steps):
+    t0, tokens = time.time(), 0
+    for step in range(start, cfg.steps):
         lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -102,10 +177,12 @@ def train_loop(stage: str, model, trainable: list[torch.nn.Parameter], cfg,
         row = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr,
                "grad_norm": round(float(grad_norm), 4), **{k: float(f"{v:.6g}") for k, v in logs.items()}}
         history.append(row)
-        if (step + 1) % cfg.log_every == 0 or step == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.log_every == 0 or step == start or step + 1 == cfg.steps:
             elapsed = time.time() - t0
             extra = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
             print(f"[{stage}] step {step + 1:>4}/{cfg.steps} loss {loss.item():.4f} {extra} lr {lr:.2e} "
                   f"gnorm {float(grad_norm):.2f} tok/s {tokens / elapsed:.0f} elapsed {elapsed:.0f}s", flush=True)
+        if checkpoint and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(checkpoint, acc.unwrap_model(model), opt, step + 1, history, fingerprint)
     model.eval()
     return history
