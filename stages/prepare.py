@@ -1,7 +1,7 @@
-"""prepare: read the seed and every weekly drop, normalise, deduplicate, split.
+"""prepare: read the seed and every weekly drop, normalise, filter, deduplicate, scan for PII, split.
 
     python -m stages.prepare --params params.yaml --seed data/seed --drops data/drops \
-        --out data/prepared
+        --out data/prepared --pii-report reports/data/pii.json
 
 Inputs are folders laid out as <source>/<role>/<file> where role is one of
 domain (raw text), sft (instruction pairs or chat messages) or general (text the
@@ -10,26 +10,46 @@ Accepted files: .jsonl with {"text"} (domain, general), {"prompt", "response"}
 or {"messages": [{"role", "content"}, ...]} (sft); .txt (domain, general: one
 record per blank-line separated block).
 
-Every input record ends in exactly one place: a role's train split, its
-held-out split (chosen by content hash, so a record never moves between splits
-when later drops arrive), or quarantine.jsonl with the reason. manifest.json
-holds the counts per input file.
+Each record goes through, in order: parse, schema, normalise (NFC, control
+characters, whitespace), length bounds, language (py3langid), exact duplicate
+(sha256), near duplicate (MinHash LSH, datasketch), PII (presidio, policy in
+params.yaml `pii`). It ends in exactly one place: a role's train split, its
+held-out split (chosen by the hash of its normalised content, so a record never
+moves between splits when later drops arrive), or quarantine.jsonl with the
+original record (or the raw line), where it came from, the rule and the reason.
+A redacted record is kept with <ENTITY> placeholders and counted as redacted.
+manifest.json holds, per input file, per drop and per role:
+in = kept + redacted + quarantined, and the count each rule took out.
+
+Input is streamed line by line and outputs are written as records are decided:
+memory does not grow with the corpus, only the dedup indexes grow with the
+number of records kept (a sha256 per kept record, a MinHash signature per kept
+record). A file prepare cannot read as text (binary, not UTF-8 at all, empty, no
+valid JSON line) stops the stage with the file named and the fix; a bad line
+among good ones is quarantined.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import time
 import unicodedata
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .common import params
-from .common.io import atomic_dir, sha256_text, write_json, write_jsonl
+from .common.dedup import NearDuplicates
+from .common.io import atomic_dir, sha256_file, sha256_text, write_json
+from .common.language import LanguageFilter
 from .common.params import ROLES
+from .common.pii import Scanner, decide, redact
 from .common.runtime import log
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Quarantine rules, in the order a record meets them.
+RULES = ("parse", "schema", "length", "language", "exact_dup", "near_dup", "pii")
+SNIFF_BYTES = 8192
 
 
 def normalise(text: str) -> str:
@@ -41,13 +61,13 @@ def normalise(text: str) -> str:
 
 
 def to_record(role: str, raw) -> tuple[dict | None, str | None]:
-    """A raw JSON value as a normalised record of its role, or (None, reason)."""
+    """A raw JSON value as a record of its role (not yet normalised), or (None, reason)."""
     if not isinstance(raw, dict):
         return None, "not a JSON object"
     if role in ("domain", "general"):
         if not isinstance(raw.get("text"), str):
             return None, 'missing string field "text"'
-        return {"text": normalise(raw["text"])}, None
+        return {"text": raw["text"]}, None
     if "messages" in raw:
         msgs = raw["messages"]
         if not (isinstance(msgs, list) and msgs and all(
@@ -56,11 +76,18 @@ def to_record(role: str, raw) -> tuple[dict | None, str | None]:
             return None, 'field "messages" must be a list of {"role": system|user|assistant, "content": str}'
         if msgs[-1]["role"] != "assistant":
             return None, 'the last message must have role "assistant"'
-        return {"messages": [{"role": m["role"], "content": normalise(m["content"])} for m in msgs]}, None
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}, None
     if isinstance(raw.get("prompt"), str) and isinstance(raw.get("response"), str):
-        return {"messages": [{"role": "user", "content": normalise(raw["prompt"])},
-                             {"role": "assistant", "content": normalise(raw["response"])}]}, None
+        return {"messages": [{"role": "user", "content": raw["prompt"]},
+                             {"role": "assistant", "content": raw["response"]}]}, None
     return None, 'needs string fields "prompt" and "response", or "messages"'
+
+
+def map_text(rec: dict, fn) -> dict:
+    """The record with fn applied to its text, or to every message's content."""
+    if "text" in rec:
+        return {"text": fn(rec["text"])}
+    return {"messages": [{"role": m["role"], "content": fn(m["content"])} for m in rec["messages"]]}
 
 
 def record_text(rec: dict) -> str:
@@ -69,36 +96,76 @@ def record_text(rec: dict) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in rec["messages"])
 
 
+def _sniff(path: Path) -> None:
+    """Stop on files that are not text at all, naming the file and the fix."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if not head.strip():
+        raise SystemExit(f"{path}: empty file (no records); remove it from the drop or re-export it")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise SystemExit(f"{path}: looks binary (NUL byte at offset {nul}); prepare reads UTF-8 "
+                         ".jsonl or .txt: remove it from the drop or export it as text")
+
+
 def read_file(path: Path, role: str):
-    """Yield (line number, record or None, reason or None) for every record in a file."""
-    if path.suffix == ".jsonl":
-        with open(path, "rb") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    raw = json.loads(line.decode("utf-8"))
-                except UnicodeDecodeError:
-                    yield i, None, "not valid UTF-8"
-                    continue
-                except json.JSONDecodeError as e:
-                    yield i, None, f"malformed JSON ({e.msg})"
-                    continue
-                yield (i, *to_record(role, raw))
-    elif path.suffix == ".txt":
-        if role == "sft":
-            raise SystemExit(f"{path}: .txt cannot hold instruction pairs; use .jsonl with prompt/response")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise SystemExit(f"{path}: not valid UTF-8 at byte {e.start}; re-encode the file as UTF-8")
-        line = 1
-        for block in re.split(r"\n\s*\n", text):
-            if block.strip():
-                yield line, {"text": normalise(block)}, None
-            line += block.count("\n") + 2
-    else:
+    """Yield (line, record or None, raw, rule, reason) for every record in a file, streaming.
+
+    raw is the parsed JSON value, or the line (text block) as a string when it does not parse.
+    """
+    if path.suffix not in (".jsonl", ".txt"):
         raise SystemExit(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .txt")
+    if path.suffix == ".txt" and role == "sft":
+        raise SystemExit(f"{path}: .txt cannot hold instruction pairs; use .jsonl with prompt/response")
+    _sniff(path)
+    lines = 0
+    undecodable = 0
+    unparsed = 0
+    for i, chunk in (_jsonl_lines if path.suffix == ".jsonl" else _txt_blocks)(path):
+        lines += 1
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as e:
+            undecodable += 1
+            yield i, None, chunk.decode("utf-8", "backslashreplace"), "parse", f"not valid UTF-8 at byte {e.start}"
+            continue
+        if path.suffix == ".txt":
+            yield i, {"text": text}, {"text": text}, None, None
+            continue
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            unparsed += 1
+            yield i, None, text, "parse", f"malformed JSON ({e.msg} at column {e.colno})"
+            continue
+        rec, reason = to_record(role, raw)
+        yield i, rec, raw, None if rec else "schema", reason
+    if lines and undecodable == lines:
+        raise SystemExit(f"{path}: no line is valid UTF-8; re-encode the file as UTF-8 (e.g. iconv -t UTF-8)")
+    if lines and undecodable + unparsed == lines:
+        raise SystemExit(f"{path}: no line is a JSON value; is it JSON Lines (one JSON object per line)?")
+
+
+def _jsonl_lines(path: Path):
+    with open(path, "rb") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                yield i, line.rstrip(b"\r\n")
+
+
+def _txt_blocks(path: Path):
+    """(first line number, bytes) of each blank-line separated block."""
+    with open(path, "rb") as f:
+        block, start = [], 1
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                block.append(line)
+                continue
+            if block:
+                yield start, b"".join(block).rstrip(b"\r\n")
+            block, start = [], i + 1
+        if block:
+            yield start, b"".join(block).rstrip(b"\r\n")
 
 
 def input_files(seed: Path, drops: Path) -> list[tuple[str, str, Path]]:
@@ -118,51 +185,204 @@ def is_heldout(digest: str, fraction: float) -> bool:
     return int(digest[:8], 16) / 0x100000000 < fraction
 
 
+class Prepare:
+    """Routes each record to a split or to quarantine as it arrives; PII is scanned in batches."""
+
+    def __init__(self, cfg: params.PrepareConfig, pii_cfg: params.PiiConfig, out: Path):
+        self.cfg, self.pii_cfg = cfg, pii_cfg
+        self.language = LanguageFilter(cfg.languages, cfg.language_min_confidence)
+        self.near = NearDuplicates(cfg.near_dup_threshold, cfg.near_dup_num_perm, cfg.near_dup_shingle_words)
+        self.scanner = Scanner(pii_cfg)
+        self.seen: dict[str, str] = {}  # sha256 of each kept (or PII-pending) record -> file:line
+        self.pending: list[tuple[dict, object, dict, str]] = []
+        self.counts: dict[str, Counter] = defaultdict(Counter)  # "file:..", "drop:..", "role:.." -> counts
+        self.pii: dict[str, Counter] = defaultdict(Counter)  # "role:..", "drop:.." -> "<ENTITY>.<what>" counts
+        self.pii_seconds, self.scanned, self.scanned_chars = 0.0, 0, 0
+        self.writers = {(role, split): open(out / role / f"{split}.jsonl", "w", encoding="utf-8")
+                        for role in ROLES for split in ("train", "heldout")}
+        self.quarantine = open(out / "quarantine.jsonl", "w", encoding="utf-8")
+
+    def _count(self, where: dict, *keys: str) -> None:
+        for scope in (f"file:{where['file']}", f"drop:{where['source']}", f"role:{where['role']}"):
+            self.counts[scope].update(keys)
+
+    def _quarantine(self, where: dict, raw, rule: str, reason: str) -> None:
+        entry = {**where, "rule": rule, "reason": reason, ("raw" if isinstance(raw, str) else "record"): raw}
+        self.quarantine.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+        self._count(where, "quarantined", f"rule.{rule}")
+
+    def add(self, where: dict, rec: dict | None, raw, rule: str | None, reason: str | None) -> None:
+        """One input record: quarantine it now, or queue it for the PII scan."""
+        self._count(where, "in")
+        if rule is not None:
+            return self._quarantine(where, raw, rule, reason)
+        norm = map_text(rec, normalise)
+        if norm != rec:
+            self._count(where, "normalised")
+        text = record_text(norm)
+        digest = sha256_text(text)
+        c = self.cfg
+        if not c.min_chars <= len(text) <= c.max_chars:
+            return self._quarantine(where, raw, "length",
+                                    f"length {len(text)} outside [{c.min_chars}, {c.max_chars}] chars")
+        lang = self.language.check(text)
+        if lang:
+            return self._quarantine(where, raw, "language", f"language {lang[0]} (confidence {lang[1]:.3f}), "
+                                                            f"not one of prepare.languages {c.languages}")
+        if digest in self.seen:
+            return self._quarantine(where, raw, "exact_dup", f"exact duplicate of {self.seen[digest]}")
+        here = f"{where['file']}:{where['line']}"
+        near = self.near.check_add(here, text)
+        if near:
+            return self._quarantine(where, raw, "near_dup", f"near duplicate (Jaccard ~{near[1]:.2f}) of {near[0]}")
+        self.seen[digest] = here
+        self.pending.append((where, raw, norm, digest))
+        if len(self.pending) >= self.pii_cfg.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """PII-scan the queued records, then write each to its split or to quarantine."""
+        if not self.pending:
+            return
+        started = time.time()
+        texts = [pii_text(norm) for _, _, norm, _ in self.pending]
+        findings = self.scanner.scan(texts)
+        self.pii_seconds += time.time() - started
+        self.scanned += len(texts)
+        self.scanned_chars += sum(map(len, texts))
+        policy = self.pii_cfg.policy
+        for (where, raw, norm, digest), found in zip(self.pending, findings):
+            action, entity = decide(found, policy)
+            for scope in (f"role:{where['role']}", f"drop:{where['source']}"):
+                self.pii[scope].update(f"{f.entity}.hits" for f in found)
+                self.pii[scope].update(f"{e}.records" for e in {f.entity for f in found})
+                self.pii[scope].update(f"{e}.{policy[e]}" for e in {f.entity for f in found})
+            if action == "fail":
+                raise SystemExit(f"{where['file']}:{where['line']}: PII found ({entity}) and pii.policy.{entity} is "
+                                 "`fail`: remove it from the source, or set the policy to redact or drop")
+            if action == "drop":
+                found_types = sorted({f.entity for f in found if policy[f.entity] == "drop"})
+                self._quarantine(where, raw, "pii", f"PII: {', '.join(found_types)} (pii.policy: drop)")
+                continue
+            rec = redact_record(norm, found, policy) if action == "redact" else norm
+            n = len(record_text(rec))
+            if action == "redact" and not self.cfg.min_chars <= n <= self.cfg.max_chars:
+                self._quarantine(where, raw, "length", f"length {n} after PII redaction outside "
+                                                       f"[{self.cfg.min_chars}, {self.cfg.max_chars}] chars")
+                continue
+            split = "heldout" if is_heldout(digest, self.cfg.heldout_fraction) else "train"
+            row = {**rec, "id": digest[:16], "source": where["source"]}
+            self.writers[(where["role"], split)].write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            self._count(where, "redacted" if action == "redact" else "kept", f"split.{split}")
+        self.pending = []
+
+    def close(self) -> None:
+        self.flush()
+        for f in [*self.writers.values(), self.quarantine]:
+            f.close()
+
+
+def pii_text(rec: dict) -> str:
+    """The text PII is scanned in: the text, or the message contents joined by blank lines."""
+    return rec["text"] if "text" in rec else "\n\n".join(m["content"] for m in rec["messages"])
+
+
+def redact_record(rec: dict, found: list, policy: dict) -> dict:
+    """Apply redact() to a record; findings are offsets into pii_text(rec)."""
+    if "text" in rec:
+        return {"text": redact(rec["text"], found, policy)}
+    out, offset = [], 0
+    for m in rec["messages"]:
+        end = offset + len(m["content"])
+        inside = [f._replace(start=max(f.start, offset) - offset, end=min(f.end, end) - offset)
+                  for f in found if f.start < end and f.end > offset]
+        out.append({"role": m["role"], "content": redact(m["content"], inside, policy)})
+        offset = end + 2
+    return {"messages": out}
+
+
+def accounting(c: Counter) -> dict:
+    """in = kept + redacted + quarantined, and how many each rule took out, in filter order."""
+    out = {k: c.get(k, 0) for k in ("in", "kept", "redacted", "quarantined", "normalised")}
+    out["rules"] = {r: c.get(f"rule.{r}", 0) for r in RULES}
+    out["splits"] = {s: c.get(f"split.{s}", 0) for s in ("train", "heldout")}
+    assert out["in"] == out["kept"] + out["redacted"] + out["quarantined"], out  # a broken identity is a bug here
+    return out
+
+
+def pii_report(p: Prepare) -> dict:
+    def table(c: Counter) -> dict:
+        ents = sorted({k.split(".")[0] for k in c})
+        return {e: {k: c.get(f"{e}.{k}", 0) for k in ("hits", "records", p.pii_cfg.policy[e])} for e in ents}
+
+    return {
+        "policy": p.pii_cfg.policy,
+        "score_threshold": p.pii_cfg.score_threshold,
+        "score_thresholds": p.pii_cfg.score_thresholds,
+        "spacy_model": p.pii_cfg.spacy_model,
+        "by_role": {r: table(p.pii[f"role:{r}"]) for r in ROLES},
+        "by_drop": {k.split(":", 1)[1]: table(v) for k, v in sorted(p.pii.items()) if k.startswith("drop:")},
+        "records_scanned": p.scanned,
+        "chars_scanned": p.scanned_chars,
+        "scan_seconds": round(p.pii_seconds, 2),
+    }
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--seed", required=True, help="seed data folder (drop zero)")
     ap.add_argument("--drops", required=True, help="folder of weekly drops")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--pii-report", help="where to write PII counts per entity, role and drop (JSON)")
     args = ap.parse_args(argv)
-    (cfg,) = params.load(args.params, "prepare")
+    cfg, pii_cfg = params.load(args.params, "prepare", "pii")
+    started = time.time()
 
-    splits = {(role, split): [] for role in ROLES for split in ("train", "heldout")}
-    quarantine, seen, per_file = [], {}, {}
-    for source, role, path in input_files(Path(args.seed), Path(args.drops)):
-        counts = Counter()
-        for line, rec, reason in read_file(path, role):
-            counts["in"] += 1
-            where = {"file": path.as_posix(), "line": line, "source": source, "role": role}
-            if rec is not None:
-                text = record_text(rec)
-                digest = sha256_text(text)
-                if not cfg.min_chars <= len(text) <= cfg.max_chars:
-                    reason = f"length {len(text)} outside [{cfg.min_chars}, {cfg.max_chars}] chars"
-                elif digest in seen:
-                    reason = f"exact duplicate of {seen[digest]}"
-            if reason is not None:
-                quarantine.append({**where, "reason": reason})
-                counts["quarantined"] += 1
-                continue
-            seen[digest] = f"{path.as_posix()}:{line}"
-            split = "heldout" if is_heldout(digest, cfg.heldout_fraction) else "train"
-            splits[(role, split)].append({**rec, "id": digest[:16], "source": source})
-            counts["kept"] += 1
-        per_file[path.as_posix()] = {"source": source, "role": role, **counts}
-
+    files = input_files(Path(args.seed), Path(args.drops))
+    for _, _, path in files:  # before loading any model: a file that is not text stops the stage at once
+        _sniff(path)
     with atomic_dir(args.out) as tmp:
-        for (role, split), rows in splits.items():
-            write_jsonl(tmp / role / f"{split}.jsonl", rows)
-        write_jsonl(tmp / "quarantine.jsonl", quarantine)
-        write_json(tmp / "manifest.json", {
-            "files": per_file,
-            "roles": {role: {split: len(splits[(role, split)]) for split in ("train", "heldout")} for role in ROLES},
-            "quarantined": len(quarantine),
-        })
-    for role in ROLES:
-        log("prepare", f"{role}: train={len(splits[(role, 'train')])} heldout={len(splits[(role, 'heldout')])}")
-    log("prepare", f"quarantined={len(quarantine)} -> {args.out}/quarantine.jsonl")
+        for role in ROLES:
+            (tmp / role).mkdir()
+        prep = Prepare(cfg, pii_cfg, tmp)
+        hashes = {}
+        for source, role, path in files:
+            hashes[path.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+            for line, rec, raw, rule, reason in read_file(path, role):
+                where = {"file": path.as_posix(), "line": line, "source": source, "role": role}
+                prep.add(where, rec, raw, rule, reason)
+        prep.close()
+        manifest = {
+            # files: the short view (non-zero counts); inputs: hashes, per-rule counts and splits
+            "files": {f: {"source": s, "role": r, **{k: v for k, v in prep.counts[f"file:{f}"].items()
+                                                     if k in ("in", "kept", "redacted", "quarantined")}}
+                      for s, r, p in files for f in [p.as_posix()]},
+            "inputs": {f: {"source": s, "role": r, **hashes[f], **accounting(prep.counts[f"file:{f}"])}
+                       for s, r, p in files for f in [p.as_posix()]},
+            "drops": {k.split(":", 1)[1]: accounting(v) for k, v in prep.counts.items() if k.startswith("drop:")},
+            "roles": {r: accounting(prep.counts[f"role:{r}"]) for r in ROLES},
+            "quarantined": sum(prep.counts[f"role:{r}"]["quarantined"] for r in ROLES),
+            "rules": list(RULES),
+            "params": {"prepare": params.as_dict(cfg), "pii": params.as_dict(pii_cfg)},
+        }
+        problems = [f"drop {d}: {a['rules']['pii']} of {a['in']} records dropped for PII "
+                    f"> pii.max_dropped_fraction {pii_cfg.max_dropped_fraction:.0%}"
+                    for d, a in manifest["drops"].items() if a["rules"]["pii"] > pii_cfg.max_dropped_fraction * a["in"]]
+        if args.pii_report:
+            write_json(args.pii_report, pii_report(prep))
+        if problems:
+            raise SystemExit("prepare: PII policy cap exceeded:\n  - "
+                             + "\n  - ".join(problems) + "\nremove or clean those records at the source")
+        write_json(tmp / "manifest.json", manifest)
+    for d, a in manifest["drops"].items():
+        if a["in"] and a["rules"]["exact_dup"] + a["rules"]["near_dup"] == a["in"]:
+            log("prepare", f"WARNING: drop {d}: every record is a duplicate of one already kept")
+    for role, a in manifest["roles"].items():
+        log("prepare", f"{role}: in={a['in']} kept={a['kept']} redacted={a['redacted']} "
+                       f"quarantined={a['quarantined']} train={a['splits']['train']} heldout={a['splits']['heldout']}")
+    log("prepare", f"quarantined={manifest['quarantined']} -> {args.out}/quarantine.jsonl; "
+                   f"PII scan {prep.pii_seconds:.1f}s of {time.time() - started:.1f}s")
 
 
 if __name__ == "__main__":

@@ -1,41 +1,64 @@
-"""validate: the data gate. great_expectations suites on every prepared split.
+"""validate: the data gate. great_expectations suites on every prepared split, and the datasheets.
 
-    python -m stages.validate --params params.yaml --data data/prepared \
-        --out reports/data/validation.json --audit-log reports/audit/log.jsonl
+    python -m stages.validate --params params.yaml --data data/prepared --sources data/sources.yaml \
+        --pii reports/data/pii.json --out reports/data/validation.json --markdown reports/data/validation.md \
+        --datasheets reports/data/datasheets --audit-log reports/audit/log.jsonl
 
 Per role and split: schema (the fields a role needs), no nulls, length bounds,
-unique ids, minimum row counts; and per role a ceiling on the share of input
-records that prepare quarantined. A failed expectation fails the stage, which
-stops every training stage downstream.
+unique ids, nearly unique texts, minimum row counts (and for sft, a conversation
+ends with the assistant); per role a ceiling on the share of input records that
+prepare quarantined; and every input file must have its provenance and license
+declared in data/sources.yaml. A failed check fails the stage, which stops every
+training stage downstream. The datasheets (one per role, Markdown and JSON) are
+written either way.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import time
+from collections import Counter
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from .common import audit_log, params
-from .common.io import read_json, read_jsonl, write_json
+from .common import audit_log, datasheet, params
+from .common.io import read_json, read_jsonl, sha256_file, write_json, write_text
 from .common.params import ROLES
 from .common.runtime import log
+from .prepare import record_text
 
 
 def expectations(role: str, split: str, cfg: params.ValidateConfig, prep: params.PrepareConfig) -> list:
     import great_expectations.expectations as gxe
 
     field = "messages" if role == "sft" else "text"
+    min_rows = cfg.min_rows[role] if split == "train" else cfg.min_heldout_rows
     out = [
-        gxe.ExpectColumnToExist(column=field),
-        gxe.ExpectColumnValuesToNotBeNull(column=field),
+        *[gxe.ExpectColumnToExist(column=c) for c in (field, "id", "source")],
+        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in (field, "id", "source")],
         gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_rows[role] if split == "train" else 1),
+        gxe.ExpectColumnValuesToBeUnique(column="content", mostly=cfg.min_unique_text_fraction),
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        gxe.ExpectColumnValuesToBeBetween(column="chars", min_value=prep.min_chars, max_value=prep.max_chars),
     ]
-    if role != "sft":
-        out.append(gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=prep.min_chars,
-                                                           max_value=prep.max_chars))
+    if role == "sft":
+        out.append(gxe.ExpectColumnValuesToBeInSet(column="last_role", value_set=["assistant"]))
     return out
+
+
+def frame(path: Path, role: str) -> pd.DataFrame:
+    """A prepared split with the derived columns the suites check: content, chars (and last_role for sft)."""
+    rows = list(read_jsonl(path))
+    field = "messages" if role == "sft" else "text"
+    df = pd.DataFrame(rows, columns=[field, "id", "source"])
+    content = [record_text(r) for r in rows]
+    df["content"] = pd.Series(content, dtype=object)
+    df["chars"] = pd.Series([len(c) for c in content], dtype="int64")
+    if role == "sft":
+        df["last_role"] = pd.Series([r["messages"][-1]["role"] for r in rows], dtype=object)
+    return df
 
 
 def validate_frame(context, name: str, df: pd.DataFrame, suite_items: list) -> dict:
@@ -46,18 +69,49 @@ def validate_frame(context, name: str, df: pd.DataFrame, suite_items: list) -> d
     suite = context.suites.add(gx.ExpectationSuite(name=f"suite_{name}", expectations=suite_items))
     vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"vd_{name}", data=batch_def, suite=suite))
     result = vd.run(batch_parameters={"dataframe": df})
-    failed = [{"expectation": r.expectation_config.type, "kwargs": {k: v for k, v in r.expectation_config.kwargs.items()
-                                                                    if k != "batch_id"},
+    checks = [{"expectation": r.expectation_config.type, "success": bool(r.success),
+               "kwargs": {k: v for k, v in r.expectation_config.kwargs.items() if k != "batch_id"},
                "observed": r.result.get("observed_value", r.result.get("unexpected_count"))}
-              for r in result.results if not r.success]
-    return {"success": bool(result.success), "rows": len(df), "statistics": dict(result.statistics), "failed": failed}
+              for r in result.results]
+    return {"success": bool(result.success), "rows": len(df), "statistics": dict(result.statistics),
+            "failed": [c for c in checks if not c["success"]], "checks": checks}
+
+
+def split_stats(df: pd.DataFrame) -> dict:
+    chars = df["chars"]
+    return {"rows": len(df), "chars": int(chars.sum()),
+            "chars_per_record": {k: int(getattr(chars, k)()) if len(df) else 0 for k in ("min", "median", "max")}}
+
+
+def markdown(report: dict, data: str) -> str:
+    lines = [f"# Data gate: {report['verdict'].upper()}", "", report["reason"], "",
+             "| role | split | rows | expectations met | failed |", "|---|---|---:|---:|---|"]
+    for role, r in report["roles"].items():
+        for split in ("train", "heldout"):
+            s = r[split]
+            failed = "; ".join(f"{f['expectation']} (observed {f['observed']})" for f in s["failed"]) or "-"
+            lines.append(f"| {role} | {split} | {s['rows']} | {s['statistics'].get('successful_expectations')}"
+                         f"/{s['statistics'].get('evaluated_expectations')} | {failed} |")
+    lines += ["", f"| role | records in | quarantined | share | ceiling |", "|---|---:|---:|---:|---:|"]
+    for role, r in report["roles"].items():
+        q = r["quarantine"]
+        lines.append(f"| {role} | {q['in']} | {q['quarantined']} | {q['share']:.1%} | {q['max']:.0%} |")
+    undeclared = report["provenance"]["undeclared"]
+    lines += ["", f"Provenance: {len(report['provenance']['declared'])} input files declared in data/sources.yaml"
+                  + (f"; UNDECLARED: {', '.join(undeclared)}" if undeclared else "; none undeclared"),
+              "", f"Quarantined records with their reasons: `{data}/quarantine.jsonl`.", ""]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", required=True)
+    ap.add_argument("--sources", required=True, help="data/sources.yaml: provenance and license per input file")
+    ap.add_argument("--pii", required=True, help="prepare's PII report (JSON)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--markdown", required=True, help="a readable summary of the gate")
+    ap.add_argument("--datasheets", required=True, help="folder for <role>.md and <role>.json")
     ap.add_argument("--audit-log", required=True)
     args = ap.parse_args(argv)
     cfg, prep = params.load(args.params, "validate", "prepare")
@@ -67,34 +121,51 @@ def main(argv=None) -> None:
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
-    manifest = read_json(f"{args.data}/manifest.json")
-    report, problems = {"roles": {}}, []
+    manifest, pii = read_json(f"{args.data}/manifest.json"), read_json(args.pii)
+    sources = (yaml.safe_load(Path(args.sources).read_text()) or {}).get("sources", [])
+    report, problems, stats = {"roles": {}}, [], {}
     for role in ROLES:
-        report["roles"][role] = {}
+        report["roles"][role], stats[role] = {}, {"per_drop": Counter()}
         for split in ("train", "heldout"):
-            df = pd.DataFrame(list(read_jsonl(f"{args.data}/{role}/{split}.jsonl")))
-            if df.empty:
-                df = pd.DataFrame({"id": [], "messages" if role == "sft" else "text": []})
+            df = frame(Path(args.data) / role / f"{split}.jsonl", role)
             res = validate_frame(context, f"{role}_{split}", df, expectations(role, split, cfg, prep))
             report["roles"][role][split] = res
+            stats[role][split] = split_stats(df)
+            stats[role]["per_drop"].update(df["source"])
             problems += [f"{role}/{split}: {f['expectation']} {f['kwargs']} observed {f['observed']}"
                          for f in res["failed"]]
-        files = [f for f in manifest["files"].values() if f["role"] == role]
-        n_in, n_q = sum(f.get("in", 0) for f in files), sum(f.get("quarantined", 0) for f in files)
-        share = n_q / n_in if n_in else 0.0
-        report["roles"][role]["quarantine"] = {"in": n_in, "quarantined": n_q, "share": round(share, 4)}
+        acc = manifest["roles"][role]
+        share = acc["quarantined"] / acc["in"] if acc["in"] else 0.0
+        report["roles"][role]["quarantine"] = {"in": acc["in"], "quarantined": acc["quarantined"],
+                                               "share": round(share, 4), "max": cfg.max_quarantine_fraction,
+                                               "rules": acc["rules"]}
         if share > cfg.max_quarantine_fraction:
             problems.append(f"{role}: {share:.1%} of records quarantined > validate.max_quarantine_fraction "
                             f"{cfg.max_quarantine_fraction:.0%}; see {args.data}/quarantine.jsonl")
+    undeclared = [f for f in manifest["inputs"] if not datasheet.match_source(f, sources)]
+    report["provenance"] = {"declared": [f for f in manifest["inputs"] if f not in undeclared],
+                            "undeclared": undeclared}
+    if undeclared and cfg.require_provenance:
+        problems.append(f"no provenance for {', '.join(undeclared)}: add an entry (path, what, origin, license) "
+                        f"to {args.sources}")
     report.update(verdict="fail" if problems else "pass", reason="; ".join(problems) or "every expectation met",
                   wall_time_s=round(time.time() - started, 2))
     write_json(args.out, report)
+    write_text(args.markdown, markdown(report, args.data))
+    for role in ROLES:
+        stats[role]["per_drop"] = dict(sorted(stats[role]["per_drop"].items()))
+        outputs = {f"{role}/{s}.jsonl": sha256_file(Path(args.data) / role / f"{s}.jsonl")
+                   for s in ("train", "heldout")}
+        sheet = datasheet.build(role, manifest, pii, sources, outputs, stats[role])
+        write_json(Path(args.datasheets) / f"{role}.json", sheet)
+        write_text(Path(args.datasheets) / f"{role}.md", datasheet.to_markdown(sheet))
     audit_log.append(args.audit_log, "data_gate", verdict=report["verdict"], reason=report["reason"],
-                     manifest=manifest["roles"])
+                     manifest={r: {k: a[k] for k in ("in", "kept", "redacted", "quarantined", "splits")}
+                               for r, a in manifest["roles"].items()})
     if problems:
         raise SystemExit("validate: data gate FAILED:\n  - " + "\n  - ".join(problems))
     log("validate", f"data gate passed ({len(ROLES) * 2} splits) "
-                    f"in {report['wall_time_s']:.1f}s -> {args.out}")
+                    f"in {report['wall_time_s']:.1f}s -> {args.out}, {args.markdown}, {args.datasheets}/")
 
 
 if __name__ == "__main__":

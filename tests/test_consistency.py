@@ -13,8 +13,9 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dapt", "--sft", "--fisher",
                "--student", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
-               "--quantize"}
-OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown"}
+               "--quantize", "--sources", "--pii"}
+OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report",
+                "--datasheets"}
 NOT_DVC = {"--audit-log"}
 NOT_PATHS = {"--model"}  # the append-only audit trail lives outside the DAG, like the champion
 

@@ -18,7 +18,8 @@ REPORTS = {
     "data/validation.json", "gates/champion.json", "gates/dapt.json", "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
     "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
-    "summary.json", "summary.md", "audit/log.jsonl",
+    "summary.json", "summary.md", "audit/log.jsonl", "data/validation.md", "data/pii.json",
+    *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
 }
 
 

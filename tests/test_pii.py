@@ -1,0 +1,170 @@
+"""PII: presidio finds planted entities; the policy redacts, drops, fails or allows; a drop-wide cap stops the stage."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from faker import Faker
+
+from stages import prepare
+from stages.common import params
+from stages.common.io import read_json, read_jsonl
+from stages.common.params import ParamsError
+from stages.common.pii import Finding, Scanner, decide, redact
+
+from .conftest import tiny_params, write_params
+
+POLICY = {"EMAIL_ADDRESS": "redact", "PHONE_NUMBER": "redact", "IP_ADDRESS": "redact", "US_SSN": "drop",
+          "CREDIT_CARD": "drop", "PERSON": "allow"}
+# Hand-planted, each in a sentence a real record could hold.
+PLANTED = {
+    "EMAIL_ADDRESS": ("Send the quarterly numbers to jane.roe@example.org before Friday.", "jane.roe@example.org"),
+    "PHONE_NUMBER": ("For support call our phone line at (212) 555-0147 during office hours.", "(212) 555-0147"),
+    "IP_ADDRESS": ("The build server answers on 192.168.12.34 inside the office network.", "192.168.12.34"),
+    "US_SSN": ("Her social security number is 536-22-8726 according to the form.", "536-22-8726"),
+    "CREDIT_CARD": ("Please charge the credit card 4532 0151 1283 0366 for the order.", "4532 0151 1283 0366"),
+    "PERSON": ("Yesterday Margaret Thornbury presented the results to the whole team.", "Margaret Thornbury"),
+}
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    return Scanner(params.PiiConfig(policy=POLICY, score_thresholds={"PHONE_NUMBER": 0.4}))
+
+
+def test_policy_decision_takes_the_strictest_action():
+    f = [Finding("PERSON", 0, 4, 0.85), Finding("EMAIL_ADDRESS", 5, 9, 1.0)]
+    assert decide([], POLICY) == ("allow", None)
+    assert decide(f[:1], POLICY) == ("allow", None)
+    assert decide(f, POLICY) == ("redact", "EMAIL_ADDRESS")
+    assert decide(f + [Finding("US_SSN", 0, 3, 0.9)], POLICY) == ("drop", "US_SSN")
+    assert decide(f, {**POLICY, "PERSON": "fail"}) == ("fail", "PERSON")
+
+
+def test_redaction_uses_typed_placeholders_and_merges_overlaps():
+    text = "mail a@b.io or call 555-0100 now, Ann"
+    found = [Finding("EMAIL_ADDRESS", 5, 11, 1.0), Finding("PHONE_NUMBER", 20, 28, 0.4),
+             Finding("IP_ADDRESS", 22, 26, 0.6), Finding("PERSON", 34, 37, 0.85)]
+    assert redact(text, found, POLICY) == "mail <EMAIL_ADDRESS> or call <PHONE_NUMBER> now, Ann"
+
+
+def test_redaction_of_chat_records_maps_offsets_into_each_message():
+    rec = {"messages": [{"role": "user", "content": "Who is a@b.io?"},
+                        {"role": "assistant", "content": "Mail c@d.io."}]}
+    text = prepare.pii_text(rec)
+    found = [Finding("EMAIL_ADDRESS", text.index("a@b.io"), text.index("a@b.io") + 6, 1.0),
+             Finding("EMAIL_ADDRESS", text.index("c@d.io"), text.index("c@d.io") + 6, 1.0)]
+    out = prepare.redact_record(rec, found, POLICY)
+    assert [m["content"] for m in out["messages"]] == ["Who is <EMAIL_ADDRESS>?", "Mail <EMAIL_ADDRESS>."]
+
+
+def test_scanner_finds_every_planted_entity(scanner):
+    results = scanner.scan([text for text, _ in PLANTED.values()])
+    for (entity, (text, value)), found in zip(PLANTED.items(), results):
+        assert any(f.entity == entity and text[f.start:f.end] == value for f in found), (entity, found)
+
+
+def test_scanner_recall_on_faker_entities(scanner):
+    fake = Faker("en_US")
+    fake.seed_instance(7)
+    make = {"EMAIL_ADDRESS": lambda: f"You can write to {fake.email()} with questions about the invoice.",
+            "US_SSN": lambda: f"The applicant's social security number is {fake.ssn()} on file.",
+            "CREDIT_CARD": lambda: f"The order was paid with credit card {fake.credit_card_number('visa16')} today.",
+            "IP_ADDRESS": lambda: f"Requests came from {fake.ipv4_public()} during the night.",
+            "PERSON": lambda: f"The contract was signed by {fake.name()} in the morning."}
+    for entity, gen in make.items():
+        texts = [gen() for _ in range(10)]
+        hits = sum(any(f.entity == entity for f in found) for found in scanner.scan(texts))
+        assert hits >= 8, f"{entity}: {hits}/10"
+
+
+def test_pii_policy_is_validated(tmp_path):
+    p = tiny_params()
+    p["pii"] = {**p["pii"], "policy": {"EMAIL": "redact", "PERSON": "shred"}}
+    with pytest.raises(ParamsError) as e:
+        params.load(write_params(tmp_path / "p.yaml", p), "pii")
+    assert "pii.policy.EMAIL: unknown entity" in str(e.value) and "'shred' is not one of" in str(e.value)
+    p["pii"] = {**tiny_params()["pii"], "score_thresholds": {"US_PASSPORT": 0.3}}
+    with pytest.raises(ParamsError, match="pii.score_thresholds.US_PASSPORT: not in pii.policy"):
+        params.load(write_params(tmp_path / "p.yaml", p), "pii")
+
+
+def test_every_known_entity_is_one_presidio_supports(scanner):
+    assert set(params.PII_ENTITIES) <= set(scanner.batch.analyzer_engine.get_supported_entities("en"))
+
+
+# --------------------------------------------------------------------------- #
+# The policy applied by prepare
+# --------------------------------------------------------------------------- #
+
+GOOD = [
+    "The interpreter reads each source file once and compiles it to bytecode before running it.",
+    "A garden needs patience, water and a little luck with the weather every single spring.",
+    "Tea tastes better when the water is just below boiling and the cup has been warmed first.",
+    "Every library card in the city now works at all of the branches and the mobile van too.",
+]
+
+
+def corpus(tmp_path, drop_records: list[str]) -> tuple:
+    seed, drops = tmp_path / "seed", tmp_path / "drops"
+    (seed / "general").mkdir(parents=True)
+    (seed / "general" / "good.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in GOOD))
+    (drops / "2026-W48" / "general").mkdir(parents=True)
+    (drops / "2026-W48" / "general" / "new.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in drop_records))
+    return seed, drops
+
+
+def run(tmp_path, seed, drops, **pii):
+    p = tiny_params()
+    p["pii"] = {**p["pii"], **pii}
+    argv = ["--params", str(write_params(tmp_path / "params.yaml", p)), "--seed", str(seed), "--drops", str(drops),
+            "--out", str(tmp_path / "prepared"), "--pii-report", str(tmp_path / "pii.json")]
+    prepare.main(argv)
+    return read_json(tmp_path / "prepared/manifest.json"), read_json(tmp_path / "pii.json")
+
+
+def kept_texts(out) -> list[str]:
+    return [r["text"] for s in ("train", "heldout") for r in read_jsonl(out / "general" / f"{s}.jsonl")]
+
+
+def test_prepare_redacts_drops_and_allows_by_policy(tmp_path):
+    records = [PLANTED[e][0] for e in ("EMAIL_ADDRESS", "IP_ADDRESS", "US_SSN", "PERSON")]
+    seed, drops = corpus(tmp_path, records)
+    manifest, report = run(tmp_path, seed, drops, policy=POLICY, max_dropped_fraction=0.5)
+    texts = kept_texts(tmp_path / "prepared")
+    assert "Send the quarterly numbers to <EMAIL_ADDRESS> before Friday." in texts
+    assert "The build server answers on <IP_ADDRESS> inside the office network." in texts
+    assert PLANTED["PERSON"][0] in texts, "PERSON is allowed: kept as is"
+    assert not any("536-22-8726" in t for t in texts)
+    (q,) = [q for q in read_jsonl(tmp_path / "prepared/quarantine.jsonl")]
+    assert q["rule"] == "pii" and "US_SSN" in q["reason"] and q["record"]["text"] == PLANTED["US_SSN"][0]
+    assert q["line"] == 3 and q["source"] == "2026-W48" and q["file"].endswith("2026-W48/general/new.jsonl")
+    drop = manifest["drops"]["2026-W48"]
+    assert (drop["in"], drop["kept"], drop["redacted"], drop["quarantined"]) == (4, 1, 2, 1)
+    assert report["by_drop"]["2026-W48"]["PERSON"]["allow"] >= 1
+    assert report["by_role"]["general"]["US_SSN"] == {"hits": 1, "records": 1, "drop": 1}
+    assert report["by_role"]["general"]["EMAIL_ADDRESS"]["redact"] == 1
+
+
+def test_fail_policy_stops_the_stage_naming_file_and_line(tmp_path):
+    seed, drops = corpus(tmp_path, [GOOD[0].replace("bytecode", "bytecode (ask jane.roe@example.org)")])
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, seed, drops, policy={**POLICY, "EMAIL_ADDRESS": "fail"})
+    msg = str(e.value)
+    assert "2026-W48/general/new.jsonl:1" in msg and "EMAIL_ADDRESS" in msg and "jane.roe" not in msg
+    assert not (tmp_path / "prepared").exists(), "a failed stage leaves no output"
+
+
+def test_a_drop_that_is_all_pii_trips_the_cap_or_is_quarantined_below_it(tmp_path):
+    fake = Faker("en_US")
+    fake.seed_instance(3)
+    records = [f"Record {i}: the social security number of the applicant is {fake.ssn()}, filed by "
+               f"{fake.job().lower()} on {fake.date()}." for i in range(5)]
+    seed, drops = corpus(tmp_path, records)
+    with pytest.raises(SystemExit, match=r"drop 2026-W48: 5 of 5 records dropped for PII > pii.max_dropped_fraction"):
+        run(tmp_path, seed, drops, policy=POLICY, max_dropped_fraction=0.05)
+    manifest, _ = run(tmp_path, seed, drops, policy=POLICY, max_dropped_fraction=1.0)
+    drop = manifest["drops"]["2026-W48"]
+    assert drop["quarantined"] == drop["in"] == drop["rules"]["pii"] == 5
+    assert manifest["drops"]["seed"]["kept"] == len(GOOD)
