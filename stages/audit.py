@@ -52,7 +52,9 @@ def main(argv=None) -> None:
     for folder in map(Path, args.models):
         lin, found = check_lineage(folder)
         problems += found
-        verdict = verdicts.get(folder.name, {})
+        # Before any promotion the base model stands in as champion: show its scores.
+        verdict = verdicts.get(folder.name) or (
+            verdicts["champion"] if Path(verdicts["champion"]["path"]) == folder else {})
         rows.append({"model": folder.name, "path": folder.as_posix(), "stage": lin.get("stage"),
                      "sha256": lin.get("artifact", {}).get("sha256"), "wall_time_s": lin.get("wall_time_s"),
                      "size_mb": round(dir_size(folder) / 1e6, 1), "real": lin.get("real"),
