@@ -1,6 +1,7 @@
 """Latency and size of the shipped int8 ONNX model against the PyTorch student it came from.
 
-    python benchmarks/bench_onnx.py --student models/student --onnx models/onnx [--rounds 5]
+    python benchmarks/bench_onnx.py --student models/student --onnx models/onnx [--rounds 5] \
+        [--accuracy-levels 0 4]
 
 Runs after `dvc repro`. Compares, side by side in one process and interleaved
 round by round (this machine is noisy: ratios mean more than absolute times):
@@ -23,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stages.common import modeling  # noqa: E402
 from stages.common.io import dir_size  # noqa: E402
-from stages.quantize import export_fp32  # noqa: E402
+from stages.common.params import QuantizeConfig  # noqa: E402
+from stages.quantize import export_fp32, quantize_weights  # noqa: E402
 
 PROMPT = ("The with statement is used to wrap the execution of a block with methods defined by a context "
           "manager. This allows common try, except, finally usage patterns to be encapsulated for convenient "
@@ -43,6 +45,8 @@ def main() -> None:
     ap.add_argument("--onnx", default="models/onnx")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--accuracy-levels", type=int, nargs="*", default=[],
+                    help="also quantize the export here with these MatMulNBits accuracy levels (e.g. 0 4)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -51,13 +55,19 @@ def main() -> None:
     tok = modeling.load_tokenizer(args.student)
     ids = tok(" ".join([PROMPT] * 3), return_tensors="pt").input_ids[:, :128]
     mask = torch.ones_like(ids)
-    with tempfile.TemporaryDirectory() as fp32_dir:
-        export_fp32(Path(args.student), Path(fp32_dir))
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_dir = Path(scratch) / "fp32"
+        export_fp32(Path(args.student), fp32_dir)
         models = {
             "pytorch fp32": (modeling.load_model(args.student).eval(), dir_size(args.student)),
             "onnx fp32": (ORTModelForCausalLM.from_pretrained(fp32_dir), dir_size(fp32_dir)),
-            "onnx int8": (ORTModelForCausalLM.from_pretrained(args.onnx), dir_size(args.onnx)),
+            "onnx int8 (models/onnx)": (ORTModelForCausalLM.from_pretrained(args.onnx), dir_size(args.onnx)),
         }
+        for level in args.accuracy_levels:
+            out = Path(scratch) / f"int8-acc{level}"
+            out.mkdir()
+            quantize_weights(fp32_dir, out, QuantizeConfig(accuracy_level=level))
+            models[f"onnx int8, accuracy_level {level}"] = (ORTModelForCausalLM.from_pretrained(out), dir_size(out))
         times = {name: {"prefill": [], "decode": []} for name in models}
         for _ in range(args.rounds):
             for name, (model, _) in models.items():
