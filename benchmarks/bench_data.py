@@ -105,12 +105,12 @@ def timed(fn):
 
 def worker(tmp: Path, size_mb: float, pii_sample: int) -> dict:
     """Generate the corpus under tmp and time each step in this process."""
-    from stages import prepare
-    from stages.common import params
-    from stages.common.dedup import NearDuplicates
-    from stages.common.io import sha256_text
-    from stages.common.language import LanguageFilter
-    from stages.common.pii import Scanner
+    from stages.core import params
+    from stages.core.io import sha256_text
+    from stages.data.dedup import NearDuplicates
+    from stages.data.language import LanguageFilter
+    from stages.data.pii import Scanner
+    from stages.data.records import map_text, normalise, read_records
 
     cfg, pii_cfg = params.load(ROOT / "params.yaml", "prepare", "pii")
     corpus = tmp / "seed" / "general" / "corpus.jsonl"
@@ -120,9 +120,9 @@ def worker(tmp: Path, size_mb: float, pii_sample: int) -> dict:
     mb, n = gen["bytes"] / 1e6, gen["records"]
     rows = {}
 
-    recs, t = timed(lambda: [rec for _, rec, *_ in prepare.read_file(corpus, "general")])
+    recs, t = timed(lambda: [item.record for item in read_records(corpus, "general")])
     rows["parse (read + JSON)"] = (t, mb, n)
-    norm, t = timed(lambda: [prepare.map_text(r, prepare.normalise) for r in recs])
+    norm, t = timed(lambda: [map_text(r, normalise) for r in recs])
     rows["normalise"] = (t, mb, n)
     texts = [r["text"] for r in norm]
     del recs, norm
@@ -188,7 +188,7 @@ def worker(tmp: Path, size_mb: float, pii_sample: int) -> dict:
 
 def run_stage(tmp: Path, stub_pii: bool, params_file: Path = ROOT / "params.yaml") -> dict:
     """The prepare stage as a child of this small process, so its peak RSS is its own (ru_maxrss survives fork)."""
-    code = ("import sys; from stages import prepare\n"
+    code = ("import sys; from stages import prepare; from stages.core import runtime; runtime.start()\n"
             + ("class S:\n  def __init__(self, cfg): pass\n  def scan(self, t): return [[] for _ in t]\n"
                "prepare.Scanner = S\n" if stub_pii else "")
             + "prepare.main(sys.argv[1:])")
@@ -264,4 +264,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    from stages.core import runtime
+
+    runtime.start()
     main()

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stages.common import modeling  # noqa: E402
-from stages.common.io import dir_size  # noqa: E402
-from stages.common.params import QuantizeConfig  # noqa: E402
+from stages.core import params, runtime  # noqa: E402
+from stages.core.io import dir_size  # noqa: E402
+from stages.models import modeling  # noqa: E402
 from stages.quantize import export_fp32, quantize_weights  # noqa: E402
 
 PROMPT = ("The with statement is used to wrap the execution of a block with methods defined by a context "
@@ -43,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--student", default="models/student")
     ap.add_argument("--onnx", default="models/onnx")
+    ap.add_argument("--params", default="params.yaml", help="quantize settings for --accuracy-levels")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--accuracy-levels", type=int, nargs="*", default=[],
@@ -66,7 +67,8 @@ def main() -> None:
         for level in args.accuracy_levels:
             out = Path(scratch) / f"int8-acc{level}"
             out.mkdir()
-            quantize_weights(fp32_dir, out, QuantizeConfig(accuracy_level=level))
+            cfg = params.load(args.params, "quantize")[0].model_copy(update={"accuracy_level": level})
+            quantize_weights(fp32_dir, out, cfg)
             models[f"onnx int8, accuracy_level {level}"] = (ORTModelForCausalLM.from_pretrained(out), dir_size(out))
         times = {name: {"prefill": [], "decode": []} for name in models}
         for _ in range(args.rounds):
@@ -88,4 +90,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    runtime.start()
     main()

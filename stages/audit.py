@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import audit_log
-from .common.io import dir_size, read_json, sha256_tree, write_json, write_text
-from .common.lineage import artifact_hash
-from .common.runtime import log
+from .core import audit_log
+from .core.io import dir_size, read_json, sha256_tree, write_json, write_text
+from .core.runtime import log, start
 
 
 def check_lineage(folder: Path) -> tuple[dict, list[str]]:
@@ -30,7 +29,8 @@ def check_lineage(folder: Path) -> tuple[dict, list[str]]:
     if sha256_tree(folder) != lin["artifact"]["sha256"]:
         problems.append(f"{folder}: content differs from the hash in its lineage.json")
     for role, parent in lin["parents"].items():
-        if Path(parent["path"]).exists() and artifact_hash(parent["path"]) != parent["sha256"]:
+        # the parent's content, not the hash its own lineage.json claims: a rebuilt or edited parent shows either way
+        if Path(parent["path"]).exists() and sha256_tree(parent["path"]) != parent["sha256"]:
             problems.append(f"{folder}: parent {role} ({parent['path']}) changed since this artifact was made")
     return lin, problems
 
@@ -96,4 +96,5 @@ def render(s: dict) -> str:
 
 
 if __name__ == "__main__":
+    start()
     main()

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import modeling, params
-from .common.io import atomic_dir, dir_size
-from .common.lineage import write_lineage
-from .common.runtime import log, seed_everything
+from .core import params
+from .core.io import atomic_dir, dir_size
+from .core.runtime import log, seed_everything, start
+from .models import modeling
+from .models.lineage import write_lineage
 
 
 def obtain(cfg: params.BaseConfig, seed: int):
@@ -50,4 +51,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

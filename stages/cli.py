@@ -3,7 +3,7 @@
     ratchet check                  validate params.yaml (every section) and exit
     ratchet audit verify [--log]   check the audit log's hash chain
     ratchet ingest PATH [--week 2026-W48] [--role domain|sft|general]
-                                   add a weekly data drop (stages/common/drops.py)
+                                   add a weekly data drop (stages/data/ingest.py)
 """
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import audit_log, drops, params
+from .core import audit_log, params, runtime
+from .data import ingest
 
 
 def run_ingest(path: str, week: str | None, role: str | None) -> int:
     """Exit 2 for an input ingest refuses (nothing copied), 1 if DVC failed after the copy."""
     if week is None:
-        week = drops.current_week()
+        week = ingest.current_week()
         print(f"--week not given: using the current ISO week, {week}")
     try:
-        lines = drops.ingest(Path(path), week, role, Path.cwd())
-    except drops.IngestError as e:
+        lines = ingest.ingest(Path(path), week, role, Path.cwd())
+    except ingest.IngestError as e:
         print(f"ratchet ingest: nothing was copied.\n{e}", file=sys.stderr)
         return 2
-    except drops.TrackError as e:
+    except ingest.TrackError as e:
         print(f"ratchet ingest: {e}", file=sys.stderr)
         return 1
     print(*lines, sep="\n")
@@ -32,6 +33,7 @@ def run_ingest(path: str, week: str | None, role: str | None) -> int:
 
 
 def main(argv=None) -> int:
+    runtime.start()
     ap = argparse.ArgumentParser(prog="ratchet", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -41,10 +43,10 @@ def main(argv=None) -> int:
     audit_sub = audit.add_subparsers(dest="action", required=True)
     verify = audit_sub.add_parser("verify", help="check that the audit log has not been altered")
     verify.add_argument("--log", default="reports/audit/log.jsonl")
-    ingest = sub.add_parser("ingest", help="add a weekly data drop under data/drops/<week>/<role>/")
-    ingest.add_argument("path", help="a .jsonl or .txt file, or a folder of them (flat, or domain/ sft/ general/)")
-    ingest.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
-    ingest.add_argument("--role", choices=params.ROLES,
+    add = sub.add_parser("ingest", help="add a weekly data drop under data/drops/<week>/<role>/")
+    add.add_argument("path", help="a .jsonl or .txt file, or a folder of them (flat, or domain/ sft/ general/)")
+    add.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
+    add.add_argument("--role", choices=params.ROLES,
                         help="role of raw-text files; instruction records (prompt/response, messages) are sft")
     args = ap.parse_args(argv)
 

@@ -16,13 +16,15 @@ import time
 
 import torch
 
-from .common import modeling, params
-from .common.gates import require_pass
-from .common.io import atomic_dir, write_json
-from .common.lineage import write_lineage
-from .common.losses import masked_lm_loss, replay_rows
-from .common.runtime import log, seed_everything
-from .common.train import checkpoint_dir, discard_checkpoint, fingerprint, Sampler, pack, texts, train_loop
+from .core import params
+from .core.io import atomic_dir, write_json
+from .core.runtime import log, seed_everything, start
+from .models import modeling
+from .models.batches import pack, Sampler, texts
+from .models.gates import require_pass
+from .models.lineage import write_lineage
+from .models.losses import masked_lm_loss, replay_rows
+from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
 
 
 def main(argv=None) -> None:
@@ -81,4 +83,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

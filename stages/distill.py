@@ -19,13 +19,15 @@ from pathlib import Path
 
 import torch
 
-from .common import modeling, params
-from .common.gates import require_pass
-from .common.io import atomic_dir, write_json
-from .common.lineage import write_lineage
-from .common.losses import kd_loss, replay_rows
-from .common.runtime import log, seed_everything
-from .common.train import checkpoint_dir, discard_checkpoint, fingerprint, Sampler, conversations, pack, texts, train_loop
+from .core import params
+from .core.io import atomic_dir, write_json
+from .core.runtime import log, seed_everything, start
+from .models import modeling
+from .models.batches import conversations, pack, Sampler, texts
+from .models.gates import require_pass
+from .models.lineage import write_lineage
+from .models.losses import kd_loss, replay_rows
+from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
 
 
 def layers_to_keep(n_teacher: int, cfg: params.DistillConfig) -> list[int]:
@@ -128,4 +130,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

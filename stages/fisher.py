@@ -17,11 +17,12 @@ import time
 import torch
 from safetensors.torch import save_file
 
-from .common import modeling, params
-from .common.io import atomic_dir
-from .common.lineage import write_lineage
-from .common.runtime import log, seed_everything
-from .common.train import Sampler, pack, texts
+from .core import params
+from .core.io import atomic_dir
+from .core.runtime import log, seed_everything, start
+from .models import modeling
+from .models.batches import pack, Sampler, texts
+from .models.lineage import write_lineage
 
 
 def target_weights(model, target_modules: list[str]) -> dict[str, torch.nn.Parameter]:
@@ -82,4 +83,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

@@ -19,17 +19,36 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import audit_log, evaluate, modeling, params
-from .common.gates import decide
-from .common.io import read_json, write_json
-from .common.lineage import artifact_hash
-from .common.runtime import log, seed_everything
+from .core import audit_log, params
+from .core.io import read_json, write_json
+from .core.runtime import log, seed_everything, start
+from .models import evaluate, modeling
+from .models.gates import decide
+from .models.lineage import artifact_hash
+
+
+def reference_metrics(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:
+    """{name: metrics} of every --ref NAME=VERDICT.json; stops when a rule's ref is not among them."""
+    refs = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise SystemExit(f"--ref {spec!r}: write it as NAME=path/to/verdict.json")
+        if not Path(file).is_file():
+            raise SystemExit(f"--ref {name}={file}: no such verdict; run that gate first (dvc repro)")
+        refs[name] = read_json(file)["metrics"]
+    missing = sorted({r.ref for r in rules if r.ref is not None} - set(refs))
+    if missing:
+        raise SystemExit(f"gates.{model} compares with {', '.join(missing)} but the gate_{model} stage passes no "
+                         f"--ref for it: add `--ref {missing[0]}=reports/gates/{missing[0]}.json` to its cmd and "
+                         "that file to its deps in dvc.yaml")
+    return refs
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model", required=True, choices=("champion",) + params.GATE_MODELS)
+    ap.add_argument("--model", required=True, choices=("champion",) + params.GatesConfig.models())
     ap.add_argument("--path", required=True, help="model folder (LoRA adapter for sft, ONNX folder for onnx)")
     ap.add_argument("--adapter-of", help="base model folder when --path is a LoRA adapter")
     ap.add_argument("--base", help="with --model champion: the stand-in before any promotion")
@@ -43,6 +62,7 @@ def main(argv=None) -> None:
 
     run, ecfg = params.load(args.params, "run", "eval")
     rules = [] if args.model == "champion" else params.load(args.params, "gates")[0].rules(args.model)
+    refs = reference_metrics(args.model, rules, args.ref)  # before the evaluation: a wiring error costs nothing
     started = time.time()
     seed_everything(run.seed, run.threads)
     path = Path(args.path)
@@ -65,10 +85,6 @@ def main(argv=None) -> None:
     if args.model == "champion":
         verdict.update(verdict="reference", reason="scored as the reference for this cycle's gates", findings=[])
     else:
-        refs = {}
-        for spec in args.ref:
-            name, _, file = spec.partition("=")
-            refs[name] = read_json(file)["metrics"]
         findings = decide(metrics, rules, refs)
         failed = [f["reason"] for f in findings if not f["passed"]]
         verdict.update(verdict="fail" if failed else "pass", findings=findings,
@@ -84,4 +100,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

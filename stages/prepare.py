@@ -32,140 +32,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
-import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .common import params
-from .common.dedup import NearDuplicates
-from .common.io import atomic_dir, sha256_file, sha256_text, write_json
-from .common.language import LanguageFilter
-from .common.params import ROLES
-from .common.pii import Scanner, decide, redact
-from .common.runtime import log
+from .core import params
+from .core.io import atomic_dir, sha256_file, sha256_text, write_json
+from .core.params import ROLES
+from .core.runtime import log, start
+from .data.dedup import NearDuplicates
+from .data.language import LanguageFilter
+from .data.pii import Scanner, decide, pii_text, redact_record
+from .data.records import RecordFileError, map_text, normalise, read_records, record_text, sniff
 
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Quarantine rules, in the order a record meets them.
 RULES = ("parse", "schema", "length", "language", "exact_dup", "near_dup", "pii")
-SNIFF_BYTES = 8192
-
-
-def normalise(text: str) -> str:
-    """NFC, no control characters, no trailing spaces, at most one blank line in a row."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = CONTROL.sub("", text)
-    text = "\n".join(line.rstrip() for line in text.split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def to_record(role: str, raw) -> tuple[dict | None, str | None]:
-    """A raw JSON value as a record of its role (not yet normalised), or (None, reason)."""
-    if not isinstance(raw, dict):
-        return None, "not a JSON object"
-    if role in ("domain", "general"):
-        if not isinstance(raw.get("text"), str):
-            return None, 'missing string field "text"'
-        return {"text": raw["text"]}, None
-    if "messages" in raw:
-        msgs = raw["messages"]
-        if not (isinstance(msgs, list) and msgs and all(
-                isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                and isinstance(m.get("content"), str) for m in msgs)):
-            return None, 'field "messages" must be a list of {"role": system|user|assistant, "content": str}'
-        if msgs[-1]["role"] != "assistant":
-            return None, 'the last message must have role "assistant"'
-        return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}, None
-    if isinstance(raw.get("prompt"), str) and isinstance(raw.get("response"), str):
-        return {"messages": [{"role": "user", "content": raw["prompt"]},
-                             {"role": "assistant", "content": raw["response"]}]}, None
-    return None, 'needs string fields "prompt" and "response", or "messages"'
-
-
-def map_text(rec: dict, fn) -> dict:
-    """The record with fn applied to its text, or to every message's content."""
-    if "text" in rec:
-        return {"text": fn(rec["text"])}
-    return {"messages": [{"role": m["role"], "content": fn(m["content"])} for m in rec["messages"]]}
-
-
-def record_text(rec: dict) -> str:
-    if "text" in rec:
-        return rec["text"]
-    return "\n".join(f"{m['role']}: {m['content']}" for m in rec["messages"])
-
-
-def _sniff(path: Path) -> None:
-    """Stop on files that are not text at all, naming the file and the fix."""
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
-    if not head.strip():
-        raise SystemExit(f"{path}: empty file (no records); remove it from the drop or re-export it")
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        raise SystemExit(f"{path}: looks binary (NUL byte at offset {nul}); prepare reads UTF-8 "
-                         ".jsonl or .txt: remove it from the drop or export it as text")
-
-
-def read_file(path: Path, role: str):
-    """Yield (line, record or None, raw, rule, reason) for every record in a file, streaming.
-
-    raw is the parsed JSON value, or the line (text block) as a string when it does not parse.
-    """
-    if path.suffix not in (".jsonl", ".txt"):
-        raise SystemExit(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .txt")
-    if path.suffix == ".txt" and role == "sft":
-        raise SystemExit(f"{path}: .txt cannot hold instruction pairs; use .jsonl with prompt/response")
-    _sniff(path)
-    lines = 0
-    undecodable = 0
-    unparsed = 0
-    for i, chunk in (_jsonl_lines if path.suffix == ".jsonl" else _txt_blocks)(path):
-        lines += 1
-        try:
-            text = chunk.decode("utf-8")
-        except UnicodeDecodeError as e:
-            undecodable += 1
-            yield i, None, chunk.decode("utf-8", "backslashreplace"), "parse", f"not valid UTF-8 at byte {e.start}"
-            continue
-        if path.suffix == ".txt":
-            yield i, {"text": text}, {"text": text}, None, None
-            continue
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            unparsed += 1
-            yield i, None, text, "parse", f"malformed JSON ({e.msg} at column {e.colno})"
-            continue
-        rec, reason = to_record(role, raw)
-        yield i, rec, raw, None if rec else "schema", reason
-    if lines and undecodable == lines:
-        raise SystemExit(f"{path}: no line is valid UTF-8; re-encode the file as UTF-8 (e.g. iconv -t UTF-8)")
-    if lines and undecodable + unparsed == lines:
-        raise SystemExit(f"{path}: no line is a JSON value; is it JSON Lines (one JSON object per line)?")
-
-
-def _jsonl_lines(path: Path):
-    with open(path, "rb") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                yield i, line.rstrip(b"\r\n")
-
-
-def _txt_blocks(path: Path):
-    """(first line number, bytes) of each blank-line separated block."""
-    with open(path, "rb") as f:
-        block, start = [], 1
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                block.append(line)
-                continue
-            if block:
-                yield start, b"".join(block).rstrip(b"\r\n")
-            block, start = [], i + 1
-        if block:
-            yield start, b"".join(block).rstrip(b"\r\n")
 
 
 def input_files(seed: Path, drops: Path) -> list[tuple[str, str, Path]]:
@@ -282,25 +163,6 @@ class Prepare:
             f.close()
 
 
-def pii_text(rec: dict) -> str:
-    """The text PII is scanned in: the text, or the message contents joined by blank lines."""
-    return rec["text"] if "text" in rec else "\n\n".join(m["content"] for m in rec["messages"])
-
-
-def redact_record(rec: dict, found: list, policy: dict) -> dict:
-    """Apply redact() to a record; findings are offsets into pii_text(rec)."""
-    if "text" in rec:
-        return {"text": redact(rec["text"], found, policy)}
-    out, offset = [], 0
-    for m in rec["messages"]:
-        end = offset + len(m["content"])
-        inside = [f._replace(start=max(f.start, offset) - offset, end=min(f.end, end) - offset)
-                  for f in found if f.start < end and f.end > offset]
-        out.append({"role": m["role"], "content": redact(m["content"], inside, policy)})
-        offset = end + 2
-    return {"messages": out}
-
-
 def accounting(c: Counter) -> dict:
     """in = kept + redacted + quarantined, and how many each rule took out, in filter order."""
     out = {k: c.get(k, 0) for k in ("in", "kept", "redacted", "quarantined", "normalised")}
@@ -328,30 +190,19 @@ def pii_report(p: Prepare) -> dict:
     }
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--seed", required=True, help="seed data folder (drop zero)")
-    ap.add_argument("--drops", required=True, help="folder of weekly drops")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--pii-report", help="where to write PII counts per entity, role and drop (JSON)")
-    args = ap.parse_args(argv)
-    cfg, pii_cfg = params.load(args.params, "prepare", "pii")
-    started = time.time()
-
-    files = input_files(Path(args.seed), Path(args.drops))
-    for _, _, path in files:  # before loading any model: a file that is not text stops the stage at once
-        _sniff(path)
-    with atomic_dir(args.out) as tmp:
+def run(files: list[tuple[str, str, Path]], cfg: params.PrepareConfig, pii_cfg: params.PiiConfig, out: str,
+        pii_report_path: str | None) -> tuple[dict, Prepare]:
+    """Route every record of every file; write the splits, quarantine and manifest atomically to `out`."""
+    with atomic_dir(out) as tmp:
         for role in ROLES:
             (tmp / role).mkdir()
         prep = Prepare(cfg, pii_cfg, tmp)
         hashes = {}
         for source, role, path in files:
             hashes[path.as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-            for line, rec, raw, rule, reason in read_file(path, role):
-                where = {"file": path.as_posix(), "line": line, "source": source, "role": role}
-                prep.add(where, rec, raw, rule, reason)
+            for item in read_records(path, role):
+                where = {"file": path.as_posix(), "line": item.line, "source": source, "role": role}
+                prep.add(where, item.record, item.raw, item.rule, item.reason)
         prep.close()
         manifest = {
             # files: the short view (non-zero counts); inputs: hashes, per-rule counts and splits
@@ -369,12 +220,33 @@ def main(argv=None) -> None:
         problems = [f"drop {d}: {a['rules']['pii']} of {a['in']} records dropped for PII "
                     f"> pii.max_dropped_fraction {pii_cfg.max_dropped_fraction:.0%}"
                     for d, a in manifest["drops"].items() if a["rules"]["pii"] > pii_cfg.max_dropped_fraction * a["in"]]
-        if args.pii_report:
-            write_json(args.pii_report, pii_report(prep))
+        if pii_report_path:
+            write_json(pii_report_path, pii_report(prep))
         if problems:
             raise SystemExit("prepare: PII policy cap exceeded:\n  - "
                              + "\n  - ".join(problems) + "\nremove or clean those records at the source")
         write_json(tmp / "manifest.json", manifest)
+    return manifest, prep
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--seed", required=True, help="seed data folder (drop zero)")
+    ap.add_argument("--drops", required=True, help="folder of weekly drops")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--pii-report", help="where to write PII counts per entity, role and drop (JSON)")
+    args = ap.parse_args(argv)
+    cfg, pii_cfg = params.load(args.params, "prepare", "pii")
+    started = time.time()
+
+    files = input_files(Path(args.seed), Path(args.drops))
+    try:
+        for _, _, path in files:  # before loading any model: a file that is not text stops the stage at once
+            sniff(path)
+        manifest, prep = run(files, cfg, pii_cfg, args.out, args.pii_report)
+    except RecordFileError as e:
+        raise SystemExit(str(e)) from None
     for d, a in manifest["drops"].items():
         if a["in"] and a["rules"]["exact_dup"] + a["rules"]["near_dup"] == a["in"]:
             log("prepare", f"WARNING: drop {d}: every record is a duplicate of one already kept")
@@ -386,4 +258,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

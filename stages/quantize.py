@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import modeling, params
-from .common.gates import require_pass
-from .common.io import atomic_dir, dir_size, write_json
-from .common.lineage import write_lineage
-from .common.runtime import log, seed_everything
-from .common.train import texts
+from .core import params
+from .core.io import atomic_dir, dir_size, write_json
+from .core.runtime import log, seed_everything, start
+from .models import modeling
+from .models.batches import texts
+from .models.gates import require_pass
+from .models.lineage import write_lineage
 
 
 def export_fp32(student: Path, out: Path) -> None:
@@ -60,7 +61,7 @@ def token_nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return logz - logits[np.arange(len(ids) - 1), ids[1:]]
 
 
-def parity(student: Path, onnx_dir: Path, docs: list[str], seq_len: int) -> dict:
+def parity(student: Path, onnx_dir: Path, docs: list[str], cfg: params.QuantizeConfig) -> dict:
     """Top-1 agreement and mean NLL of the int8 ONNX model vs the PyTorch student."""
     from optimum.onnxruntime import ORTModelForCausalLM
 
@@ -69,7 +70,7 @@ def parity(student: Path, onnx_dir: Path, docs: list[str], seq_len: int) -> dict
     ort_model = ORTModelForCausalLM.from_pretrained(onnx_dir, use_cache=True, use_io_binding=False)
     agree, n, nll_t, nll_o = 0, 0, 0.0, 0.0
     for doc in docs:
-        ids = tok(doc, return_tensors="pt", add_special_tokens=False).input_ids[:, :seq_len]
+        ids = tok(doc, return_tensors="pt", add_special_tokens=False).input_ids[:, :cfg.parity_seq_len]
         if ids.shape[1] < 2:
             continue
         with torch.no_grad():
@@ -80,9 +81,10 @@ def parity(student: Path, onnx_dir: Path, docs: list[str], seq_len: int) -> dict
         nll_t += token_nll(lt, ids[0].numpy()).sum()
         nll_o += token_nll(lo, ids[0].numpy()).sum()
     scored = n - len(docs)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What does `os.path.join` do in Python?"}],
+    prompt = tok.apply_chat_template([{"role": "user", "content": cfg.sample_prompt}],
                                      add_generation_prompt=True, return_tensors="pt")
-    sample = ort_model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=40, do_sample=False)
+    sample = ort_model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=cfg.sample_tokens,
+                                do_sample=False)
     return {"top1_agreement": agree / n, "nll_torch": nll_t / scored, "nll_onnx": nll_o / scored,
             "nll_increase": (nll_o - nll_t) / scored, "tokens": n,
             "sample": tok.decode(sample[0, prompt.shape[1]:], skip_special_tokens=True)}
@@ -110,7 +112,7 @@ def main(argv=None) -> None:
         t = time.time()
         quantize_weights(fp32, tmp, cfg)
         log("quantize", f"int{cfg.weight_bits} weights ({dir_size(tmp) / 1e6:.0f} MB) in {time.time() - t:.0f}s")
-        check = parity(student, tmp, docs, cfg.parity_seq_len)
+        check = parity(student, tmp, docs, cfg)
         check.update(fp32_mb=round(dir_size(fp32) / 1e6, 1), int8_mb=round(dir_size(tmp) / 1e6, 1))
         problems = []
         if check["top1_agreement"] < cfg.min_top1_agreement:
@@ -134,4 +136,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from .common import modeling, params
-from .common.gates import require_pass
-from .common.io import atomic_dir, write_json
-from .common.lineage import write_lineage
-from .common.losses import ewc_penalty, masked_lm_loss, replay_rows
-from .common.runtime import log, seed_everything
-from .common.train import checkpoint_dir, discard_checkpoint, fingerprint, Sampler, chat_example, collate, conversations, pack, texts, train_loop
+from .core import params
+from .core.io import atomic_dir, write_json
+from .core.runtime import log, seed_everything, start
+from .models import modeling
+from .models.batches import chat_example, collate, conversations, pack, Sampler, texts
+from .models.gates import require_pass
+from .models.lineage import write_lineage
+from .models.losses import ewc_penalty, masked_lm_loss, replay_rows
+from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
 
 
 def weights_of(folder, names) -> dict[str, torch.Tensor]:
@@ -49,24 +52,12 @@ def lora_modules(model) -> dict[str, torch.nn.Module]:
             for name, mod in model.named_modules() if isinstance(mod, LoraLayer)}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
-    for name in ("dapt", "base", "champion", "fisher", "data", "gate", "out", "history"):
-        ap.add_argument(f"--{name}", required=True)
-    args = ap.parse_args(argv)
-
-    run, cfg = params.load(args.params, "run", "sft")
-    require_pass(args.gate)
-    started = time.time()
-    seed_everything(run.seed, run.threads)
-
-    from pathlib import Path
-
+def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Path, fisher_dir: Path,
+          data: str, checkpoint: Path | None = None) -> tuple[object, object, list[dict]]:
+    """dapt + a LoRA adapter trained on the instruction data: (peft model, tokenizer, history)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    dapt, champion = Path(args.dapt), modeling.champion_or_base(args.champion, args.base)
     tok = modeling.load_tokenizer(dapt)
     quant = BitsAndBytesConfig(load_in_8bit=True) if cfg.load_in_8bit else None
     base = AutoModelForCausalLM.from_pretrained(dapt, dtype=torch.float32, quantization_config=quant,
@@ -80,18 +71,18 @@ def main(argv=None) -> None:
                f"trainable parameters; base {'8-bit' if cfg.load_in_8bit else 'fp32'} from {dapt}")
 
     # EWC: the fixed distance of dapt's weights from the champion's, and F.
-    with safe_open(Path(args.fisher) / "fisher.safetensors", framework="pt") as st:
+    with safe_open(fisher_dir / "fisher.safetensors", framework="pt") as st:
         fisher = {k: st.get_tensor(k) for k in st.keys()}
     layers = {k: m for k, m in lora_modules(model).items() if k in fisher}
     if cfg.ewc_lambda > 0 and len(layers) != len(lora_modules(model)):
-        raise SystemExit(f"{args.fisher} lacks Fisher information for some LoRA targets; rerun the fisher "
+        raise SystemExit(f"{fisher_dir} lacks Fisher information for some LoRA targets; rerun the fisher "
                          "stage with the same sft.target_modules (dvc repro does)")
     ref, now = weights_of(champion, layers), weights_of(dapt, layers)
     offsets = {k: now[k] - ref[k] for k in layers}
     del ref, now
 
-    examples = [chat_example(tok, conv, cfg.seq_len) for conv in conversations(f"{args.data}/sft/train.jsonl")]
-    general = pack(tok, texts(f"{args.data}/general/train.jsonl"), cfg.seq_len)
+    examples = [chat_example(tok, conv, cfg.seq_len) for conv in conversations(f"{data}/sft/train.jsonl")]
+    general = pack(tok, texts(f"{data}/general/train.jsonl"), cfg.seq_len)
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     draw_sft, draw_general = Sampler(len(examples), run.seed), Sampler(len(general), run.seed + 1)
     log("sft", f"{len(examples)} instruction examples, {len(general)} replay blocks; "
@@ -111,8 +102,24 @@ def main(argv=None) -> None:
         ewc = ewc_penalty(deltas, offsets, fisher)
         return lm + cfg.ewc_lambda / 2 * ewc, {"lm": lm.item(), "ewc": ewc.item()}
 
-    history = train_loop("sft", model, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
-                         fingerprint=fingerprint(cfg, dapt, champion, args.fisher, args.data))
+    history = train_loop("sft", model, cfg, next_batch, compute_loss, checkpoint=checkpoint,
+                         fingerprint=fingerprint(cfg, dapt, champion, fisher_dir, data))
+    return model, tok, history
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    for name in ("dapt", "base", "champion", "fisher", "data", "gate", "out", "history"):
+        ap.add_argument(f"--{name}", required=True)
+    args = ap.parse_args(argv)
+
+    run, cfg = params.load(args.params, "run", "sft")
+    require_pass(args.gate)
+    started = time.time()
+    seed_everything(run.seed, run.threads)
+    dapt, champion = Path(args.dapt), modeling.champion_or_base(args.champion, args.base)
+    model, tok, history = train(cfg, run, dapt, champion, Path(args.fisher), args.data, checkpoint_dir(args.out))
 
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -132,4 +139,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    start()
     main()

@@ -1,33 +1,31 @@
-"""validate: the data gate. great_expectations suites on every prepared split, and the datasheets.
+"""validate: the data gate. great_expectations suites on every prepared split.
 
     python -m stages.validate --params params.yaml --data data/prepared --sources data/sources.yaml \
-        --pii reports/data/pii.json --out reports/data/validation.json --markdown reports/data/validation.md \
-        --datasheets reports/data/datasheets --audit-log reports/audit/log.jsonl
+        --out reports/data/validation.json --markdown reports/data/validation.md \
+        --audit-log reports/audit/log.jsonl
 
 Per role and split: schema (the fields a role needs), no nulls, length bounds,
 unique ids, nearly unique texts, minimum row counts (and for sft, a conversation
 ends with the assistant); per role a ceiling on the share of input records that
 prepare quarantined; and every input file must have its provenance and license
 declared in data/sources.yaml. A failed check fails the stage, which stops every
-training stage downstream. The datasheets (one per role, Markdown and JSON) are
-written either way.
+training stage downstream. The report is written either way.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from .common import audit_log, datasheet, params
-from .common.io import read_json, read_jsonl, sha256_file, write_json, write_text
-from .common.params import ROLES
-from .common.runtime import log
-from .prepare import record_text
+from .core import audit_log, params
+from .core.io import read_json, read_jsonl, write_json, write_text
+from .core.params import ROLES
+from .core.runtime import log, start
+from .data import sources as source_list
+from .data.records import record_text
 
 
 def expectations(role: str, split: str, cfg: params.ValidateConfig, prep: params.PrepareConfig) -> list:
@@ -77,12 +75,6 @@ def validate_frame(context, name: str, df: pd.DataFrame, suite_items: list) -> d
             "failed": [c for c in checks if not c["success"]], "checks": checks}
 
 
-def split_stats(df: pd.DataFrame) -> dict:
-    chars = df["chars"]
-    return {"rows": len(df), "chars": int(chars.sum()),
-            "chars_per_record": {k: int(getattr(chars, k)()) if len(df) else 0 for k in ("min", "median", "max")}}
-
-
 def markdown(report: dict, data: str) -> str:
     lines = [f"# Data gate: {report['verdict'].upper()}", "", report["reason"], "",
              "| role | split | rows | expectations met | failed |", "|---|---|---:|---:|---|"]
@@ -108,10 +100,8 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", required=True)
     ap.add_argument("--sources", required=True, help="data/sources.yaml: provenance and license per input file")
-    ap.add_argument("--pii", required=True, help="prepare's PII report (JSON)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--markdown", required=True, help="a readable summary of the gate")
-    ap.add_argument("--datasheets", required=True, help="folder for <role>.md and <role>.json")
     ap.add_argument("--audit-log", required=True)
     args = ap.parse_args(argv)
     cfg, prep = params.load(args.params, "validate", "prepare")
@@ -120,18 +110,20 @@ def main(argv=None) -> None:
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
-    manifest, pii = read_json(f"{args.data}/manifest.json"), read_json(args.pii)
-    sources = (yaml.safe_load(Path(args.sources).read_text()) or {}).get("sources", [])
-    report, problems, stats = {"roles": {}}, [], {}
+    # one log line per stage event: no "Calculating Metrics" bar per expectation suite
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    manifest = read_json(f"{args.data}/manifest.json")
+    sources = source_list.load(args.sources)
+    report, problems = {"roles": {}}, []
     for role in ROLES:
-        report["roles"][role], stats[role] = {}, {"per_drop": Counter()}
+        report["roles"][role] = {}
         for split in ("train", "heldout"):
             df = frame(Path(args.data) / role / f"{split}.jsonl", role)
             res = validate_frame(context, f"{role}_{split}", df, expectations(role, split, cfg, prep))
             report["roles"][role][split] = res
-            stats[role][split] = split_stats(df)
-            stats[role]["per_drop"].update(df["source"])
             problems += [f"{role}/{split}: {f['expectation']} {f['kwargs']} observed {f['observed']}"
                          for f in res["failed"]]
         acc = manifest["roles"][role]
@@ -142,31 +134,25 @@ def main(argv=None) -> None:
         if share > cfg.max_quarantine_fraction:
             problems.append(f"{role}: {share:.1%} of records quarantined > validate.max_quarantine_fraction "
                             f"{cfg.max_quarantine_fraction:.0%}; see {args.data}/quarantine.jsonl")
-    undeclared = [f for f in manifest["inputs"] if not datasheet.match_source(f, sources)]
+    undeclared = [f for f in manifest["inputs"] if not source_list.match(f, sources)]
     report["provenance"] = {"declared": [f for f in manifest["inputs"] if f not in undeclared],
                             "undeclared": undeclared}
     if undeclared and cfg.require_provenance:
         problems.append(f"no provenance for {', '.join(undeclared)}: add an entry (path, what, origin, license) "
                         f"to {args.sources}")
-    report.update(verdict="fail" if problems else "pass", reason="; ".join(problems) or "every expectation met",
-                  wall_time_s=round(time.time() - started, 2))
+    # No wall time in the report: it is a dependency of dapt, and a rerun with the same verdict must not retrain.
+    report.update(verdict="fail" if problems else "pass", reason="; ".join(problems) or "every expectation met")
     write_json(args.out, report)
     write_text(args.markdown, markdown(report, args.data))
-    for role in ROLES:
-        stats[role]["per_drop"] = dict(sorted(stats[role]["per_drop"].items()))
-        outputs = {f"{role}/{s}.jsonl": sha256_file(Path(args.data) / role / f"{s}.jsonl")
-                   for s in ("train", "heldout")}
-        sheet = datasheet.build(role, manifest, pii, sources, outputs, stats[role])
-        write_json(Path(args.datasheets) / f"{role}.json", sheet)
-        write_text(Path(args.datasheets) / f"{role}.md", datasheet.to_markdown(sheet))
     audit_log.append(args.audit_log, "data_gate", verdict=report["verdict"], reason=report["reason"],
                      manifest={r: {k: a[k] for k in ("in", "kept", "redacted", "quarantined", "splits")}
                                for r, a in manifest["roles"].items()})
     if problems:
         raise SystemExit("validate: data gate FAILED:\n  - " + "\n  - ".join(problems))
     log("validate", f"data gate passed ({len(ROLES) * 2} splits) "
-                    f"in {report['wall_time_s']:.1f}s -> {args.out}, {args.markdown}, {args.datasheets}/")
+                    f"in {time.time() - started:.1f}s -> {args.out}, {args.markdown}")
 
 
 if __name__ == "__main__":
+    start()
     main()

@@ -1,6 +1,6 @@
 import json
 
-from stages.common import audit_log
+from stages.core import audit_log
 
 
 def test_chain_verifies_and_detects_edits_removals_and_reordering(tmp_path):

@@ -1,11 +1,19 @@
-"""dvc.yaml, params.yaml, the configs and the stage modules agree with each other."""
+"""dvc.yaml, params.yaml, the configs and the code agree with each other."""
+from __future__ import annotations
+
+import ast
+import copy
 import importlib
 import re
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
-from stages.common import params
+from stages.core import params
 
 from .conftest import ROOT
 
@@ -14,10 +22,68 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dapt", "--sft", "--fisher",
                "--student", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
                "--quantize", "--sources", "--pii"}
-OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report",
-                "--datasheets"}
-NOT_DVC = {"--audit-log"}
-NOT_PATHS = {"--model"}  # the append-only audit trail lives outside the DAG, like the champion
+OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report"}
+NOT_DVC = {"--audit-log"}  # the append-only audit trail lives outside the DAG, like the champion
+NOT_PATHS = {"--model"}
+WINGS = ("core", "data", "models")
+# Non-code folders under stages/ a stage reads at run time.
+DATA_DEPS = {"gate": {"stages/tasks"}}
+
+
+# --------------------------------------------------------------------------- #
+# The import graph
+# --------------------------------------------------------------------------- #
+
+
+def module_file(module: str) -> Path | None:
+    path = ROOT / Path(*module.split("."))
+    for f in (path.with_suffix(".py"), path / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def direct_imports(module: str) -> set[str]:
+    """The stages.* modules `module` imports (relative imports resolved, `from pkg import mod` counted as mod)."""
+    path = module_file(module)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "stages":
+                continue
+            out.add(target)
+            out |= {f"{target}.{a.name}" for a in node.names if module_file(f"{target}.{a.name}")}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "stages"}
+    return out
+
+
+def code_closure(module: str) -> set[str]:
+    """Repository paths of `module` and every stages/ module it imports, directly or not; empty __init__s left out."""
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(direct_imports(m))
+    files = {module_file(m) for m in seen}
+    return {f.relative_to(ROOT).as_posix() for f in files if f.name != "__init__.py" or f.read_text().strip()}
+
+
+def shared_modules() -> list[str]:
+    return [f"stages.{w}.{p.stem}" for w in WINGS for p in sorted((ROOT / "stages" / w).glob("*.py"))
+            if p.name != "__init__.py"]
+
+
+# --------------------------------------------------------------------------- #
+# dvc.yaml
+# --------------------------------------------------------------------------- #
 
 
 def _paths(entries):
@@ -28,37 +94,100 @@ def _paths(entries):
 
 
 def _cmd_args(cmd):
-    """{flag: [values]} of a stage command."""
+    """(module, {flag: [values]}) of a stage command; --ref values are NAME=PATH."""
     tokens, args, flag = shlex.split(cmd), {}, None
     for t in tokens[3:]:
         if t.startswith("--"):
             flag = t
             args.setdefault(flag, [])
         elif flag:
-            args[flag].append(t.split("=", 1)[-1])
+            args[flag].append(t)
     return tokens[2], args
 
 
 def test_every_stage_module_exists_and_its_paths_are_declared():
     for name, stage in DVC.items():
         module, args = _cmd_args(stage["cmd"])
-        mod = importlib.import_module(module)
-        assert callable(mod.main), f"{module} has no main()"
-        assert (ROOT / module.replace(".", "/")).with_suffix(".py").as_posix() in {
-            (ROOT / d).as_posix() for d in stage["deps"]}, f"{name}: its own module is not a dep"
+        assert callable(importlib.import_module(module).main), f"{module} has no main()"
         deps, outs = set(stage["deps"]), _paths(stage.get("outs")) | _paths(stage.get("metrics")) | _paths(
             stage.get("plots"))
         for flag, values in args.items():
             assert flag in INPUT_FLAGS | OUTPUT_FLAGS | NOT_DVC | NOT_PATHS, f"{name}: flag {flag} is not classified"
             for v in values:
+                v = v.split("=", 1)[-1]
                 if flag in INPUT_FLAGS:
                     assert v in deps, f"{name}: reads {v} ({flag}) but does not declare it in deps"
                 elif flag in OUTPUT_FLAGS:
                     assert v in outs, f"{name}: writes {v} ({flag}) but does not declare it in outs"
 
 
+def test_code_deps_are_exactly_the_modules_each_stage_imports():
+    for name, stage in DVC.items():
+        module, _ = _cmd_args(stage["cmd"])
+        declared = {d for d in stage["deps"] if d.startswith("stages/")}
+        expected = code_closure(module) | DATA_DEPS.get(module.split(".")[-1], set())
+        assert declared == expected, (f"{name}: dvc.yaml code deps differ from its imports; missing "
+                                      f"{sorted(expected - declared)}, not imported {sorted(declared - expected)}")
+
+
+def test_an_edit_reruns_only_the_stages_whose_code_it_touches():
+    """The closures behind dvc.yaml: ingest and datasheet wording touch no model stage; the loop only training."""
+    users = {f: {n for n, s in DVC.items() if f in s["deps"]} for f in
+             ("stages/data/ingest.py", "stages/data/datasheet.py", "stages/models/train.py", "stages/data/pii.py")}
+    assert users["stages/data/ingest.py"] == set()
+    assert users["stages/data/datasheet.py"] == {"datasheets"}
+    assert users["stages/models/train.py"] == {"dapt", "sft", "distill"}
+    assert users["stages/data/pii.py"] == {"prepare"}
+
+
+def test_no_shared_module_imports_a_stage_and_the_ground_floor_imports_no_wing():
+    stage_modules = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py")}
+    for module in shared_modules():
+        imported = direct_imports(module)
+        assert not imported & stage_modules, f"{module} imports stage module(s) {imported & stage_modules}"
+        wing = module.split(".")[1]
+        if wing == "core":
+            assert all(m.split(".")[1] == "core" for m in imported if m.count(".") >= 1), (module, imported)
+        else:
+            other = "models" if wing == "data" else "data"
+            assert not any(m.startswith(f"stages.{other}") for m in imported), f"{module} imports the {other} wing"
+
+
+def test_importing_any_module_sets_nothing_and_loads_no_hub_library():
+    """The offline environment is set where a process starts (runtime.start), never as an import side effect."""
+    modules = [f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.name != "__init__.py"]
+    code = (f"import os, sys\nbefore = dict(os.environ)\nfor m in {modules + shared_modules()!r}:\n"
+            "    __import__(m)\n"
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+            "heavy = {'transformers', 'huggingface_hub', 'datasets', 'great_expectations', 'lm_eval', "
+            "'presidio_analyzer', 'tldextract'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HF_", "TRANSFORMERS", "TQDM"))}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- #
+# params.yaml
+# --------------------------------------------------------------------------- #
+
+
+def loaded_sections(module: str) -> set[str] | None:
+    """Sections a module passes to params.load(...), from its syntax tree; None when it never calls it."""
+    calls = [n for n in ast.walk(ast.parse(module_file(module).read_text()))
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "load"
+             and isinstance(n.func.value, ast.Name) and n.func.value.id == "params"]
+    if not calls:
+        return None
+    out = set()
+    for call in calls:
+        names = [a.value for a in call.args[1:] if isinstance(a, ast.Constant)]
+        assert len(names) == len(call.args) - 1, f"{module}: params.load with non-literal sections"
+        out |= set(names)
+    return out
+
+
 def test_params_declared_in_dvc_yaml_exist_and_cover_what_each_stage_loads():
-    loaded = re.compile(r'params\.load\(args\.params, ([^)]*)\)')
     for name, stage in DVC.items():
         declared = stage.get("params", [])
         for key in declared:
@@ -67,16 +196,85 @@ def test_params_declared_in_dvc_yaml_exist_and_cover_what_each_stage_loads():
                 assert part in node, f"{name}: params key {key} is not in params.yaml"
                 node = node[part]
         module, _ = _cmd_args(stage["cmd"])
-        source = (ROOT / module.replace(".", "/")).with_suffix(".py").read_text()
-        sections = {s for m in loaded.finditer(source) for s in re.findall(r'"(\w+)"', m.group(1))}
+        sections = loaded_sections(module)
+        if declared:
+            assert sections is not None, f"{name}: declares params {declared} but {module} never calls params.load"
+        sections = sections or set()
         if name == "gate_champion":
             sections.discard("gates")  # the champion is only scored; no rule applies to it
         for section in sections:
-            assert section in params.SECTIONS
+            assert section in params.SECTIONS, f"{module} loads unknown section {section}"
             covered = section in declared or any(k.startswith(section + ".") for k in declared)
             assert covered, f"{name}: loads params section `{section}` that dvc.yaml does not declare"
 
 
 def test_every_params_section_is_used_by_some_stage():
     used = {k.split(".")[0] for s in DVC.values() for k in s.get("params", [])}
-    assert set(PARAMS) <= used
+    assert set(PARAMS) == used == set(params.SECTIONS)
+
+
+def test_params_yaml_is_the_one_home_of_every_knob():
+    """Every field of every section is in params.yaml, and code holds no default that could disagree with it."""
+    for section, cls in params.SECTIONS.items():
+        for field, info in cls.model_fields.items():
+            assert field in PARAMS[section], f"{section}.{field} is not in params.yaml"
+            assert info.is_required(), f"{section}.{field} has a default in code; params.yaml is its only home"
+    params.load_all(ROOT / "params.yaml")
+
+
+def test_every_knob_in_params_yaml_has_a_comment():
+    section = None
+    for line in (ROOT / "params.yaml").read_text().splitlines():
+        if re.match(r"^\w+:", line):
+            section = line.split(":")[0]
+        elif section != "gates" and re.match(r"^  \w+:", line):
+            assert "#" in line, f"params.yaml {section}: `{line.strip()}` needs a short comment"
+
+
+# --------------------------------------------------------------------------- #
+# Gate references
+# --------------------------------------------------------------------------- #
+
+
+def gate_wiring_problems(dvc: dict, raw_params: dict) -> list[str]:
+    """A rule whose `ref` the gate stage does not receive (as --ref NAME=FILE with FILE in deps) is a problem."""
+    gates = params.build("gates", raw_params["gates"])
+    problems = []
+    for model in params.GatesConfig.models():
+        stage = dvc.get(f"gate_{model}")
+        if stage is None:
+            problems.append(f"gates.{model} has rules but dvc.yaml has no gate_{model} stage")
+            continue
+        _, args = _cmd_args(stage["cmd"])
+        refs = dict(v.split("=", 1) for v in args.get("--ref", []))
+        for rule in gates.rules(model):
+            if rule.ref is None:
+                continue
+            if rule.ref not in refs:
+                problems.append(f"gates.{model}: ref {rule.ref} but gate_{model} has no --ref {rule.ref}=...")
+            elif refs[rule.ref] not in stage["deps"] or refs[rule.ref] != f"reports/gates/{rule.ref}.json":
+                problems.append(f"gate_{model}: --ref {rule.ref}={refs[rule.ref]} is not that gate's verdict in deps")
+    return problems
+
+
+def test_every_gate_rule_ref_is_wired_in_dvc_yaml():
+    assert gate_wiring_problems(DVC, PARAMS) == []
+
+
+def test_a_rule_pointed_at_an_unwired_reference_is_caught():
+    repointed = copy.deepcopy(PARAMS)
+    repointed["gates"]["onnx"][0]["ref"] = "champion"  # gate_onnx gets only the student's verdict
+    assert any("gate_onnx has no --ref champion" in p for p in gate_wiring_problems(DVC, repointed))
+    unwired = copy.deepcopy(DVC)
+    unwired["gate_sft"]["deps"] = [d for d in unwired["gate_sft"]["deps"] if d != "reports/gates/dapt.json"]
+    assert any("gate_sft" in p for p in gate_wiring_problems(unwired, PARAMS))
+
+
+def test_the_gate_stage_refuses_an_unwired_reference_before_evaluating(tmp_path):
+    from stages import gate
+
+    rules = [params.GateRule(metric="domain_ppl", max_ratio=1.0, ref="champion")]
+    with pytest.raises(SystemExit, match="passes no --ref for it: add `--ref champion="):
+        gate.reference_metrics("onnx", rules, [])
+    with pytest.raises(SystemExit, match="no such verdict"):
+        gate.reference_metrics("onnx", rules, [f"champion={tmp_path / 'missing.json'}"])

@@ -1,6 +1,6 @@
-from stages.common.gates import decide, require_pass
-from stages.common.io import write_json
-from stages.common.params import GateRule
+from stages.models.gates import decide, require_pass
+from stages.core.io import write_json
+from stages.core.params import GateRule
 
 import pytest
 

@@ -7,8 +7,10 @@ import json
 import pytest
 import yaml
 
-from stages.common import audit_log, drops
-from stages.common.io import read_json, sha256_file
+from stages.core import audit_log
+
+from stages.data import ingest as drops
+from stages.core.io import read_json, sha256_file
 
 from .conftest import copy_repo, run
 
@@ -79,6 +81,14 @@ def test_each_schema_lands_in_its_role_folder_tracked_and_logged(repo, inputs):
     assert "2 entries, hash chain intact" in run(["python", "-m", "stages.cli", "audit", "verify"], repo).stdout
 
 
+def test_a_windows_export_is_accepted(repo, tmp_path):
+    """A UTF-8 byte order mark and CRLF line ends, as spreadsheet and Windows tools write them."""
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(("\ufeff" + "".join(json.dumps(r) + "\r\n" for r in PAIRS)).encode("utf-8"))
+    out = ingest(repo, path, "--week", WEEK).stdout
+    assert f"data/drops/{WEEK}/sft/export.jsonl  role=sft  records=2" in out
+
+
 def test_a_folder_laid_out_by_role_needs_no_role_flag(repo, tmp_path):
     drop = tmp_path / "drop"
     for role, name, text in [("domain", "ref.txt", GENERAL), ("sft", "qa.jsonl", jsonl(PAIRS)),
@@ -119,6 +129,12 @@ BAD = {
     "malformed JSON line": ("broken.jsonl", b'{"text": "fine"}\n{"text": oops}\n', ["--role", "domain"],
                             ["broken.jsonl", "line 2", "not valid JSON"]),
     "empty file": ("empty.jsonl", b"", ["--role", "domain"], ["empty.jsonl", "empty file"]),
+    "UTF-16 export": ("utf16.jsonl", jsonl(TEXT).encode("utf-16"), ["--role", "domain"],
+                      ["utf16.jsonl", "UTF-16", "save it as UTF-8"]),
+    "mixed record kinds": ("mixed.jsonl", (jsonl(TEXT[:1]) + jsonl(PAIRS[:1])).encode(), ["--role", "domain"],
+                           ["mixed.jsonl", "line 2", "separate files"]),
+    "not a record": ("other.jsonl", b'{"title": "no text field"}\n', ["--role", "domain"],
+                     ["other.jsonl", "line 1", "not a record"]),
     "raw text without --role": ("raw.jsonl", jsonl(TEXT).encode(), [], ["raw.jsonl", "--role domain"]),
 }
 
@@ -146,6 +162,7 @@ def test_a_bad_input_exits_2_names_the_file_and_line_and_copies_nothing(shared_r
     assert drop_files(shared_repo) == set() and not (shared_repo / LOG).exists()
 
 
+@pytest.mark.slow  # prepares the whole seed (a minute of PII scanning)
 def test_prepare_picks_up_the_ingested_records(repo, inputs):
     ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK)
     ingest(repo, inputs / "chat.jsonl", "--week", WEEK)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.common.losses import IGNORE, ewc_penalty, kd_loss, lr_at, masked_lm_loss, replay_rows
+from stages.models.losses import IGNORE, ewc_penalty, kd_loss, lr_at, masked_lm_loss, replay_rows
 
 
 def test_masked_lm_loss_is_cross_entropy_when_every_token_counts():
@@ -57,10 +57,11 @@ def test_ewc_penalty_matches_its_formula_and_is_zero_at_the_reference():
 
 
 def test_lr_schedule_warms_up_peaks_and_decays_to_the_floor():
-    lrs = [lr_at(s, 20, 4, 1.0) for s in range(20)]
+    lrs = [lr_at(s, 20, 4, 1.0, 0.1) for s in range(20)]
     assert lrs[0] == pytest.approx(0.25) and lrs[3] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
     assert lrs[-1] == pytest.approx(0.1)
+    assert lr_at(19, 20, 4, 1.0, 0.0) == pytest.approx(0.0)
     assert all(math.isfinite(x) and x > 0 for x in lrs)
 
 

@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from stages.common import params
-from stages.common.params import ParamsError
+from stages.core import params
+from stages.core.params import ParamsError
 
 from .conftest import ROOT, tiny_params, write_params
 
@@ -32,6 +32,52 @@ def test_bad_values_are_all_reported_at_once(tmp_path):
 def test_wrong_type_is_named(tmp_path):
     with pytest.raises(ParamsError, match=r"distill\.temperature: expected float, got str"):
         params.load(_with(tmp_path, "distill", temperature="hot"), "distill")
+    with pytest.raises(ParamsError, match=r"dapt\.steps: expected int, got float 1\.5"):
+        params.load(_with(tmp_path, "dapt", steps=1.5), "dapt")
+    with pytest.raises(ParamsError, match=r"dapt\.bf16: expected bool, got str 'yes'"):
+        params.load(_with(tmp_path, "dapt", bf16="yes"), "dapt")
+
+
+def test_a_number_yaml_reads_as_text_gets_the_fix(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("lr: 3.0e-5", "lr: 3e-5"))
+    with pytest.raises(ParamsError, match=r"dapt\.lr: expected float, got str '3e-5'.*write 3\.0e-5"):
+        params.load(path, "dapt")
+
+
+def test_a_missing_knob_is_an_error_not_a_silent_default(tmp_path):
+    p = tiny_params()
+    del p["distill"]["grad_clip"], p["quantize"]["sample_tokens"]
+    with pytest.raises(ParamsError) as e:
+        params.load_all(write_params(tmp_path / "p.yaml", p))
+    assert "distill.grad_clip: missing" in str(e.value) and "quantize.sample_tokens: missing" in str(e.value)
+    p = tiny_params()
+    del p["fisher"]
+    with pytest.raises(ParamsError, match="missing section"):
+        params.load(write_params(tmp_path / "p.yaml", p), "run")
+
+
+def test_a_typo_in_a_gate_rule_is_named_with_a_suggestion(tmp_path):
+    p = tiny_params()
+    p["gates"]["sft"][0] = {"metric": "domain_ppl", "max_ration": 1.1, "ref": "dapt"}
+    with pytest.raises(ParamsError, match=r"gates\.sft\[0\]\.max_ration: unknown key; did you mean "
+                                          r"`gates\.sft\[0\]\.max_ratio`"):
+        params.load(write_params(tmp_path / "p.yaml", p), "gates")
+
+
+def test_gate_refs_must_be_the_champion_or_an_earlier_model(tmp_path):
+    p = tiny_params()
+    p["gates"]["dapt"][0]["ref"] = "onnx"
+    p["gates"]["sft"][0].pop("ref")
+    with pytest.raises(ParamsError) as e:
+        params.load(write_params(tmp_path / "p.yaml", p), "gates")
+    assert "gates.dapt[0].ref: 'onnx' is not one of champion" in str(e.value)
+    assert "gates.sft[0]: `max_ratio` and `ref` go together" in str(e.value)
+
+
+def test_explicit_student_layers_must_agree_with_their_count(tmp_path):
+    with pytest.raises(ParamsError, match="distill.keep_layers: lists 3 layers but student_layers is 2"):
+        params.load(_with(tmp_path, "distill", student_layers=2, keep_layers=[0, 1, 3]), "distill")
 
 
 def test_unknown_section_and_empty_gate_are_errors(tmp_path):

@@ -7,10 +7,11 @@ import pytest
 from faker import Faker
 
 from stages import prepare
-from stages.common import params
-from stages.common.io import read_json, read_jsonl
-from stages.common.params import ParamsError
-from stages.common.pii import Finding, Scanner, decide, redact
+from stages.core import params
+from stages.core.io import read_json, read_jsonl
+from stages.core.params import ParamsError
+from stages.data import pii
+from stages.data.pii import Finding, Scanner, decide, redact
 
 from .conftest import tiny_params, write_params
 
@@ -29,7 +30,8 @@ PLANTED = {
 
 @pytest.fixture(scope="module")
 def scanner():
-    return Scanner(params.PiiConfig(policy=POLICY, score_thresholds={"PHONE_NUMBER": 0.4}))
+    cfg = params.build("pii", {**tiny_params()["pii"], "policy": POLICY, "score_thresholds": {"PHONE_NUMBER": 0.4}})
+    return Scanner(cfg)
 
 
 def test_policy_decision_takes_the_strictest_action():
@@ -51,10 +53,10 @@ def test_redaction_uses_typed_placeholders_and_merges_overlaps():
 def test_redaction_of_chat_records_maps_offsets_into_each_message():
     rec = {"messages": [{"role": "user", "content": "Who is a@b.io?"},
                         {"role": "assistant", "content": "Mail c@d.io."}]}
-    text = prepare.pii_text(rec)
+    text = pii.pii_text(rec)
     found = [Finding("EMAIL_ADDRESS", text.index("a@b.io"), text.index("a@b.io") + 6, 1.0),
              Finding("EMAIL_ADDRESS", text.index("c@d.io"), text.index("c@d.io") + 6, 1.0)]
-    out = prepare.redact_record(rec, found, POLICY)
+    out = pii.redact_record(rec, found, POLICY)
     assert [m["content"] for m in out["messages"]] == ["Who is <EMAIL_ADDRESS>?", "Mail <EMAIL_ADDRESS>."]
 
 

@@ -7,13 +7,15 @@ import re
 import pytest
 import yaml
 
-from stages.common import audit_log
-from stages.common.io import read_json
+from stages.core import audit_log
+from stages.core.io import read_json, sha256_tree
 
 from .conftest import copy_repo, run
 
-STAGES = ["base", "prepare", "validate", "gate_champion", "dapt", "gate_dapt", "fisher", "sft", "gate_sft",
-          "distill", "gate_student", "quantize", "gate_onnx", "audit"]
+pytestmark = pytest.mark.slow
+
+STAGES = {"base", "prepare", "validate", "datasheets", "gate_champion", "dapt", "gate_dapt", "fisher", "sft",
+          "gate_sft", "distill", "gate_student", "quantize", "gate_onnx", "audit"}
 REPORTS = {
     "data/validation.json", "gates/champion.json", "gates/dapt.json", "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
@@ -21,6 +23,9 @@ REPORTS = {
     "summary.json", "summary.md", "audit/log.jsonl", "data/validation.md", "data/pii.json",
     *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
 }
+
+
+FIRST_RUN: dict[str, str] = {}
 
 
 def ran(output: str) -> list[str]:
@@ -31,7 +36,12 @@ def ran(output: str) -> list[str]:
 def repo(tmp_path_factory):
     repo = copy_repo(tmp_path_factory.mktemp("repo"))
     first = run(["dvc", "repro"], repo)
-    assert ran(first.stdout) == STAGES
+    FIRST_RUN["log"] = first.stdout + first.stderr
+    order = ran(first.stdout)
+    assert set(order) == STAGES and len(order) == len(STAGES)
+    chain = ["prepare", "validate", "dapt", "gate_dapt", "sft", "gate_sft", "distill", "gate_student", "quantize",
+             "gate_onnx", "audit"]
+    assert [s for s in order if s in chain] == chain
     return repo
 
 
@@ -62,11 +72,18 @@ def test_every_gate_passed_and_says_its_numbers_are_not_real(repo):
     assert audit_log.verify(repo / "reports/audit/log.jsonl") == []
 
 
+def test_the_log_is_one_line_per_event_without_progress_bars(repo):
+    log = FIRST_RUN["log"]
+    for bar in ("it/s]", "%|", "Calculating Metrics", "Running loglikelihood"):
+        assert bar not in log, f"a progress bar ({bar!r}) in the dvc repro log"
+    assert "[gate] dapt: pass" in log and "[dapt] step" in log
+
+
 def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from stages.common.modeling import load_tokenizer
+    from stages.models.modeling import load_tokenizer
 
     model = ORTModelForCausalLM.from_pretrained(repo / "models/onnx")
     tok = load_tokenizer(repo / "models/onnx")
@@ -94,6 +111,28 @@ def test_second_repro_is_a_no_op(repo):
     assert ran(again.stdout) == []
 
 
+def stale(repo) -> set[str]:
+    """Stages `dvc status` names as changed (their own deps, not what follows from them)."""
+    out = json.loads(run(["dvc", "status", "--json"], repo).stdout or "{}")
+    return set(out)
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("stages/data/ingest.py", set()),
+    ("stages/data/datasheet.py", {"datasheets"}),
+    ("stages/models/train.py", {"dapt", "sft", "distill"}),
+])
+def test_editing_a_module_makes_stale_only_the_stages_that_import_it(repo, module, expected):
+    path = repo / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        assert stale(repo) == expected
+    finally:
+        path.write_text(original)
+    assert stale(repo) == set()
+
+
 def test_changing_one_param_reruns_only_what_depends_on_it(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["distill"]["temperature"] = 3.0
@@ -116,3 +155,28 @@ def test_a_failing_gate_stops_the_pipeline_and_is_logged(repo):
     assert verdict["verdict"] == "fail" and "max 1.0" in verdict["reason"]
     last = audit_log.entries(repo / "reports/audit/log.jsonl")[-1]
     assert (last["event"], last["model"], last["verdict"]) == ("gate", "onnx", "fail")
+
+
+def test_the_audit_stage_fails_on_a_tampered_artifact_and_on_a_tampered_parent(repo):
+    cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["audit"]["cmd"]
+    assert run(cmd, repo).returncode == 0
+    config, lineage = repo / "models/dapt/config.json", repo / "models/dapt/lineage.json"
+    original, original_lineage = config.read_bytes(), lineage.read_bytes()
+    try:
+        config.write_bytes(original.replace(b'"rms_norm_eps"', b'"rms_norm_eps" ', 1))
+        out = run(cmd, repo, check=False)
+        assert out.returncode != 0
+        assert "models/dapt: content differs from the hash in its lineage.json" in out.stderr
+        assert "models/sft: parent dapt (models/dapt) changed since this artifact was made" in out.stderr
+        # a parent swapped for another consistent one (its lineage rewritten to match) is still caught by its children
+        record = json.loads(original_lineage)
+        record["artifact"]["sha256"] = sha256_tree(repo / "models/dapt")
+        lineage.write_text(json.dumps(record))
+        out = run(cmd, repo, check=False)
+        assert out.returncode != 0 and "models/dapt: content differs" not in out.stderr
+        assert "models/sft: parent dapt (models/dapt) changed" in out.stderr
+        assert "models/student: parent dapt (models/dapt) changed" in out.stderr
+    finally:
+        config.write_bytes(original)
+        lineage.write_bytes(original_lineage)
+    assert run(cmd, repo).returncode == 0

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from faker import Faker
 
-from stages import prepare, validate
-from stages.common.io import read_json, read_jsonl, sha256_file
+from stages import datasheets, prepare, validate
+from stages.core.io import read_json, read_jsonl, sha256_file
 
 from .conftest import ROOT, env, tiny_params, write_params
 
@@ -119,10 +119,12 @@ def test_bad_lines_are_quarantined_with_the_record_where_and_why(tmp_path, seed)
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("empty.jsonl", b"", r"empty file \(no records\); remove it"),
+    ("empty.jsonl", b"", r"empty file \(no records\); add records to it or leave it out"),
     ("blank.txt", b"\n\n  \n", r"empty file \(no records\)"),
     ("image.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)),
-     r"looks binary \(NUL byte at offset 8\)"),
+     r"line 3: looks binary \(NUL byte at offset 8\)"),
+    ("utf16.jsonl", '{"text": "exported by a Windows tool as Unicode"}\r\n'.encode("utf-16"),
+     r"UTF-16 encoded .*save it as UTF-8"),
     ("latin1.jsonl", '{"text": "Übergrößenträger"}\n{"text": "Ärger"}\n'.encode("latin-1"),
      r"no line is valid UTF-8; re-encode the file as UTF-8"),
     ("table.jsonl", b"id,text\n1,hello world\n", r"no line is a JSON value; is it JSON Lines"),
@@ -136,13 +138,28 @@ def test_files_prepare_cannot_read_stop_the_stage_naming_the_file(tmp_path, seed
     assert not (tmp_path / "prepared").exists()
 
 
+def test_a_windows_export_with_a_byte_order_mark_and_crlf_reads_like_any_other(tmp_path, seed):
+    texts = paragraphs(4, seed=30)
+    bom_crlf = "\ufeff" + "".join(json.dumps({"text": t}) + "\r\n" for t in texts[:2])
+    txt = "\ufeff" + texts[2].replace(". ", ".\r\n", 1) + "\r\n\r\n" + texts[3] + "\r\n"
+    write(tmp_path / "drops", {f"{WEEK}/general/export.jsonl": bom_crlf.encode("utf-8"),
+                               f"{WEEK}/domain/export.txt": txt.encode("utf-8")})
+    manifest = run(tmp_path, seed)
+    assert manifest["drops"][WEEK]["in"] == 4 and manifest["drops"][WEEK]["kept"] == 4
+    kept_texts = [r["text"] for s in ("train", "heldout") for role in ("general", "domain")
+                  for r in read_jsonl(tmp_path / f"prepared/{role}/{s}.jsonl")]
+    assert texts[0] in kept_texts and texts[3] in kept_texts
+    assert texts[2].replace(". ", ".\n", 1) in kept_texts, "CRLF inside a text block becomes LF"
+    assert not any("\ufeff" in t or "\r" in t for t in kept_texts)
+
+
 def test_a_bad_file_exits_non_zero_without_a_traceback(tmp_path, seed):
     write(tmp_path / "drops", {f"{WEEK}/domain/blob.txt": b"\x00\x01\x02binary"})
     r = subprocess.run([sys.executable, "-m", "stages.prepare", "--params", str(params_file(tmp_path)),
                         "--seed", str(seed), "--drops", str(tmp_path / "drops"), "--out", str(tmp_path / "out")],
                        cwd=ROOT, env=env(), capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert f"{WEEK}/domain/blob.txt: looks binary" in r.stderr
+    assert f"{WEEK}/domain/blob.txt: line 1: looks binary" in r.stderr
 
 
 def test_a_drop_of_only_duplicates_is_quarantined_and_warned_about(tmp_path, seed, capsys):
@@ -203,25 +220,30 @@ def test_validate_writes_the_gate_summary_and_a_datasheet_per_role(tmp_path, see
     sources = tmp_path / "sources.yaml"
     sources.write_text(yaml.safe_dump({"sources": [
         {"path": "seed/*/*.jsonl", "what": "synthetic seed", "origin": "Faker", "license": "MIT",
-         "collected": "tests", "personal_data": "none"}]}))
+         "collected": "tests", "personal_data": "none", "notes": "lorem-style English from a word list"}]}))
     p = params_file(tmp_path, prepare={"heldout_fraction": 0.4},
                     validate={"min_rows": {"domain": 1, "sft": 1, "general": 1}})
     prepare.main(["--params", str(p), "--seed", str(seed), "--drops", str(tmp_path / "drops"),
                   "--out", str(tmp_path / "prepared"), "--pii-report", str(tmp_path / "pii.json")])
-    argv = ["--params", str(p), "--data", str(tmp_path / "prepared"), "--sources", str(sources), "--pii",
-            str(tmp_path / "pii.json"), "--out", str(tmp_path / "v.json"), "--markdown", str(tmp_path / "v.md"),
-            "--datasheets", str(tmp_path / "ds"), "--audit-log", str(tmp_path / "log.jsonl")]
+    argv = ["--params", str(p), "--data", str(tmp_path / "prepared"), "--sources", str(sources),
+            "--out", str(tmp_path / "v.json"), "--markdown", str(tmp_path / "v.md"),
+            "--audit-log", str(tmp_path / "log.jsonl")]
+    sheets = ["--data", str(tmp_path / "prepared"), "--sources", str(sources), "--pii", str(tmp_path / "pii.json"),
+              "--out", str(tmp_path / "ds")]
     with pytest.raises(SystemExit, match=rf"no provenance for .*{WEEK}/general/week.jsonl: add an entry"):
         validate.main(argv)  # the drop's file is not declared in sources.yaml
+    datasheets.main(sheets)
     sheet = read_json(tmp_path / "ds/general.json")
     (undeclared,) = [s for s in sheet["collection"]["sources"] if s["drop"] == WEEK]
     assert undeclared["license"].startswith("UNDECLARED")
     sources.write_text(sources.read_text() + "- {path: 'drops/*/general/*.jsonl', what: weekly notes, origin: "
-                                              "editors, license: CC-BY-4.0, collected: tests, personal_data: emails}\n")
+                                              "editors, license: CC-BY-4.0, collected: tests, personal_data: emails, "
+                                              "notes: one editor's mailbox}\n")
     validate.main(argv)
     report = read_json(tmp_path / "v.json")
     assert report["verdict"] == "pass" and report["provenance"]["undeclared"] == []
     assert "# Data gate: PASS" in (tmp_path / "v.md").read_text()
+    datasheets.main(sheets)
 
     sheet = read_json(tmp_path / "ds/general.json")
     assert set(sheet) >= {"motivation", "composition", "collection", "preprocessing", "uses", "distribution",
@@ -234,6 +256,8 @@ def test_validate_writes_the_gate_summary_and_a_datasheet_per_role(tmp_path, see
         "in": 16, "kept": 15, "redacted": 1, "quarantined": 0}
     assert sheet["preprocessing"]["pii"]["findings"]["EMAIL_ADDRESS"] == {"hits": 1, "records": 1, "redact": 1}
     assert sheet["distribution"]["licenses"] == ["CC-BY-4.0", "MIT"]
+    # corpus-specific prose comes from sources.yaml, not from the code
+    assert set(sheet["uses"]["risks"].split("; ")) == {"lorem-style English from a word list", "one editor's mailbox"}
     for s in sheet["collection"]["sources"]:
         assert s["sha256"] == sha256_file(s["file"]) and sheet["hashes"]["inputs"][s["file"]] == s["sha256"]
     for split in ("train", "heldout"):

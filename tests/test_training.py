@@ -8,10 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages import dapt, distill, fisher, sft
-from stages.common.io import read_json, sha256_tree, write_json
+from stages import dapt, distill, fisher, quantize, sft
+from stages.core import params
+from stages.core.io import read_json, sha256_tree, write_json
+from stages.models import modeling
+from stages.models.batches import IGNORE, chat_example, collate, conversations
 
-from .conftest import tiny_params, write_params
+from .conftest import ROOT, tiny_params, write_params
 
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
@@ -86,13 +89,12 @@ def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter):
     assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json", "README.md"} <= {p.name for p in sft_adapter.iterdir()}
     assert "[More Information Needed]" not in (sft_adapter / "README.md").read_text()
     history = read_json(work / "sft_history.json")
-    assert all("ewc" in h and h["ewc"] >= 0 for h in history)
+    # dapt moved away from the champion, so the penalty is positive from the first step on
+    assert all(h["ewc"] > 0 for h in history)
     # Learning: on fixed training examples, dapt + adapter beats dapt alone.
     from peft import PeftModel
 
-    from stages.common import modeling
-    from stages.common.losses import masked_lm_loss
-    from stages.common.train import chat_example, collate, conversations
+    from stages.models.losses import masked_lm_loss
 
     tok = modeling.load_tokenizer(dapt_model)
     rows = [chat_example(tok, c, 64) for c in conversations(prepared / "sft" / "train.jsonl")[:16]]
@@ -109,33 +111,95 @@ def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter):
     adapter = load_file(sft_adapter / "adapter_model.safetensors")
     lora_b = [v for k, v in adapter.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B starts at zero; training must move it"
-    # The frozen base is untouched: dapt's folder still matches its recorded hash.
-    assert read_json(dapt_model / "lineage.json")["artifact"]["sha256"] == sha256_tree(dapt_model)
     config = json.loads((sft_adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == dapt_model.as_posix()
 
 
-def test_distill_builds_a_smaller_student_that_learns(work, dapt_model, sft_adapter, prepared):
+def test_sft_moves_only_lora_weights_in_memory(work, tiny_base, dapt_model):
+    """After training, every weight of the model that is not LoRA equals dapt's: the base stays frozen."""
+    run, cfg = params.load(work / "params.yaml", "run", "sft")
+    cfg = cfg.model_copy(update={"steps": 4})
+    model, _, _ = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "prepared"))
+    frozen = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p
+              for n, p in model.named_parameters() if "lora_" not in n}
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    dapt_weights = load_file(dapt_model / "model.safetensors")
+    assert set(frozen) == set(dapt_weights)
+    assert all(torch.equal(p.detach(), dapt_weights[n]) for n, p in frozen.items())
+    assert all(not p.requires_grad for p in frozen.values()) and all(p.requires_grad for p in lora.values())
+    assert any(p.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n), "training moved LoRA B off zero"
+
+
+def test_sft_loss_falls_on_the_assistant_reply_only(tiny_base):
+    tok = modeling.load_tokenizer(tiny_base)
+    conv = [{"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": "What does os.path.join do?"},
+            {"role": "assistant", "content": "It joins path components with the separator."}]
+    ids, labels = chat_example(tok, conv, 256)
+    learned = tok.decode(ids[labels != IGNORE])
+    assert learned.startswith("It joins path components with the separator.")
+    assert learned.replace("It joins path components with the separator.", "").strip() in ("<|im_end|>", "")
+    assert (labels[: (labels != IGNORE).nonzero()[0, 0]] == IGNORE).all(), "prompt tokens carry no loss"
+    batch = collate([(ids, labels), (ids[:5], ids[:5].clone())], tok.pad_token_id)
+    assert (batch["labels"][1, 5:] == IGNORE).all() and (batch["attention_mask"][1, 5:] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def student(work, dapt_model, sft_adapter, prepared):
     out = work / "student"
     distill.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--sft", str(sft_adapter),
                   "--data", str(prepared), "--gate", str(work / "pass.json"), "--out", str(out),
                   "--history", str(work / "distill_history.json")])
-    assert {p.name for p in out.iterdir()} == MODEL_FILES
-    assert read_json(out / "config.json")["num_hidden_layers"] == 2
-    lineage = read_json(out / "lineage.json")
+    return out
+
+
+def test_distill_builds_a_smaller_student_that_learns(work, student):
+    assert {p.name for p in student.iterdir()} == MODEL_FILES
+    assert read_json(student / "config.json")["num_hidden_layers"] == 2
+    lineage = read_json(student / "lineage.json")
     assert lineage["teacher_layers_kept"] == [0, 3]
     assert lineage["parameters"]["student"] < lineage["parameters"]["teacher"]
-    history = read_json(work / "distill_history.json")
-    assert falling(history)
+    assert falling(read_json(work / "distill_history.json"))
+
+
+def test_the_student_starts_as_exactly_the_teacher_layers_it_claims(dapt_model):
+    teacher = modeling.load_model(dapt_model)
+    keep = [0, 2]
+    student_model = distill.student_from(teacher, keep)
+    t, s = teacher.state_dict(), student_model.state_dict()
+    for name, w in s.items():
+        parts = name.split(".")
+        if "layers" in parts:
+            at = parts.index("layers") + 1
+            parts[at] = str(keep[int(parts[at])])
+        assert torch.equal(w, t[".".join(parts)]), name
+    assert student_model.config.num_hidden_layers == 2 and len(student_model.model.layers) == 2
+    # and not some other layer: layer 1 of the student is teacher layer 2, not 1
+    q = "model.layers.1.self_attn.q_proj.weight"
+    assert not torch.equal(s[q], t[q])
 
 
 def test_layer_selection_keeps_the_ends_and_rejects_impossible_students():
-    from stages.common.params import DistillConfig
-
-    assert distill.layers_to_keep(30, DistillConfig(student_layers=20)) == list(range(10)) + list(range(20, 30))
-    assert distill.layers_to_keep(4, DistillConfig(keep_layers=[0, 2])) == [0, 2]
+    cfg = params.load(ROOT / "params.yaml", "distill")[0]
+    assert distill.layers_to_keep(30, cfg.model_copy(update={"student_layers": 20})) == \
+        list(range(10)) + list(range(20, 30))
+    assert distill.layers_to_keep(4, cfg.model_copy(update={"student_layers": 2, "keep_layers": [0, 2]})) == [0, 2]
     with pytest.raises(SystemExit, match="student_layers"):
-        distill.layers_to_keep(4, DistillConfig(student_layers=4))
+        distill.layers_to_keep(4, cfg.model_copy(update={"student_layers": 4}))
+
+
+def test_quantize_refuses_a_model_that_fails_parity(work, student, prepared, tmp_path):
+    p = tiny_params()
+    # 4-bit weights in blocks of 128 cannot keep every argmax and the NLL of a random model
+    p["quantize"].update(weight_bits=4, block_size=128, min_top1_agreement=1.0, max_nll_increase=0.0)
+    out, report = tmp_path / "onnx", tmp_path / "quantize.json"
+    with pytest.raises(SystemExit, match="fails parity"):
+        quantize.main(["--params", str(write_params(tmp_path / "params.yaml", p)), "--student", str(student),
+                       "--data", str(prepared), "--gate", str(work / "pass.json"), "--out", str(out),
+                       "--report", str(report)])
+    assert not out.exists(), "no model is written when parity fails"
+    check = read_json(report)
+    assert check["passed"] is False and (check["top1_agreement"] < 1.0 or check["nll_increase"] > 0.0)
 
 
 def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared):
@@ -149,8 +213,8 @@ def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared
 
 def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
         tmp_path, tiny_base, prepared, tiny_params_file, monkeypatch):
-    from stages.common import train
-    from stages.common.train import checkpoint_dir
+    from stages.models import train
+    from stages.models.train import checkpoint_dir
 
     (tmp_path / "champion").mkdir()
     write_json(tmp_path / "pass.json", {"verdict": "pass"})

@@ -6,11 +6,12 @@ TaskManager on that folder. Nothing is fetched from a hub.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from pathlib import Path
 
-from .io import read_jsonl, write_jsonl
+from ..core.io import read_jsonl, write_jsonl
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 # metric name in ratchet -> (task, lm-eval metric key)
@@ -40,6 +41,13 @@ def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int) ->
     return "hf", args
 
 
+def quiet(lm):
+    """The lm-eval model with its per-request progress bars off: a gate logs one line per event."""
+    for method in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
+        setattr(lm, method, functools.partial(getattr(lm, method), disable_tqdm=True))
+    return lm
+
+
 def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None) -> dict:
     """Score one model on the held-out suite; returns {metrics, lm_eval: raw results, docs}."""
     import lm_eval
@@ -58,9 +66,10 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
             template = (TASKS_DIR / f"{task}.yaml").read_text()
             (scratch / f"{task}.yaml").write_text(template.replace("__DATA__", str(scratch / f"{role}.jsonl")))
         name, args = model_spec(kind, path, adapter_of, cfg.max_length)
+        lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
+            args, {"batch_size": 1 if kind == "onnx" else cfg.batch_size, "device": "cpu"}))
         out = lm_eval.simple_evaluate(
-            model=name, model_args=args, tasks=list(ROLE_OF_TASK), device="cpu",
-            batch_size=1 if kind == "onnx" else cfg.batch_size, log_samples=False,
+            model=lm, tasks=list(ROLE_OF_TASK), log_samples=False,
             task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
     results = out["results"]
     metrics = {m: float(results[task][key]) for m, (task, key) in SUITE.items()}

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100  # label of a token that carries no loss (prompt, padding)
+from .batches import IGNORE
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,7 @@ def ewc_penalty(deltas: dict[str, torch.Tensor], offsets: dict[str, torch.Tensor
     return total if total is not None else torch.zeros(())
 
 
-def lr_at(step: int, steps: int, warmup: int, peak: float, floor: float = 0.1) -> float:
+def lr_at(step: int, steps: int, warmup: int, peak: float, floor: float) -> float:
     """Linear warm-up to `peak`, then cosine decay to floor * peak at the last step."""
     if warmup and step < warmup:
         return peak * (step + 1) / warmup

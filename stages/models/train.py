@@ -1,11 +1,10 @@
-"""Training pieces shared by dapt, sft and distill: batches and the loop.
+"""The training loop shared by dapt, sft and distill, and its resumable checkpoints.
 
 The loop goes through accelerate, so the same stage runs on one CPU process
 here and under `accelerate launch` (DDP / FSDP / DeepSpeed) on a GPU node.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -16,75 +15,13 @@ from typing import Callable
 
 import torch
 
-from .io import read_jsonl
-from .losses import IGNORE, lr_at
-
-
-def texts(path: str | Path) -> list[str]:
-    return [r["text"] for r in read_jsonl(path)]
-
-
-def conversations(path: str | Path) -> list[list[dict]]:
-    return [r["messages"] for r in read_jsonl(path)]
-
-
-def pack(tok, docs: list[str], seq_len: int) -> torch.Tensor:
-    """Concatenate documents (each ended by EOS) and cut into [n, seq_len] blocks."""
-    ids: list[int] = []
-    for doc in docs:
-        ids.extend(tok(doc, add_special_tokens=False).input_ids)
-        ids.append(tok.eos_token_id)
-    n = len(ids) // seq_len
-    if n == 0:
-        raise ValueError(f"only {len(ids)} tokens of text; need at least seq_len={seq_len}")
-    return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
-
-
-def chat_example(tok, messages: list[dict], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of a conversation and labels that carry loss on the final reply only."""
-    prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
-    full = tok.apply_chat_template(messages, tokenize=True)
-    if full[: len(prompt)] != prompt:
-        raise ValueError("chat template does not extend the prompt; cannot mask the prompt tokens")
-    ids = torch.tensor(full[:seq_len])
-    labels = ids.clone()
-    labels[: len(prompt)] = IGNORE
-    return ids, labels
-
-
-def collate(rows: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict:
-    """Right-pad (ids, labels) rows into a batch with an attention mask."""
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (x, y) in enumerate(rows):
-        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = x, y, 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-class Sampler:
-    """Endless, seeded, epoch-wise shuffled draws of indices from range(n)."""
-
-    def __init__(self, n: int, seed: int):
-        if n < 1:
-            raise ValueError("cannot sample from an empty set")
-        self.n, self.gen, self.order = n, torch.Generator().manual_seed(seed), []
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if not self.order:
-                self.order = torch.randperm(self.n, generator=self.gen).tolist()
-            out.append(self.order.pop())
-        return out
+from .lineage import artifact_hash
+from .losses import lr_at
 
 
 def fingerprint(cfg, *inputs: str | Path) -> str:
     """What a checkpoint must match to be resumed: the stage's params and its inputs' content."""
-    from .lineage import artifact_hash
-
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode())
     for path in inputs:
         h.update(artifact_hash(path).encode())
     return h.hexdigest()
@@ -161,7 +98,7 @@ def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
     model.train()
     t0, tokens = time.time(), 0
     for step in range(start, cfg.steps):
-        lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr)
+        lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.lr_floor)
         for group in opt.param_groups:
             group["lr"] = lr
         batch = {k: v.to(acc.device) for k, v in next_batch(step).items()}

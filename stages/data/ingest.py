@@ -15,7 +15,6 @@ data/drops/<week>/<role>/, `dvc add data/drops/<week>` tracks the week, and a
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import shutil
@@ -24,16 +23,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# ingest applies prepare's own record check, so a file it accepts is one prepare reads the same way
-from ..prepare import to_record
-from . import audit_log
-from .io import sha256_file
-from .params import ROLES
+from ..core import audit_log
+from ..core.io import sha256_file
+from ..core.params import ROLES
+# ingest reads files with prepare's own reader, so a file it accepts is one prepare reads the same way
+from .records import TEXT_ROLES, RecordFileError, read_records
 
 DROPS = Path("data/drops")
 AUDIT_LOG = Path("reports/audit/log.jsonl")
 WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
-TEXT_ROLES = ("domain", "general")
 
 
 class IngestError(ValueError):
@@ -124,71 +122,30 @@ def candidates(path: Path, role: str | None) -> list[tuple[Path, str | None, boo
 # --------------------------------------------------------------------------- #
 
 
-def _line_of(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
-
-
-def _decode(path: Path, data: bytes) -> str:
-    if not data.strip():
-        raise IngestError(f"{path}: empty file; add records to it or leave it out")
-    if b"\0" in data:
-        at = data.index(b"\0")
-        raise IngestError(f"{path}: line {_line_of(data, at)}: binary content (NUL byte at byte {at}); "
-                          "export the data as UTF-8 .jsonl or .txt")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise IngestError(f"{path}: line {_line_of(data, e.start)}: not valid UTF-8 (byte {e.start}); "
-                          "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-
-
-def record_kind(raw) -> str | None:
-    """'sft' for instruction records, 'text' for raw text, None for neither."""
-    if isinstance(raw, dict) and ("messages" in raw or "prompt" in raw or "response" in raw):
-        return "sft"
-    if isinstance(raw, dict) and "text" in raw:
-        return "text"
-    return None
-
-
-def _jsonl_kind(path: Path, text: str) -> tuple[str, int]:
-    """("sft" or "text", record count); every line must be a record prepare would read."""
-    kind, records = None, 0
-    # split on "\n" only, as prepare does: str.splitlines() would also break JSON strings at U+2028
-    for i, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise IngestError(f"{path}: line {i}: not valid JSON ({e.msg} at column {e.colno}); "
-                              "fix or delete the line (one JSON object per line)") from None
-        this = record_kind(raw)
-        if this is None:
-            raise IngestError(f'{path}: line {i}: not a record; write {{"text": ...}}, '
-                              '{"prompt": ..., "response": ...} or {"messages": [...]}')
-        if kind is not None and this != kind:
-            raise IngestError(f"{path}: line {i}: a {this} record in a file of {kind} records; "
-                              "put raw text and instruction records in separate files")
-        kind = this
-        _, reason = to_record("sft" if kind == "sft" else "domain", raw)
-        if reason:
-            raise IngestError(f"{path}: line {i}: {reason}")
-        records += 1
-    if kind is None:
-        raise IngestError(f"{path}: empty file (blank lines only); add records to it or leave it out")
-    return kind, records
-
-
 def check_file(path: Path) -> tuple[str, int]:
-    """("sft" or "text", record count) of a file, or IngestError saying what is wrong and how to fix it."""
-    if path.suffix not in (".jsonl", ".txt"):
-        raise IngestError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
-                          "convert it to .jsonl (one JSON object per line) or .txt (blank-line separated text)")
-    text = _decode(path, path.read_bytes())
-    if path.suffix == ".jsonl":
-        return _jsonl_kind(path, text)
-    return "text", sum(1 for block in re.split(r"\n\s*\n", text) if block.strip())
+    """("sft" or "text", record count) of a file, or IngestError saying what is wrong and how to fix it.
+
+    Stricter than prepare, which quarantines a bad line: ingest refuses the file.
+    """
+    kind, records = None, 0
+    try:
+        for item in read_records(path, None):
+            if item.rule == "parse" and item.reason.startswith("not valid UTF-8"):
+                raise IngestError(f"{path}: line {item.line}: {item.reason}; re-encode the file as UTF-8, "
+                                  "e.g. iconv -f latin1 -t utf-8")
+            if item.rule == "parse":
+                raise IngestError(f"{path}: line {item.line}: not valid JSON: {item.reason}; fix or delete the "
+                                  "line (one JSON object per line)")
+            if item.rule is not None:
+                raise IngestError(f"{path}: line {item.line}: {item.reason}")
+            if kind is not None and item.kind != kind:
+                raise IngestError(f"{path}: line {item.line}: a {item.kind} record in a file of {kind} records; "
+                                  "put raw text and instruction records in separate files")
+            kind = item.kind
+            records += 1
+    except RecordFileError as e:
+        raise IngestError(str(e)) from None
+    return kind, records
 
 
 def role_of(path: Path, kind: str, role: str | None, names_file: bool) -> str:

@@ -3,11 +3,13 @@
 Built from what the pipeline knows: prepare's manifest (per-file hashes and
 counts, the count each filter took out, the params used), the PII report, the
 provenance and license of each input file (data/sources.yaml) and the prepared
-files themselves. Questions the pipeline cannot answer are said to be so.
+files themselves. What is specific to a corpus (what it is, its license, its
+known risks) comes from data/sources.yaml, never from this module. Questions
+the pipeline cannot answer are said to be so.
 """
 from __future__ import annotations
 
-from pathlib import PurePath
+from . import sources as source_list
 
 PURPOSE = {
     "domain": "raw domain text for continued (domain-adaptive) pretraining of the model (DAPT), and held-out "
@@ -26,11 +28,6 @@ FIELDS = {
 FIELDS["general"] = FIELDS["domain"]
 
 
-def match_source(path: str, sources: list[dict]) -> dict | None:
-    """The data/sources.yaml entry whose `path` glob matches the end of this input path."""
-    return next((s for s in sources if PurePath(path).match(s["path"])), None)
-
-
 def funnel(acc: dict) -> list[dict]:
     """Records before and after each step, in the order prepare applies them."""
     steps, n = [], acc["in"]
@@ -46,18 +43,20 @@ def funnel(acc: dict) -> list[dict]:
     return steps
 
 
+UNDECLARED = "UNDECLARED: add an entry to data/sources.yaml"
+
+
 def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outputs: dict, stats: dict) -> dict:
     """The datasheet of one role as a JSON-able dict."""
     acc = manifest["roles"][role]
     inputs = {f: i for f, i in manifest["inputs"].items() if i["role"] == role}
     prov = []
     for f, i in inputs.items():
-        entry = match_source(f, sources) or {}
+        entry = source_list.match(f, sources) or {}
         prov.append({"file": f, "drop": i["source"], "sha256": i["sha256"], "bytes": i["bytes"],
                      "records_in": i["in"], "kept": i["kept"], "redacted": i["redacted"],
                      "quarantined": i["quarantined"],
-                     **{k: entry.get(k, "UNDECLARED: add an entry to data/sources.yaml")
-                        for k in ("what", "origin", "license", "collected", "personal_data")}})
+                     **{k: entry.get(k, UNDECLARED if k != "notes" else "") for k in source_list.FIELDS}})
     prep, pii_cfg = manifest["params"]["prepare"], manifest["params"]["pii"]
     return {
         "dataset": f"ratchet/{role}",
@@ -106,8 +105,8 @@ def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outp
             "intended": PURPOSE[role],
             "not_intended": "evaluation of other models (held-out splits are tuned to this pipeline's gates); any use "
                             "that needs the personal data of named people",
-            "risks": "fortunes quote third-party authors: attributions are kept; Python documentation is English "
-                     "and technical, so the model's domain skew follows it",
+            "risks": "; ".join(dict.fromkeys(p["notes"] for p in prov if p["notes"]))
+                     or "none declared: add `notes` to the entries of data/sources.yaml",
         },
         "distribution": {
             "licenses": sorted({p["license"] for p in prov}),

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .io import read_json, sha256_tree, write_json
+from ..core.io import read_json, sha256_tree, write_json
 
 PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "optimum", "optimum-onnx",
             "onnx", "onnxruntime", "lm_eval", "great_expectations", "dvc", "datasets", "numpy")

@@ -16,8 +16,7 @@ import functools
 import logging
 from typing import NamedTuple
 
-from . import runtime  # noqa: F401  (sets TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS before presidio imports tldextract)
-from .params import PiiConfig
+from ..core.params import PiiConfig
 
 SEVERITY = {"allow": 0, "redact": 1, "drop": 2, "fail": 3}
 # presidio reads tokens, lemmas (context words) and entities: the dependency
@@ -93,3 +92,22 @@ class Scanner:
                                               score_threshold=self.floor, batch_size=self.cfg.batch_size)
         return [[Finding(r.entity_type, r.start, r.end, float(r.score)) for r in rs
                  if r.score >= self.cfg.threshold(r.entity_type)] for rs in results]
+
+
+def pii_text(rec: dict) -> str:
+    """The text PII is scanned in: the text, or the message contents joined by blank lines."""
+    return rec["text"] if "text" in rec else "\n\n".join(m["content"] for m in rec["messages"])
+
+
+def redact_record(rec: dict, found: list, policy: dict) -> dict:
+    """Apply redact() to a record; findings are offsets into pii_text(rec)."""
+    if "text" in rec:
+        return {"text": redact(rec["text"], found, policy)}
+    out, offset = [], 0
+    for m in rec["messages"]:
+        end = offset + len(m["content"])
+        inside = [f._replace(start=max(f.start, offset) - offset, end=min(f.end, end) - offset)
+                  for f in found if f.start < end and f.end > offset]
+        out.append({"role": m["role"], "content": redact(m["content"], inside, policy)})
+        offset = end + 2
+    return {"messages": out}

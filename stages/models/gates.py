@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import read_json
-from .params import GateRule
+from ..core.io import read_json
+from ..core.params import GateRule
 
 
 def decide(metrics: dict[str, float], rules: list[GateRule], refs: dict[str, dict[str, float]]) -> list[dict]:

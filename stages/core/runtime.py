@@ -1,0 +1,60 @@
+"""Process set-up: offline, quiet, seeded, thread-pinned.
+
+`start()` is called once where a process starts (each stage's and the CLI's
+`__main__`, the test session, a benchmark), before any library that reads
+these variables at import time (huggingface_hub, transformers, datasets,
+great_expectations, presidio's tldextract) is imported. Importing a ratchet
+module changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+
+# Nothing in ratchet may reach a model or dataset hub, or send telemetry.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
+    "GX_ANALYTICS_ENABLED": "False",
+}
+# One line per stage event and per logged step: no progress bars from libraries
+# (great_expectations draws one per metric, lm-eval and datasets one per pass).
+QUIET_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+NOISY_LOGGERS = ("great_expectations", "lm_eval", "lm-eval", "presidio-analyzer", "datasets", "transformers",
+                 "optimum", "accelerate", "onnxruntime", "urllib3", "filelock")
+
+
+def start() -> None:
+    """Make this process offline and quiet. Call it first thing in a process; values already set win."""
+    for key, value in {**OFFLINE_ENV, **QUIET_ENV}.items():
+        os.environ.setdefault(key, value)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # transformers and peft repeat deprecation notices on every call; they are not ours to fix.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
+def log(stage: str, msg: str) -> None:
+    print(f"[{stage}] {msg}", flush=True)
