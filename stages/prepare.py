@@ -1,6 +1,6 @@
 """prepare: read the seed and every weekly drop, normalise, filter, deduplicate, scan for PII, split.
 
-    python -m stages.prepare --params params.yaml --seed data/seed --drops data/drops \
+    python -m stages prepare --params params.yaml --seed data/seed --drops data/drops \
         --out data/prepared --pii-report reports/data/pii.json
 
 Inputs are folders laid out as <source>/<role>/<file> where role is one of
@@ -39,7 +39,7 @@ from pathlib import Path
 from .core import params
 from .core.io import atomic_dir, sha256_file, sha256_text, write_json
 from .core.params import ROLES
-from .core.runtime import log, start
+from .core.runtime import log
 from .data.dedup import NearDuplicates
 from .data.language import LanguageFilter
 from .data.pii import Scanner, decide, pii_text, redact_record
@@ -256,7 +256,3 @@ def main(argv=None) -> None:
     log("prepare", f"quarantined={manifest['quarantined']} -> {args.out}/quarantine.jsonl; "
                    f"PII scan {prep.pii_seconds:.1f}s of {time.time() - started:.1f}s")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """quantize: export the student to ONNX with KV cache, then int8 weights, then check parity.
 
-    python -m stages.quantize --params params.yaml --student models/student --data data/prepared \
+    python -m stages quantize --params params.yaml --student models/student --data data/prepared \
         --gate reports/gates/student.json --out models/onnx --report reports/quantize.json
 
 Export goes through optimum (task text-generation-with-past), so the folder
@@ -25,7 +25,7 @@ import torch
 
 from .core import params
 from .core.io import atomic_dir, dir_size, write_json
-from .core.runtime import log, seed_everything, start
+from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import texts
 from .models.gates import require_pass
@@ -134,7 +134,3 @@ def main(argv=None) -> None:
                       extra={"parity": {k: v for k, v in check.items() if k != "sample"}})
     log("quantize", f"wrote {args.out} in {time.time() - started:.0f}s")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """sft: LoRA supervised fine-tuning on instruction data, with replay and EWC.
 
-    python -m stages.sft --params params.yaml --dapt models/dapt --base models/base \
+    python -m stages sft --params params.yaml --dapt models/dapt --base models/base \
         --champion models/champion --fisher models/fisher --data data/prepared \
         --gate reports/gates/dapt.json --out models/sft --history reports/train/sft.json
 
@@ -22,7 +22,7 @@ from safetensors import safe_open
 
 from .core import params
 from .core.io import atomic_dir, write_json
-from .core.runtime import log, seed_everything, start
+from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import chat_example, collate, conversations, pack, Sampler, texts
 from .models.gates import require_pass
@@ -137,7 +137,3 @@ def main(argv=None) -> None:
     log("sft", f"wrote adapter {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                f"{history[-1]['loss']:.3f}")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -1,6 +1,6 @@
 """validate: the data gate. great_expectations suites on every prepared split.
 
-    python -m stages.validate --params params.yaml --data data/prepared --sources data/sources.yaml \
+    python -m stages validate --params params.yaml --data data/prepared --sources data/sources.yaml \
         --out reports/data/validation.json --markdown reports/data/validation.md \
         --audit-log reports/audit/log.jsonl
 
@@ -23,7 +23,7 @@ import pandas as pd
 from .core import audit_log, params
 from .core.io import read_json, read_jsonl, write_json, write_text
 from .core.params import ROLES
-from .core.runtime import log, start
+from .core.runtime import log
 from .data import sources as source_list
 from .data.records import record_text
 
@@ -152,7 +152,3 @@ def main(argv=None) -> None:
     log("validate", f"data gate passed ({len(ROLES) * 2} splits) "
                     f"in {time.time() - started:.1f}s -> {args.out}, {args.markdown}")
 
-
-if __name__ == "__main__":
-    start()
-    main()

@@ -94,15 +94,16 @@ def _paths(entries):
 
 
 def _cmd_args(cmd):
-    """(module, {flag: [values]}) of a stage command; --ref values are NAME=PATH."""
+    """(module, {flag: [values]}) of a stage command `python -m stages STAGE ...`; --ref values are NAME=PATH."""
     tokens, args, flag = shlex.split(cmd), {}, None
-    for t in tokens[3:]:
+    assert tokens[:3] == ["python", "-m", "stages"], f"{cmd[:40]}...: run stages through the launcher"
+    for t in tokens[4:]:
         if t.startswith("--"):
             flag = t
             args.setdefault(flag, [])
         elif flag:
             args[flag].append(t)
-    return tokens[2], args
+    return f"stages.{tokens[3]}", args
 
 
 def test_every_stage_module_exists_and_its_paths_are_declared():
@@ -121,11 +122,17 @@ def test_every_stage_module_exists_and_its_paths_are_declared():
                     assert v in outs, f"{name}: writes {v} ({flag}) but does not declare it in outs"
 
 
+def test_the_launcher_knows_every_stage_and_nothing_else():
+    from stages.__main__ import STAGES
+
+    assert set(STAGES) == {_cmd_args(s["cmd"])[0].split(".")[1] for s in DVC.values()}
+
+
 def test_code_deps_are_exactly_the_modules_each_stage_imports():
     for name, stage in DVC.items():
         module, _ = _cmd_args(stage["cmd"])
         declared = {d for d in stage["deps"] if d.startswith("stages/")}
-        expected = code_closure(module) | DATA_DEPS.get(module.split(".")[-1], set())
+        expected = code_closure("stages.__main__") | code_closure(module) | DATA_DEPS.get(module.split(".")[-1], set())
         assert declared == expected, (f"{name}: dvc.yaml code deps differ from its imports; missing "
                                       f"{sorted(expected - declared)}, not imported {sorted(declared - expected)}")
 

@@ -166,7 +166,7 @@ def test_a_bad_input_exits_2_names_the_file_and_line_and_copies_nothing(shared_r
 def test_prepare_picks_up_the_ingested_records(repo, inputs):
     ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK)
     ingest(repo, inputs / "chat.jsonl", "--week", WEEK)
-    run(["python", "-m", "stages.prepare", "--seed", "data/seed", "--drops", "data/drops", "--out", "data/prepared"],
+    run(["python", "-m", "stages", "prepare", "--seed", "data/seed", "--drops", "data/drops", "--out", "data/prepared"],
         repo)
     manifest = read_json(repo / "data/prepared/manifest.json")["files"]
     assert manifest[f"data/drops/{WEEK}/domain/notes.jsonl"] == {"source": WEEK, "role": "domain", "in": 3, "kept": 3}

@@ -155,7 +155,7 @@ def test_a_windows_export_with_a_byte_order_mark_and_crlf_reads_like_any_other(t
 
 def test_a_bad_file_exits_non_zero_without_a_traceback(tmp_path, seed):
     write(tmp_path / "drops", {f"{WEEK}/domain/blob.txt": b"\x00\x01\x02binary"})
-    r = subprocess.run([sys.executable, "-m", "stages.prepare", "--params", str(params_file(tmp_path)),
+    r = subprocess.run([sys.executable, "-m", "stages", "prepare", "--params", str(params_file(tmp_path)),
                         "--seed", str(seed), "--drops", str(tmp_path / "drops"), "--out", str(tmp_path / "out")],
                        cwd=ROOT, env=env(), capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -243,3 +243,25 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
     whole, resumed = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "resumed"))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert read_json(tmp_path / "whole.json") == read_json(tmp_path / "resumed.json")
+
+
+def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(work, dapt_model, prepared):
+    """Through the launcher, as dvc runs it: a process that starts offline and quiet."""
+    from .conftest import run
+
+    def run_gate(ref_ppl: float, check=True):
+        write_json(work / "ref.json", {"metrics": {"domain_ppl": ref_ppl, "general_ppl": ref_ppl}})
+        return run(["python", "-m", "stages", "gate", "--params", str(work / "params.yaml"), "--model", "dapt",
+                    "--path", str(dapt_model), "--data", str(prepared), "--ref", f"champion={work / 'ref.json'}",
+                    "--verdict", str(work / "verdict.json"), "--metrics", str(work / "metrics.json"),
+                    "--audit-log", str(work / "log.jsonl")], ROOT, check=check)
+
+    out = run_gate(1e9)
+    verdict = read_json(work / "verdict.json")
+    assert verdict["verdict"] == "pass" and verdict["real"] is False
+    assert set(verdict["metrics"]) >= {"domain_ppl", "general_ppl"} and verdict["eval_docs"]["domain"] > 0
+    log = out.stdout + out.stderr
+    assert "it/s" not in log and "%|" not in log, log
+    failed = run_gate(1.0, check=False)  # no model has a perplexity below 0.98
+    assert failed.returncode != 0 and "gate dapt: FAILED" in failed.stderr
+    assert read_json(work / "verdict.json")["verdict"] == "fail"

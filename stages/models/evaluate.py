@@ -42,9 +42,20 @@ def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int) ->
 
 
 def quiet(lm):
-    """The lm-eval model with its per-request progress bars off: a gate logs one line per event."""
-    for method in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
-        setattr(lm, method, functools.partial(getattr(lm, method), disable_tqdm=True))
+    """The lm-eval model with its per-request progress bars off: a gate logs one line per event.
+
+    lm-eval's request methods take `disable_tqdm`, but its HF rolling perplexity
+    passes False to the inner batches itself, so the flag is forced on each call.
+    """
+    def forced(method):
+        @functools.wraps(method)
+        def call(*args, **kwargs):
+            return method(*args, **{**kwargs, "disable_tqdm": True})
+        return call
+
+    for name in ("loglikelihood", "loglikelihood_rolling", "generate_until", "_loglikelihood_tokens"):
+        if hasattr(lm, name):
+            setattr(lm, name, forced(getattr(lm, name)))
     return lm
 
 

@@ -1,0 +1,27 @@
+"""Run one pipeline stage as a process: python -m stages STAGE [--args ...]
+
+    python -m stages dapt --base models/base --champion models/champion ...
+
+This is where a ratchet process starts (dvc.yaml calls every stage this way):
+the environment is made offline and quiet (runtime.start) before the stage
+module and the libraries it imports are loaded, since some of them (tqdm,
+huggingface_hub) read their settings once, at import.
+"""
+import importlib
+import sys
+
+from stages.core import runtime
+
+STAGES = ("base", "prepare", "validate", "datasheets", "gate", "dapt", "fisher", "sft", "distill", "quantize",
+          "audit")
+
+
+def launch(argv: list[str]) -> None:
+    if not argv or argv[0] not in STAGES:
+        raise SystemExit(f"usage: python -m stages STAGE [args]; STAGE is one of {', '.join(STAGES)}")
+    runtime.start()
+    importlib.import_module(f"stages.{argv[0]}").main(argv[1:])
+
+
+if __name__ == "__main__":
+    launch(sys.argv[1:])
