@@ -1,7 +1,7 @@
 """audit: check the lineage of every artifact and write the run summary.
 
     python -m stages audit --models models/base models/dapt models/sft models/student models/onnx \
-        --verdicts reports/gates/{champion,dapt,sft,student,onnx}.json --data-gate reports/data/validation.json \
+        --verdicts reports/gates/{champion,shipped,dapt,sft,student,onnx}.json --data-gate reports/data/validation.json \
         --quantize reports/quantize.json --audit-log reports/audit/log.jsonl \
         --out reports/summary.json --markdown reports/summary.md
 
@@ -60,7 +60,9 @@ def main(argv=None) -> None:
                      "size_mb": round(dir_size(folder) / 1e6, 1), "real": lin.get("real"),
                      "verdict": verdict.get("verdict"), "metrics": verdict.get("metrics", {})})
     champion = verdicts["champion"]
+    shipped = verdicts.get("shipped", champion)
     summary = {"models": rows, "champion": {"path": champion["path"], "metrics": champion["metrics"]},
+               "shipped": {"path": shipped["path"], "metrics": shipped["metrics"]},
                "data_gate": read_json(args.data_gate)["verdict"], "quantize": read_json(args.quantize),
                "audit_log_entries": len(audit_log.entries(args.audit_log)), "problems": problems,
                "real": all(r["real"] for r in rows)}
@@ -76,8 +78,10 @@ def render(s: dict) -> str:
     if not s["real"]:
         lines += ["**Tiny test model: these numbers are not real results.**", ""]
     c = s["champion"]["metrics"]
-    lines += [f"Reference (champion, `{s['champion']['path']}`): domain perplexity {c['domain_ppl']:.2f}, "
-              f"general perplexity {c['general_ppl']:.2f}.", "",
+    sh = s["shipped"]["metrics"]
+    lines += [f"References: the champion's teacher (`{s['champion']['path']}`): domain perplexity "
+              f"{c['domain_ppl']:.2f}, general perplexity {c['general_ppl']:.2f}; the shipped model it replaces "
+              f"(`{s['shipped']['path']}`): domain {sh['domain_ppl']:.2f}, general {sh['general_ppl']:.2f}.", "",
               "| model | stage | wall time (s) | size (MB) | domain ppl | general ppl | gate |",
               "|---|---|---:|---:|---:|---:|---|"]
     for r in s["models"]:

@@ -4,6 +4,12 @@
     ratchet audit verify [--log]   check the audit log's hash chain
     ratchet ingest PATH [--week 2026-W48] [--role domain|sft|general]
                                    add a weekly data drop (stages/data/ingest.py)
+    ratchet promote [--no-commit]  make the run in the workspace the champion, or refuse it
+                                   (stages/models/promote.py)
+    ratchet update --drop PATH [--week 2026-W48] [--role ...]
+                                   the weekly cycle: ingest, dvc repro, promote or refuse, commit,
+                                   tag, push (stages/update.py). Exit codes: 0 promoted, 3 refused
+                                   by a gate, 2 bad input, 4 another update running, 1 other failure
 """
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .core import audit_log, params, runtime
+from . import update
+from .core import audit_log, params, runtime, vcs
 from .data import ingest
+from .models import promote
 
 
 def run_ingest(path: str, week: str | None, role: str | None) -> int:
@@ -32,6 +40,21 @@ def run_ingest(path: str, week: str | None, role: str | None) -> int:
     return 0
 
 
+def run_promote(params_path: str, commit: bool) -> int:
+    """Exit 0 when promoted, 3 when refused (the reasons on stderr), 1 when git or DVC failed."""
+    try:
+        root = vcs.repo_root(Path.cwd())
+        outcome = promote.decide(root, params.load(root / params_path, "promote")[0])
+        if commit and outcome.code == promote.PROMOTED:
+            sha = promote.commit(root, outcome, f"Promote: {outcome.tag}", update.COMMITTED)
+            outcome.lines.append(f"committed {sha[:12]}, tagged {outcome.tag}")
+    except (vcs.VcsError, params.ParamsError) as e:
+        print(f"ratchet promote: {e}", file=sys.stderr)
+        return 1
+    print(*outcome.lines, sep="\n", file=sys.stdout if outcome.code == promote.PROMOTED else sys.stderr)
+    return outcome.code
+
+
 def main(argv=None) -> int:
     runtime.start()
     ap = argparse.ArgumentParser(prog="ratchet", description=__doc__,
@@ -48,6 +71,14 @@ def main(argv=None) -> int:
     add.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
     add.add_argument("--role", choices=params.ROLES,
                         help="role of raw-text files; instruction records (prompt/response, messages) are sft")
+    prom = sub.add_parser("promote", help="promote the run in the workspace to champion, or refuse it (exit 3)")
+    prom.add_argument("--params", default="params.yaml")
+    prom.add_argument("--no-commit", action="store_true", help="swap and log, but leave committing to you")
+    upd = sub.add_parser("update", help="the weekly cycle: ingest, dvc repro, promote or refuse, commit, push")
+    upd.add_argument("--drop", required=True, help="the new data drop: a file or folder, as for ratchet ingest")
+    upd.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
+    upd.add_argument("--role", choices=params.ROLES, help="role of raw-text files, as for ratchet ingest")
+    upd.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
     if args.command == "check":
@@ -68,6 +99,10 @@ def main(argv=None) -> int:
         return 0
     if args.command == "ingest":
         return run_ingest(args.path, args.week, args.role)
+    if args.command == "promote":
+        return run_promote(args.params, not args.no_commit)
+    if args.command == "update":
+        return update.run(args.drop, args.week, args.role, args.params, Path.cwd())
     return 2
 
 

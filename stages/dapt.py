@@ -20,6 +20,7 @@ from .core import params
 from .core.io import atomic_dir, write_json
 from .core.runtime import log, seed_everything
 from .models import modeling
+from .models.champion import teacher_or_base
 from .models.batches import pack, Sampler, texts
 from .models.gates import require_pass
 from .models.lineage import write_lineage
@@ -43,7 +44,7 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
 
-    start = modeling.champion_or_base(args.champion, args.base)
+    start = teacher_or_base(args.champion, args.base)
     log("dapt", f"starting from {start} (champion={args.champion})")
     tok, model = modeling.load_tokenizer(start), modeling.load_model(start)
     model.config.use_cache = False

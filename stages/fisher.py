@@ -21,6 +21,7 @@ from .core import params
 from .core.io import atomic_dir
 from .core.runtime import log, seed_everything
 from .models import modeling
+from .models.champion import teacher_or_base
 from .models.batches import pack, Sampler, texts
 from .models.lineage import write_lineage
 
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
     run, cfg, sft = params.load(args.params, "run", "fisher", "sft")
     started = time.time()
     seed_everything(run.seed, run.threads)
-    champion = modeling.champion_or_base(args.champion, args.base)
+    champion = teacher_or_base(args.champion, args.base)
     tok, model = modeling.load_tokenizer(champion), modeling.load_model(champion)
     general = pack(tok, texts(f"{args.data}/general/train.jsonl"), cfg.seq_len)
     blocks = general[Sampler(len(general), run.seed).take(min(cfg.samples, len(general)))]

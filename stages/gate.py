@@ -10,8 +10,10 @@ perplexity) and checks the rules of gates.<model> in params.yaml: absolute
 bounds and ratios to a reference model's score (the champion, or the model this
 one was made from). The verdict is written, appended to the audit log, and a
 failed gate exits non-zero with the reason, which stops `dvc repro` before any
-downstream stage. `--model champion` only scores the champion (or the base
-model before any promotion) as the reference for the other gates.
+downstream stage. Two references are only scored, on the same evaluation set
+as every candidate: `--model champion`, the champion's tuned teacher (ref
+`champion`), and `--model shipped`, the champion's shipped int8 model (ref
+`shipped`); before the first promotion the base model stands in for both.
 """
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ from .core.io import read_json, write_json
 from .core.runtime import log, seed_everything
 from .models import evaluate, modeling
 from .models.gates import decide
+from .models.champion import shipped_or_base, teacher_or_base
 from .models.lineage import artifact_hash
+
+REFERENCES = ("champion", "shipped")  # scored for the others to compare with; no rules of their own
 
 
 def reference_metrics(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:
@@ -48,10 +53,10 @@ def reference_metrics(model: str, rules: list[params.GateRule], specs: list[str]
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--model", required=True, choices=("champion",) + params.GatesConfig.models())
+    ap.add_argument("--model", required=True, choices=REFERENCES + params.GatesConfig.models())
     ap.add_argument("--path", required=True, help="model folder (LoRA adapter for sft, ONNX folder for onnx)")
     ap.add_argument("--adapter-of", help="base model folder when --path is a LoRA adapter")
-    ap.add_argument("--base", help="with --model champion: the stand-in before any promotion")
+    ap.add_argument("--base", help="with --model champion or shipped: the stand-in before any promotion")
     ap.add_argument("--data", required=True, help="prepared data folder (held-out splits)")
     ap.add_argument("--ref", action="append", default=[], metavar="NAME=VERDICT.json",
                     help="a reference model's verdict, for ratio rules")
@@ -61,15 +66,17 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     run, ecfg = params.load(args.params, "run", "eval")
-    rules = [] if args.model == "champion" else params.load(args.params, "gates")[0].rules(args.model)
+    rules = [] if args.model in REFERENCES else params.load(args.params, "gates")[0].rules(args.model)
     refs = reference_metrics(args.model, rules, args.ref)  # before the evaluation: a wiring error costs nothing
     started = time.time()
     seed_everything(run.seed, run.threads)
     path = Path(args.path)
     if args.model == "champion":
-        path = modeling.champion_or_base(path, args.base)
+        path = teacher_or_base(path, args.base)
+    elif args.model == "shipped":
+        path = shipped_or_base(path, args.base)
     real = modeling.is_real(args.adapter_of or path)
-    kind = "onnx" if args.model == "onnx" else "hf"
+    kind = "onnx" if (path / "model.onnx").is_file() else "hf"
     log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text")
     scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of)
     metrics = scored["metrics"]
@@ -82,7 +89,7 @@ def main(argv=None) -> None:
                "wall_time_s": round(time.time() - started, 1)}
     if not real:
         verdict["note"] = "tiny test model: these numbers are not real results"
-    if args.model == "champion":
+    if args.model in REFERENCES:
         verdict.update(verdict="reference", reason="scored as the reference for this cycle's gates", findings=[])
     else:
         findings = decide(metrics, rules, refs)

@@ -24,6 +24,7 @@ from .core import params
 from .core.io import atomic_dir, write_json
 from .core.runtime import log, seed_everything
 from .models import modeling
+from .models.champion import teacher_or_base
 from .models.batches import chat_example, collate, conversations, pack, Sampler, texts
 from .models.gates import require_pass
 from .models.lineage import write_lineage
@@ -118,7 +119,7 @@ def main(argv=None) -> None:
     require_pass(args.gate)
     started = time.time()
     seed_everything(run.seed, run.threads)
-    dapt, champion = Path(args.dapt), modeling.champion_or_base(args.champion, args.base)
+    dapt, champion = Path(args.dapt), teacher_or_base(args.champion, args.base)
     model, tok, history = train(cfg, run, dapt, champion, Path(args.fisher), args.data, checkpoint_dir(args.out))
 
     with atomic_dir(args.out) as tmp:

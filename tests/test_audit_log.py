@@ -38,3 +38,24 @@ def test_ratchet_audit_verify_exits_nonzero_on_tampering(tmp_path, capsys):
     log.write_text(log.read_text().replace('"fail"', '"pass"', 1))
     assert main(["audit", "verify", "--log", str(log)]) == 1
     assert "altered" in capsys.readouterr().err
+
+
+def test_a_swap_cut_short_is_restored_and_a_half_built_champion_removed(tmp_path):
+    from stages.models.promote import recover, swap
+
+    champion = tmp_path / "champion"
+    champion.mkdir()
+    (champion / "champion.json").write_text('{"cycle": 1}')
+    new = tmp_path / ".champion.new-1"
+    new.mkdir()
+    (new / "champion.json").write_text('{"cycle": 2}')
+    champion.rename(tmp_path / ".champion.old-1")  # killed between the two renames of a swap
+    notes = recover(champion)
+    assert (champion / "champion.json").read_text() == '{"cycle": 1}' and len(notes) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["champion"]
+    built = tmp_path / ".champion.new-2"
+    built.mkdir()
+    (built / "champion.json").write_text('{"cycle": 2}')
+    swap(champion, built)
+    assert (champion / "champion.json").read_text() == '{"cycle": 2}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["champion"]

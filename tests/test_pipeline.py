@@ -14,10 +14,11 @@ from .conftest import copy_repo, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"base", "prepare", "validate", "datasheets", "gate_champion", "dapt", "gate_dapt", "fisher", "sft",
+STAGES = {"base", "prepare", "validate", "datasheets", "gate_champion", "gate_shipped", "dapt", "gate_dapt", "fisher", "sft",
           "gate_sft", "distill", "gate_student", "quantize", "gate_onnx", "audit"}
 REPORTS = {
-    "data/validation.json", "gates/champion.json", "gates/dapt.json", "gates/sft.json", "gates/student.json",
+    "data/validation.json", "gates/champion.json", "gates/shipped.json", "metrics/shipped.json", "gates/dapt.json",
+    "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
     "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
     "summary.json", "summary.md", "audit/log.jsonl", "data/validation.md", "data/pii.json",
@@ -101,7 +102,7 @@ def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
 def test_dvc_metrics_show_lists_the_gate_metrics(repo):
     out = run(["dvc", "metrics", "show", "--json"], repo).stdout
     flat = json.dumps(json.loads(out))
-    for model in ("champion", "dapt", "sft", "student", "onnx"):
+    for model in ("champion", "shipped", "dapt", "sft", "student", "onnx"):
         assert f"reports/metrics/{model}.json" in flat
     assert "domain_ppl" in flat and "general_ppl" in flat
 

@@ -317,6 +317,19 @@ class EvalConfig(Section):
         return out
 
 
+class PromoteConfig(Section):
+    """`ratchet promote` and `ratchet update`: what a candidate needs besides passing every gate."""
+
+    section = "promote"
+    accept_test_models: bool
+    tag_prefix: str
+
+    def problems(self) -> list[str]:
+        if not re.fullmatch(r"[A-Za-z][\w.-]*", self.tag_prefix):
+            return ["promote.tag_prefix: letters, digits, '.', '-' or '_', starting with a letter, e.g. champion"]
+        return []
+
+
 METRICS = ("domain_ppl", "general_ppl")
 
 
@@ -330,7 +343,8 @@ class GateRule(Section):
 
 
 class GatesConfig(Section):
-    """Rules per gated model, in pipeline order; a rule's `ref` is the champion or a model gated before it."""
+    """Rules per gated model, in pipeline order; a rule's `ref` is the champion's teacher (`champion`), its
+    shipped model (`shipped`) or a model gated before it."""
 
     section = "gates"
     dapt: list[GateRule]
@@ -344,9 +358,10 @@ class GatesConfig(Section):
 
     @classmethod
     def refs_allowed(cls, model: str) -> tuple[str, ...]:
-        """The models a rule of `model` may compare against: the champion and every model gated before it."""
+        """What a rule of `model` may compare against: the champion's teacher (`champion`), its shipped
+        int8 model (`shipped`), and every model gated before this one in the run."""
         order = cls.models()
-        return ("champion",) + order[: order.index(model)]
+        return ("champion", "shipped") + order[: order.index(model)]
 
     def rules(self, model: str) -> list[GateRule]:
         return list(getattr(self, model))
@@ -371,14 +386,14 @@ class GatesConfig(Section):
                     out.append(f"{where}: `max_ratio` and `ref` go together; give both or neither")
                 allowed = self.refs_allowed(model)
                 if r.ref is not None and r.ref not in allowed:
-                    out.append(f"{where}.ref: {r.ref!r} is not one of {', '.join(allowed)} (the champion or a "
-                               "model gated before this one)")
+                    out.append(f"{where}.ref: {r.ref!r} is not one of {', '.join(allowed)} (the champion's teacher "
+                               "or shipped model, or a model gated before this one)")
         return out
 
 
 SECTIONS: dict[str, type[Section]] = {cls.section: cls for cls in (
     RunConfig, BaseConfig, PrepareConfig, PiiConfig, ValidateConfig, DaptConfig, FisherConfig, SftConfig,
-    DistillConfig, QuantizeConfig, EvalConfig, GatesConfig)}
+    DistillConfig, QuantizeConfig, EvalConfig, GatesConfig, PromoteConfig)}
 
 # --------------------------------------------------------------------------- #
 # Loading

@@ -18,12 +18,10 @@ import datetime
 import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import audit_log
+from ..core import audit_log, vcs
 from ..core.io import sha256_file
 from ..core.params import ROLES
 # ingest reads files with prepare's own reader, so a file it accepts is one prepare reads the same way
@@ -65,15 +63,6 @@ def check_week(week: str) -> str:
     except ValueError:
         pass
     raise IngestError(f"--week {week!r}: not an ISO week; write it as YYYY-Www, e.g. {current_week()}")
-
-
-def repo_root(start: Path) -> Path:
-    """The nearest folder at or above `start` that holds .dvc/: where `dvc add` must run."""
-    for folder in (start, *start.parents):
-        if (folder / ".dvc").is_dir():
-            return folder
-    raise IngestError(f"{start}: not inside a DVC repository (no .dvc folder here or above); "
-                      "run ratchet ingest from your ratchet clone")
 
 
 # --------------------------------------------------------------------------- #
@@ -237,12 +226,11 @@ def copy_atomically(pairs: list[tuple[Path, Path]]) -> None:
 
 
 def dvc_add(root: Path, target: Path) -> None:
-    # the dvc of this interpreter, so the venv's pinned version tracks the drop
-    r = subprocess.run([sys.executable, "-m", "dvc", "add", target.as_posix()], cwd=root,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
+    try:
+        vcs.dvc(root, "add", target.as_posix())
+    except vcs.VcsError as e:
         raise TrackError(f"dvc add {target} failed; the files are copied but not tracked. Fix the cause and "
-                         f"run `dvc add {target}` yourself:\n{r.stdout}{r.stderr}".rstrip())
+                         f"run `dvc add {target}` yourself:\n{e}") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -261,7 +249,10 @@ def ingest(path: Path, week: str, role: str | None, cwd: Path) -> list[str]:
     TrackError if `dvc add` fails after the copy.
     """
     check_week(week)
-    root = repo_root(cwd)
+    try:
+        root = vcs.repo_root(cwd)
+    except vcs.VcsError as e:
+        raise IngestError(str(e)) from None
     checked = check_all(candidates(path, role))
     drops = root / DROPS
     new, skipped = plan(checked, existing_hashes(drops))

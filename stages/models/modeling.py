@@ -87,12 +87,6 @@ def save_model(model, tok, out: str | Path) -> None:
     tok.save_pretrained(out)
 
 
-def champion_or_base(champion: str | Path, base: str | Path) -> Path:
-    """The model the next cycle starts from: the promoted champion, or base before any promotion."""
-    champion = Path(champion)
-    return champion if (champion / "config.json").is_file() else Path(base)
-
-
 def is_real(path: str | Path) -> bool:
     """False when the model descends from the tiny test model: its numbers are not real results."""
     import json

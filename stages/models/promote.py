@@ -1,0 +1,296 @@
+"""Promotion: the champion moves only after a run whose every gate passed, on real results that match dvc.lock.
+
+    ratchet promote [--params params.yaml] [--no-commit]
+
+A candidate is the run in the workspace: the data gate and the verdicts of
+every gated model (dapt, sft, student, onnx). It is promoted only when nothing
+is stale against dvc.lock (`dvc status` is clean), the data gate and every gate
+passed, the audit stage found every artifact's lineage intact, and the results
+are real (a tiny-profile run is refused unless promote.accept_test_models).
+
+Promotion builds the new champion aside (the tuned teacher, dapt + sft merged;
+a copy of the shipped int8 model; the verdicts; champion.json; a model card),
+swaps it in with renames, tracks it with `dvc add models/champion`, appends a
+`promotion` entry to the audit log (hashes of the models, the verdicts and the
+drops), commits and tags `<tag_prefix>-<n>`. A refusal names every failing or
+stale gate, appends a `refusal` entry, and leaves the champion byte for byte.
+
+Each step can be repeated: a run killed anywhere is finished by the next one
+(`recover`), and a candidate already promoted is not promoted twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..core import audit_log, params, vcs
+from ..core.io import read_json, sha256_file, sha256_tree, write_json, write_text
+from . import champion as champ
+from .lineage import artifact_hash, write_lineage
+
+REFUSED, PROMOTED = 3, 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the run's artifacts are: read from dvc.yaml, the one place paths are wired."""
+
+    champion: Path
+    base: Path
+    dapt: Path
+    sft: Path
+    onnx: Path
+    verdicts: dict[str, Path]  # every gated model, plus the champion and shipped references
+    data_gate: Path
+    summary: Path
+    manifest: Path
+    audit_log: Path
+
+
+def cmd_args(cmd: str) -> tuple[str, dict[str, list[str]]]:
+    """(stage module, {flag: [values]}) of a `python -m stages STAGE ...` command."""
+    tokens, args, flag = shlex.split(cmd), {}, None
+    for t in tokens[4:]:
+        if t.startswith("--"):
+            flag = t
+            args.setdefault(flag, [])
+        elif flag:
+            args[flag].append(t)
+    return tokens[3], args
+
+
+def layout(root: Path) -> Layout:
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    by_module: dict[str, list[dict]] = {}
+    for stage in stages.values():
+        module, args = cmd_args(stage["cmd"])
+        by_module.setdefault(module, []).append(args)
+    gates = {a["--model"][0]: a for a in by_module["gate"]}
+    dapt, = by_module["dapt"]
+    return Layout(
+        champion=root / dapt["--champion"][0], base=root / dapt["--base"][0], dapt=root / dapt["--out"][0],
+        sft=root / by_module["sft"][0]["--out"][0], onnx=root / by_module["quantize"][0]["--out"][0],
+        verdicts={m: root / a["--verdict"][0] for m, a in gates.items()},
+        data_gate=root / by_module["validate"][0]["--out"][0], summary=root / by_module["audit"][0]["--out"][0],
+        manifest=root / by_module["prepare"][0]["--out"][0] / "manifest.json",
+        audit_log=root / gates["dapt"]["--audit-log"][0])
+
+
+# --------------------------------------------------------------------------- #
+# The candidate
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Candidate:
+    problems: list[str] = field(default_factory=list)
+    failed_gates: list[str] = field(default_factory=list)  # gates whose verdict is `fail`: a refusal, not a crash
+    run_id: str | None = None  # sha256 over the verdict files: which run this is
+
+
+def run_id(lay: Layout) -> str | None:
+    files = [lay.data_gate, *(lay.verdicts[m] for m in params.GatesConfig.models())]
+    if not all(f.is_file() for f in files):
+        return None
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
+
+
+def check(root: Path, lay: Layout, cfg: params.PromoteConfig) -> Candidate:
+    """Everything that stands between the run in the workspace and a promotion, named."""
+    c = Candidate(run_id=run_id(lay))
+    stale = vcs.stale_stages(root)
+    c.problems += [f"stale: stage {name} is out of date with dvc.lock; run dvc repro" for name in stale]
+    if not lay.data_gate.is_file():
+        c.problems.append(f"data gate: no verdict ({lay.data_gate.relative_to(root)}); the pipeline did not get there")
+    elif (v := read_json(lay.data_gate))["verdict"] != "pass":
+        c.problems.append(f"data gate: {v['verdict']}: {v['reason']}")
+        c.failed_gates.append("data")
+    for model in params.GatesConfig.models():
+        path = lay.verdicts[model]
+        if not path.is_file():
+            c.problems.append(f"gate {model}: no verdict ({path.relative_to(root)}); the pipeline stopped before it")
+            continue
+        v = read_json(path)
+        if v["verdict"] != "pass":
+            c.problems.append(f"gate {model}: {v['verdict']}: {v['reason']}")
+            c.failed_gates.append(model)
+        if not v.get("real", True) and not cfg.accept_test_models:
+            c.problems.append(f"gate {model}: the results come from the tiny test model and are not real")
+    if not lay.summary.is_file():
+        c.problems.append("audit: no run summary; the audit stage did not run")
+    elif read_json(lay.summary)["problems"]:
+        c.problems.append(f"audit: {'; '.join(read_json(lay.summary)['problems'])}")
+    return c
+
+
+# --------------------------------------------------------------------------- #
+# The swap, and finishing what a killed run started
+# --------------------------------------------------------------------------- #
+
+
+def _scratch(champion: Path, kind: str) -> Path:
+    return champion.with_name(f".{champion.name}.{kind}-{os.getpid()}")
+
+
+def recover(champion: Path) -> list[str]:
+    """Undo or finish a swap a killed run left: never zero champions, never a half-built one."""
+    notes = []
+    for new in champion.parent.glob(f".{champion.name}.new-*"):
+        shutil.rmtree(new)
+        notes.append(f"removed {new.name}: a champion a killed run had not finished building")
+    olds = sorted(champion.parent.glob(f".{champion.name}.old-*"))
+    if olds and not champion.exists():
+        os.replace(olds[-1], champion)
+        notes.append(f"restored {champion.name} from {olds[-1].name}: a killed run had moved it aside")
+    for old in champion.parent.glob(f".{champion.name}.old-*"):
+        shutil.rmtree(old)
+    return notes
+
+
+def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None, drop: dict | None) -> dict:
+    """The new champion in `out`: merged teacher, shipped model, verdicts, record, card."""
+    from . import modeling
+
+    started = time.time()
+    teacher = modeling.load_sft_merged(lay.sft, lay.dapt)
+    modeling.save_model(teacher, modeling.load_tokenizer(lay.sft), out / champ.TEACHER)
+    write_lineage(out / champ.TEACHER, name=lay.champion / champ.TEACHER, stage="promote",
+                  card=f"Champion {cycle}: the tuned teacher, the dapt model with the sft LoRA adapter merged in.",
+                  params={}, parents={"dapt": lay.dapt, "sft": lay.sft}, data={}, seed=0, threads=1,
+                  started=started, real=modeling.is_real(lay.dapt))
+    shutil.copytree(lay.onnx, out / champ.SHIPPED)
+    (out / champ.VERDICTS).mkdir()
+    shutil.copy2(lay.data_gate, out / champ.VERDICTS / "data.json")
+    for name, path in lay.verdicts.items():
+        shutil.copy2(path, out / champ.VERDICTS / f"{name}.json")
+    previous = champ.record(lay.champion)
+    manifest = read_json(lay.manifest) if lay.manifest.is_file() else {"inputs": {}}
+    record = {
+        "cycle": cycle, "week": week, "run_id": cand.run_id,
+        "promoted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "teacher_sha256": sha256_tree(out / champ.TEACHER), "shipped_sha256": artifact_hash(out / champ.SHIPPED),
+        "verdicts": {p.stem: sha256_file(p) for p in sorted((out / champ.VERDICTS).glob("*.json"))},
+        "metrics": {name: read_json(path)["metrics"] for name, path in lay.verdicts.items()},
+        "drop": drop, "data": {f: i["sha256"] for f, i in manifest["inputs"].items()},
+        "previous": {"cycle": previous["cycle"], "run_id": previous["run_id"]} if previous else None,
+        "real": all(read_json(p).get("real", True) for p in lay.verdicts.values()),
+    }
+    write_json(out / champ.RECORD, record)
+    write_text(out / "README.md", card(record))
+    return record
+
+
+def card(r: dict) -> str:
+    m = r["metrics"]
+    rows = [f"| {name} | {v.get('domain_ppl', float('nan')):.2f} | {v.get('general_ppl', float('nan')):.2f} |"
+            for name, v in m.items()]
+    return "\n".join([
+        "---", "library_name: transformers", "pipeline_tag: text-generation", "tags: [ratchet, champion]", "---", "",
+        f"# Champion {r['cycle']}", "",
+        ("" if r["real"] else "> **Tiny test model.** Random weights: nothing it produces is a real result.\n"),
+        f"Promoted {r['promoted_utc']}" + (f" from week {r['week']}" if r["week"] else "") +
+        f" after every gate passed (run `{r['run_id'][:16]}`). "
+        + (f"It replaced champion {r['previous']['cycle']}." if r["previous"] else "It is the first champion."), "",
+        "- `teacher/`: the tuned teacher (dapt + sft merged, safetensors): the next cycle starts from it.",
+        "- `onnx/`: the shipped int8 ONNX model: `ORTModelForCausalLM.from_pretrained(\"models/champion/onnx\")`.",
+        "- `verdicts/`: the data gate and every gate verdict of the run; `champion.json`: hashes of all of it.", "",
+        "| model | domain ppl | general ppl |", "|---|---:|---:|", *rows, ""])
+
+
+def swap(champion: Path, new: Path) -> None:
+    """Move `new` into place; the old champion goes aside first, so a kill leaves one `recover` can restore."""
+    old = _scratch(champion, "old")
+    if champion.exists():
+        os.replace(champion, old)
+    os.replace(new, champion)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def track(root: Path, champion: Path) -> None:
+    """`dvc add` the champion; the first time, its placeholder README leaves git for DVC."""
+    rel = champion.relative_to(root).as_posix()
+    if vcs.git(root, "ls-files", "--", rel):
+        vcs.git(root, "rm", "-r", "-q", "--cached", "--", rel)
+    vcs.dvc(root, "add", rel)
+
+
+# --------------------------------------------------------------------------- #
+# The outcome
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Outcome:
+    code: int  # PROMOTED or REFUSED
+    lines: list[str]
+    entry: dict  # the audit entry
+    tag: str | None = None  # the git tag the commit gets
+
+
+def outcomes(log: Path) -> list[dict]:
+    return [e for e in audit_log.entries(log) if e["event"] in ("promotion", "refusal")]
+
+
+def tag_name(cfg: params.PromoteConfig, log: Path, entry: dict) -> str:
+    """<prefix>-<n> for the n-th promotion, <prefix>-refused-<n> for the n-th refusal."""
+    n = sum(1 for e in outcomes(log) if e["event"] == entry["event"] and e["seq"] <= entry["seq"])
+    return f"{cfg.tag_prefix}-{n}" if entry["event"] == "promotion" else f"{cfg.tag_prefix}-refused-{n}"
+
+
+def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop: dict | None = None) -> Outcome:
+    """Promote the run in the workspace, or refuse it; the champion changes only on promotion."""
+    lay = layout(root)
+    notes = recover(lay.champion)
+    cand = check(root, lay, cfg)
+    log = lay.audit_log
+    if cand.problems:
+        entry = audit_log.append(log, "refusal", run_id=cand.run_id, week=week, drop=drop, reasons=cand.problems,
+                                 failed_gates=cand.failed_gates,
+                                 champion=(champ.record(lay.champion) or {}).get("cycle"))
+        return Outcome(REFUSED, notes + ["REFUSED: the champion stays as it was:", *(f"  - {p}" for p in cand.problems)],
+                       entry, tag_name(cfg, log, entry))
+
+    done = next((e for e in reversed(outcomes(log)) if e["event"] == "promotion" and e["run_id"] == cand.run_id), None)
+    current = champ.record(lay.champion)
+    if current and current["run_id"] == cand.run_id:
+        record = current  # a killed run had swapped it in already
+    else:
+        cycle = 1 + sum(1 for e in outcomes(log) if e["event"] == "promotion")
+        new = _scratch(lay.champion, "new")
+        new.mkdir(parents=True)
+        try:
+            record = build(lay, new, cand, cycle, week, drop)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        swap(lay.champion, new)
+    track(root, lay.champion)
+    if done is None:
+        done = audit_log.append(
+            log, "promotion", run_id=cand.run_id, cycle=record["cycle"], week=week, drop=drop,
+            teacher_sha256=record["teacher_sha256"], shipped_sha256=record["shipped_sha256"],
+            champion_sha256=sha256_tree(lay.champion), verdicts=record["verdicts"], data=record["data"],
+            previous=record["previous"])
+    m = record["metrics"]
+    return Outcome(PROMOTED, notes + [
+        f"PROMOTED: champion {record['cycle']} (run {cand.run_id[:16]})",
+        f"  shipped model: domain ppl {m['onnx']['domain_ppl']:.2f} (was {m['shipped']['domain_ppl']:.2f}), "
+        f"general ppl {m['onnx']['general_ppl']:.2f} (was {m['shipped']['general_ppl']:.2f})"], done,
+        tag_name(cfg, log, done))
+
+
+def commit(root: Path, outcome: Outcome, message: str, paths: list[str]) -> str:
+    """Commit `paths` (whatever changed among them) and tag it; the tag message holds the audit log's head hash."""
+    vcs.git(root, "add", "-A", "--", *paths)
+    vcs.git(root, "commit", "-q", "--allow-empty", "-m", message)
+    if outcome.tag and not vcs.git(root, "tag", "--list", outcome.tag):
+        vcs.git(root, "tag", "-a", outcome.tag, "-m",
+                f"{message}\n\naudit entry {outcome.entry['seq']}: {outcome.entry['hash']}")
+    return vcs.git(root, "rev-parse", "HEAD")

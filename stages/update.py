@@ -1,0 +1,162 @@
+"""`ratchet update`: the weekly cycle, run by a scheduler.
+
+    ratchet update --drop PATH [--week 2026-W48] [--role domain|sft|general] [--params params.yaml]
+
+1. takes a lock: a second update while one runs exits 4 and says who holds it;
+2. finishes whatever a killed update left (a champion swapped in but not committed);
+3. checks the drop (bad input exits 2 with nothing copied) and ingests it;
+4. `dvc repro`: retrains from the current champion, every gate on the way;
+5. promotes the candidate or refuses it (`ratchet promote`);
+6. commits the drop, dvc.lock, the reports, the audit log and the champion, and
+   tags the commit (<tag_prefix>-<n> or <tag_prefix>-refused-<n>);
+7. `dvc push` when a default remote is configured.
+
+The same drop again does no new work and ends as it ended the first time.
+Exit codes: 0 promoted, 3 refused by a gate, 2 bad input, 4 another update is
+running, 1 any other failure (the next run finishes the job).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .core import params, vcs
+from .core.io import read_json
+from .data import ingest
+from .models import promote
+
+PROMOTED, FAILURE, BAD_INPUT, REFUSED, BUSY = 0, 1, 2, 3, 4
+EXIT_CODES = {PROMOTED: "promoted", FAILURE: "failed (not a gate): rerun to finish", BAD_INPUT: "bad input",
+              REFUSED: "refused by a gate", BUSY: "another update is running"}
+LOCK = ".dvc/tmp/ratchet-update.lock"
+COMMITTED = ["data/drops", "dvc.lock", "reports", "models/champion.dvc", "models/.gitignore", "models/champion"]
+
+
+class Busy(RuntimeError):
+    pass
+
+
+@contextmanager
+def update_lock(root: Path) -> Iterator[None]:
+    """An exclusive flock, released by the kernel however the process ends (kill -9 included)."""
+    path = root / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise Busy(f"another ratchet update is running ({f.read().strip() or 'holder unknown'}); "
+                       f"this one did nothing. Wait for it to finish, then run again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+        f.flush()
+        yield
+
+
+def drop_key(week: str, files: list[ingest.DropFile]) -> dict:
+    """What identifies a drop in the audit log: its week and the sha256 of every file it holds."""
+    return {"week": week, "files": sorted(f.sha256 for f in files)}
+
+
+def previous_outcome(log: Path, drop: dict) -> dict | None:
+    return next((e for e in reversed(promote.outcomes(log)) if e.get("drop") == drop), None)
+
+
+def finish_killed_promotion(root: Path, lay: promote.Layout, cfg: params.PromoteConfig) -> list[str]:
+    """A champion swapped in and logged by a killed run, but not committed: track, commit and tag it now."""
+    notes = promote.recover(lay.champion)
+    record = promote.champ.record(lay.champion)
+    if record is None:
+        return notes
+    entry = next((e for e in promote.outcomes(lay.audit_log)
+                  if e["event"] == "promotion" and e["run_id"] == record["run_id"]), None)
+    if entry is None:
+        return notes  # swapped in, not yet logged: `decide` finishes it when the same run is promoted
+    outcome = promote.Outcome(PROMOTED, [], entry, promote.tag_name(cfg, lay.audit_log, entry))
+    if vcs.git(root, "tag", "--list", outcome.tag):
+        return notes
+    promote.track(root, lay.champion)
+    promote.commit(root, outcome, f"Weekly update {record['week']}: promoted champion {record['cycle']} "
+                                  "(finished after an interrupted run)", COMMITTED)
+    return notes + [f"finished an interrupted promotion: champion {record['cycle']}, tagged {outcome.tag}"]
+
+
+def say_now(message: str) -> None:
+    print(message, flush=True)  # before dvc's own lines, which go straight to the same log
+
+
+def update(drop_path: Path, week: str, role: str | None, params_path: str, root: Path, say=say_now) -> int:
+    cfg = params.load(root / params_path, "promote")[0]
+    lay = promote.layout(root)
+    for note in finish_killed_promotion(root, lay, cfg):
+        say(note)
+    try:
+        ingest.check_week(week)
+        checked = ingest.check_all(ingest.candidates(drop_path, role))
+    except ingest.IngestError as e:
+        say(f"ratchet update: bad input, nothing was ingested.\n{e}")
+        return BAD_INPUT
+    drop = drop_key(week, checked)
+    new, _ = ingest.plan(checked, ingest.existing_hashes(root / ingest.DROPS))
+    before = previous_outcome(lay.audit_log, drop)
+    if before is not None and not new:
+        code = PROMOTED if before["event"] == "promotion" else REFUSED
+        say(f"this drop was processed before: {before['event']} at audit entry {before['seq']} "
+            f"({before['time_utc']}); nothing to do")
+        for reason in before.get("reasons", []):
+            say(f"  - {reason}")
+        return code
+
+    for line in ingest.ingest(drop_path, week, role, root):
+        say(line)
+    say("dvc repro: retraining from the current champion")
+    started = time.time()
+    rc = vcs.dvc(root, "repro", check=False, stream=True).returncode
+    if rc != 0 and not gate_failed_since(lay, started):
+        say(f"ratchet update: dvc repro failed ({rc}) outside any gate; see the log above. Nothing was committed "
+            "or promoted; fix the cause and run the same update again to finish it")
+        return FAILURE
+    outcome = promote.decide(root, cfg, week=week, drop=drop)
+    for line in outcome.lines:
+        say(line)
+    what = "promoted " + outcome.tag if outcome.code == PROMOTED else "refused: " + "; ".join(outcome.entry["reasons"])
+    sha = promote.commit(root, outcome, f"Weekly update {week}: {what}", COMMITTED)
+    say(f"committed {sha[:12]}, tagged {outcome.tag}")
+    remote = vcs.default_remote(root)
+    if remote:
+        try:
+            vcs.dvc(root, "push")
+            say(f"dvc push to remote {remote!r}: done")
+        except vcs.VcsError as e:
+            say(f"ratchet update: the outcome is committed, but dvc push failed; run `dvc push`:\n{e}")
+            return FAILURE
+    return outcome.code
+
+
+def gate_failed_since(lay: promote.Layout, started: float) -> bool:
+    """Whether the data gate or a model gate wrote a `fail` verdict during this repro."""
+    for path in [lay.data_gate, *lay.verdicts.values()]:
+        if path.is_file() and path.stat().st_mtime >= started - 1 and read_json(path).get("verdict") == "fail":
+            return True
+    return False
+
+
+def run(drop: str, week: str | None, role: str | None, params_path: str, cwd: Path, say=say_now) -> int:
+    """The command: the lock around `update`, and every error turned into its exit code."""
+    try:
+        root = vcs.repo_root(cwd)
+        week = week or ingest.current_week()
+        with update_lock(root):
+            return update(Path(drop).resolve(), week, role, params_path, root, say)
+    except Busy as e:
+        say(f"ratchet update: {e}")
+        return BUSY
+    except (vcs.VcsError, ingest.TrackError, params.ParamsError) as e:
+        say(f"ratchet update: {e}")
+        return FAILURE

@@ -1,0 +1,179 @@
+"""The weekly cycle on the tiny profile, in a temporary repo: promote, promote again from the new champion,
+refuse, do nothing for a drop seen before, refuse a concurrent update, recover from a kill."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from faker import Faker
+
+from stages.core import audit_log
+from stages.core.io import read_json, sha256_tree
+
+from .conftest import copy_repo, env, run
+
+pytestmark = pytest.mark.slow
+LOG = "reports/audit/log.jsonl"
+
+
+def make_drop(root, name: str, seed: int):
+    """New domain text and instruction pairs, English prose long enough to keep."""
+    fake = Faker("en_US")
+    fake.seed_instance(seed)
+    folder = root / name
+    (folder / "domain").mkdir(parents=True)
+    (folder / "sft").mkdir()
+    (folder / "domain" / "notes.jsonl").write_text(
+        "".join(json.dumps({"text": fake.paragraph(nb_sentences=6)}) + "\n" for _ in range(30)))
+    (folder / "sft" / "qa.jsonl").write_text("".join(
+        json.dumps({"prompt": fake.sentence(nb_words=10).rstrip(".") + "?", "response": fake.paragraph(3)}) + "\n"
+        for _ in range(20)))
+    return folder
+
+
+def update(repo, drop, week, check=False):
+    return run(["python", "-m", "stages.cli", "update", "--drop", str(drop), "--week", week], repo, check=check)
+
+
+def head(repo) -> str:
+    return run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+
+
+def tags(repo) -> set[str]:
+    return set(run(["git", "tag", "--list"], repo).stdout.split())
+
+
+def events(repo) -> list[str]:
+    return [e["event"] for e in audit_log.entries(repo / LOG)]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo = copy_repo(tmp_path_factory.mktemp("weekly") / "repo", seed_records=300)
+    with open(repo / "data/sources.yaml", "a") as f:
+        f.write("  - {path: 'data/drops/*/*/*.jsonl', role: any, what: synthetic weekly drops, origin: Faker, "
+                "license: MIT, collected: tests, personal_data: none, notes: English word-list prose}\n")
+    run("git add -A && git commit -qm 'declare the test drops'", repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def drops(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drops")
+    return {n: make_drop(root, f"drop{n}", seed=100 + n) for n in range(1, 5)}
+
+
+@pytest.fixture(scope="module")
+def cycle1(repo, drops):
+    out = update(repo, drops[1], "2026-W40")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_cycle_one_promotes_commits_and_tags(repo, cycle1):
+    assert "PROMOTED: champion 1" in cycle1.stdout
+    champion = repo / "models/champion"
+    assert {p.name for p in champion.iterdir()} == {"teacher", "onnx", "verdicts", "champion.json", "README.md"}
+    record = read_json(champion / "champion.json")
+    assert record["cycle"] == 1 and record["week"] == "2026-W40" and record["previous"] is None
+    assert record["teacher_sha256"] == sha256_tree(champion / "teacher")
+    assert "champion-1" in tags(repo)
+    assert "dvc push to remote 'local': done" in cycle1.stdout
+    assert run(["git", "status", "--porcelain", "--", "data", "reports", "models", "dvc.lock"], repo).stdout == ""
+    assert (repo / "models/champion.dvc").is_file()
+    assert run(["git", "ls-files", "models/champion"], repo).stdout == "", "the champion lives in DVC, not git"
+    promotion = audit_log.entries(repo / LOG)[-1]
+    assert promotion["event"] == "promotion" and promotion["shipped_sha256"] == record["shipped_sha256"]
+    assert promotion["drop"]["week"] == "2026-W40" and len(promotion["drop"]["files"]) == 2
+    assert audit_log.verify(repo / LOG) == []
+    message = run(["git", "tag", "-n20", "champion-1"], repo).stdout
+    assert f"audit entry {promotion['seq']}: {promotion['hash']}" in message
+
+
+def test_the_same_drop_again_does_no_work_and_ends_the_same(repo, cycle1, drops):
+    before = head(repo), (repo / LOG).read_text()
+    started = time.time()
+    again = update(repo, drops[1], "2026-W40")
+    assert again.returncode == 0 and "processed before: promotion" in again.stdout
+    assert (head(repo), (repo / LOG).read_text()) == before
+    assert "dvc repro" not in again.stdout and time.time() - started < 60
+
+
+def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle1, drops):
+    teacher_1 = read_json(repo / "models/champion/champion.json")["teacher_sha256"]
+    out = update(repo, drops[2], "2026-W41")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lineage = read_json(repo / "models/dapt/lineage.json")
+    assert lineage["parents"]["start"] == {"path": "models/champion/teacher", "sha256": teacher_1}
+    record = read_json(repo / "models/champion/champion.json")
+    assert record["cycle"] == 2 and record["previous"]["cycle"] == 1
+    assert {"champion-1", "champion-2"} <= tags(repo)
+    verdict = read_json(repo / "reports/gates/onnx.json")
+    assert any(f["ref"] == "shipped" for f in verdict["findings"]), "the shipped model is gated against the champion's"
+
+
+def test_a_cycle_that_fails_a_gate_is_refused_and_the_champion_stays(repo, cycle1, drops):
+    champion_before = sha256_tree(repo / "models/champion")
+    dvc_before = (repo / "models/champion.dvc").read_text()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    original = (repo / "params.yaml").read_text()
+    params["gates"]["student"] = [{"metric": "domain_ppl", "max": 1.0}]  # no model reaches perplexity 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = update(repo, drops[3], "2026-W42")
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "REFUSED" in out.stdout and "gate student: fail: domain_ppl" in out.stdout
+    assert sha256_tree(repo / "models/champion") == champion_before
+    assert (repo / "models/champion.dvc").read_text() == dvc_before
+    refusal = audit_log.entries(repo / LOG)[-1]
+    assert refusal["event"] == "refusal" and refusal["failed_gates"] == ["student"]
+    assert "champion-refused-1" in tags(repo)
+    again = update(repo, drops[3], "2026-W42")
+    assert again.returncode == 3 and "processed before: refusal" in again.stdout
+
+
+def test_a_concurrent_update_is_refused_with_a_clear_message(repo, cycle1, drops):
+    lock = repo / ".dvc/tmp/ratchet-update.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write("pid 4242 since 2026-11-24T06:00:00Z")
+        f.flush()
+        before = head(repo)
+        out = update(repo, drops[4], "2026-W43")
+    assert out.returncode == 4
+    assert "another ratchet update is running (pid 4242 since 2026-11-24T06:00:00Z)" in out.stdout
+    assert head(repo) == before and not (repo / "data/drops/2026-W43").exists()
+
+
+def test_an_update_killed_mid_run_leaves_champion_and_git_as_they_were_and_the_next_run_finishes(
+        repo, cycle1, drops):
+    champion_before, head_before = sha256_tree(repo / "models/champion"), head(repo)
+    promotions = events(repo).count("promotion")
+    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", "update", "--drop", str(drops[4]), "--week",
+                             "2026-W43"], cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    marker = repo / "models/dapt/lineage.json"
+    mtime = marker.stat().st_mtime
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if marker.is_file() and marker.stat().st_mtime > mtime:  # dapt of this cycle is done: mid-repro
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the update finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert sha256_tree(repo / "models/champion") == champion_before and head(repo) == head_before
+    out = update(repo, drops[4], "2026-W43")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert events(repo).count("promotion") == promotions + 1
+    assert audit_log.verify(repo / LOG) == []
