@@ -146,6 +146,8 @@ def test_a_concurrent_update_is_refused_with_a_clear_message(repo, cycle1, drops
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.seek(0)
+        f.truncate()
         f.write("pid 4242 since 2026-11-24T06:00:00Z")
         f.flush()
         before = head(repo)
@@ -170,8 +172,14 @@ def test_an_update_killed_mid_run_leaves_champion_and_git_as_they_were_and_the_n
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the update finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the update and its dvc repro, as a scheduler stopping a job does
     proc.wait()
+    for _ in range(100):  # until init has reaped the orphaned dvc process too
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
     assert sha256_tree(repo / "models/champion") == champion_before and head(repo) == head_before
     out = update(repo, drops[4], "2026-W43")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -34,6 +34,12 @@ QUIET_ENV = {
 }
 NOISY_LOGGERS = ("great_expectations", "lm_eval", "lm-eval", "presidio-analyzer", "datasets", "transformers",
                  "optimum", "accelerate", "onnxruntime", "urllib3", "filelock")
+# Notices about code paths ratchet does not take: bitsandbytes' optional 4-bit CPU kernel from a hub (never
+# fetched here), lm-eval's onnxruntime-genai config (ratchet's ONNX folders are optimum's).
+SILENT_LOGGERS = ("bitsandbytes.backends.cpu.ops", "lm_eval.models._onnx_base")
+# The ONNX exporter's tracer explains its own limits on every export; quantize checks the exported graph's parity.
+QUIET_WARNINGS = ("Converting a tensor to a Python boolean", "Exporting aten::index operator",
+                  "You are using the legacy TorchScript-based ONNX export", "The feature will be removed")
 
 
 def start() -> None:
@@ -42,8 +48,12 @@ def start() -> None:
         os.environ.setdefault(key, value)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in SILENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     # transformers and peft repeat deprecation notices on every call; they are not ours to fix.
     warnings.filterwarnings("ignore", category=FutureWarning)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def seed_everything(seed: int, threads: int) -> None:
