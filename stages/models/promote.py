@@ -105,8 +105,6 @@ def run_id(lay: Layout) -> str | None:
 def check(root: Path, lay: Layout, cfg: params.PromoteConfig) -> Candidate:
     """Everything that stands between the run in the workspace and a promotion, named."""
     c = Candidate(run_id=run_id(lay))
-    stale = vcs.stale_stages(root)
-    c.problems += [f"stale: stage {name} is out of date with dvc.lock; run dvc repro" for name in stale]
     if not lay.data_gate.is_file():
         c.problems.append(f"data gate: no verdict ({lay.data_gate.relative_to(root)}); the pipeline did not get there")
     elif (v := read_json(lay.data_gate))["verdict"] != "pass":
@@ -123,6 +121,9 @@ def check(root: Path, lay: Layout, cfg: params.PromoteConfig) -> Candidate:
             c.failed_gates.append(model)
         if not v.get("real", True) and not cfg.accept_test_models:
             c.problems.append(f"gate {model}: the results come from the tiny test model and are not real")
+    # after the gates: a failed gate leaves itself and what follows it unlocked, which reads as stale
+    stopped = " (the pipeline stopped at the failed gate)" if c.failed_gates else "; run dvc repro"
+    c.problems += [f"stale: stage {name} is out of date with dvc.lock{stopped}" for name in vcs.stale_stages(root)]
     if not lay.summary.is_file():
         c.problems.append("audit: no run summary; the audit stage did not run")
     elif read_json(lay.summary)["problems"]:
@@ -251,9 +252,12 @@ def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop:
     cand = check(root, lay, cfg)
     log = lay.audit_log
     if cand.problems:
-        entry = audit_log.append(log, "refusal", run_id=cand.run_id, week=week, drop=drop, reasons=cand.problems,
-                                 failed_gates=cand.failed_gates,
-                                 champion=(champ.record(lay.champion) or {}).get("cycle"))
+        last = (outcomes(log) or [{}])[-1]
+        same = (last.get("event"), last.get("run_id"), last.get("reasons"), last.get("drop")) == (
+            "refusal", cand.run_id, cand.problems, drop)
+        entry = last if same else audit_log.append(  # asking again about the same run is not a new event
+            log, "refusal", run_id=cand.run_id, week=week, drop=drop, reasons=cand.problems,
+            failed_gates=cand.failed_gates, champion=(champ.record(lay.champion) or {}).get("cycle"))
         return Outcome(REFUSED, notes + ["REFUSED: the champion stays as it was:", *(f"  - {p}" for p in cand.problems)],
                        entry, tag_name(cfg, log, entry))
 
