@@ -71,20 +71,21 @@ def previous_outcome(log: Path, drop: dict) -> dict | None:
 
 
 def finish_killed_promotion(root: Path, lay: promote.Layout, cfg: params.PromoteConfig) -> list[str]:
-    """A champion swapped in and logged by a killed run, but not committed: track, commit and tag it now."""
+    """A champion a killed run swapped in but did not log, commit or tag: finish that promotion now.
+
+    The swap happens only after every check passed, so the job is finished as it
+    was decided: without checking again, and without retraining on the same drop.
+    """
     notes = promote.recover(lay.champion)
     record = promote.champ.record(lay.champion)
     if record is None:
         return notes
-    entry = next((e for e in promote.outcomes(lay.audit_log)
-                  if e["event"] == "promotion" and e["run_id"] == record["run_id"]), None)
-    if entry is None:
-        return notes  # swapped in, not yet logged: `decide` finishes it when the same run is promoted
+    entry = promote.log_promotion(lay.audit_log, lay.champion, record)
     outcome = promote.Outcome(PROMOTED, [], entry, promote.tag_name(cfg, lay.audit_log, entry))
     if vcs.git(root, "tag", "--list", outcome.tag):
-        return notes
+        return notes  # committed and tagged: nothing was left undone
     promote.track(root, lay.champion)
-    promote.commit(root, outcome, f"Weekly update {record['week']}: promoted champion {record['cycle']} "
+    promote.commit(root, outcome, f"Weekly update {record['week']}: promoted {outcome.tag} "
                                   "(finished after an interrupted run)", COMMITTED)
     return notes + [f"finished an interrupted promotion: champion {record['cycle']}, tagged {outcome.tag}"]
 

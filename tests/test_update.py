@@ -67,7 +67,7 @@ def repo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def drops(tmp_path_factory):
     root = tmp_path_factory.mktemp("drops")
-    return {n: make_drop(root, f"drop{n}", seed=100 + n) for n in range(1, 5)}
+    return {n: make_drop(root, f"drop{n}", seed=100 + n) for n in range(1, 6)}
 
 
 @pytest.fixture(scope="module")
@@ -184,4 +184,31 @@ def test_an_update_killed_mid_run_leaves_champion_and_git_as_they_were_and_the_n
     out = update(repo, drops[4], "2026-W43")
     assert out.returncode == 0, out.stdout + out.stderr
     assert events(repo).count("promotion") == promotions + 1
+    assert audit_log.verify(repo / LOG) == []
+
+
+def test_a_promotion_cut_short_before_its_commit_is_finished_by_the_next_run_without_retraining(
+        repo, cycle1, drops):
+    """Swapped in and logged, but the commit failed (here a pre-commit hook refuses it, as a kill would stop it)."""
+    hook = repo / ".git/hooks/pre-commit"
+    hook.write_text("#!/bin/sh\necho commits are refused right now >&2\nexit 1\n")
+    hook.chmod(0o755)
+    head_before, promotions = head(repo), events(repo).count("promotion")
+    try:
+        cut = update(repo, drops[5], "2026-W44")
+    finally:
+        hook.unlink()
+    assert cut.returncode == 1 and "commits are refused right now" in cut.stdout
+    record = read_json(repo / "models/champion/champion.json")
+    assert head(repo) == head_before and f"champion-{record['cycle']}" not in tags(repo)
+    assert events(repo).count("promotion") == promotions + 1
+    dapt_before = (repo / "models/dapt/lineage.json").read_text()
+
+    out = update(repo, drops[5], "2026-W44")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"finished an interrupted promotion: champion {record['cycle']}" in out.stdout
+    assert "processed before: promotion" in out.stdout and "dvc repro" not in out.stdout
+    assert (repo / "models/dapt/lineage.json").read_text() == dapt_before, "nothing was retrained"
+    assert f"champion-{record['cycle']}" in tags(repo) and events(repo).count("promotion") == promotions + 1
+    assert run(["git", "status", "--porcelain", "--", "data", "reports", "models", "dvc.lock"], repo).stdout == ""
     assert audit_log.verify(repo / LOG) == []

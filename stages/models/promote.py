@@ -261,33 +261,33 @@ def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop:
         return Outcome(REFUSED, notes + ["REFUSED: the champion stays as it was:", *(f"  - {p}" for p in cand.problems)],
                        entry, tag_name(cfg, log, entry))
 
-    done = next((e for e in reversed(outcomes(log)) if e["event"] == "promotion" and e["run_id"] == cand.run_id), None)
-    current = champ.record(lay.champion)
-    if current and current["run_id"] == cand.run_id:
-        record = current  # a killed run had swapped it in already
-    else:
-        cycle = 1 + sum(1 for e in outcomes(log) if e["event"] == "promotion")
-        new = _scratch(lay.champion, "new")
-        new.mkdir(parents=True)
-        try:
-            record = build(lay, new, cand, cycle, week, drop)
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True)
-            raise
-        swap(lay.champion, new)
+    cycle = 1 + sum(1 for e in outcomes(log) if e["event"] == "promotion")
+    new = _scratch(lay.champion, "new")
+    new.mkdir(parents=True)
+    try:
+        record = build(lay, new, cand, cycle, week, drop)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    swap(lay.champion, new)
     track(root, lay.champion)
-    if done is None:
-        done = audit_log.append(
-            log, "promotion", run_id=cand.run_id, cycle=record["cycle"], week=week, drop=drop,
-            teacher_sha256=record["teacher_sha256"], shipped_sha256=record["shipped_sha256"],
-            champion_sha256=sha256_tree(lay.champion), verdicts=record["verdicts"], data=record["data"],
-            previous=record["previous"])
+    done = log_promotion(log, lay.champion, record)
     m = record["metrics"]
     return Outcome(PROMOTED, notes + [
         f"PROMOTED: champion {record['cycle']} (run {cand.run_id[:16]})",
         f"  shipped model: domain ppl {m['onnx']['domain_ppl']:.2f} (was {m['shipped']['domain_ppl']:.2f}), "
         f"general ppl {m['onnx']['general_ppl']:.2f} (was {m['shipped']['general_ppl']:.2f})"], done,
         tag_name(cfg, log, done))
+
+
+def log_promotion(log: Path, champion: Path, record: dict) -> dict:
+    """The audit entry of the promotion `record` describes: the one in the log already, or a new one."""
+    done = next((e for e in outcomes(log) if e["event"] == "promotion" and e["run_id"] == record["run_id"]), None)
+    return done or audit_log.append(
+        log, "promotion", run_id=record["run_id"], cycle=record["cycle"], week=record["week"], drop=record["drop"],
+        teacher_sha256=record["teacher_sha256"], shipped_sha256=record["shipped_sha256"],
+        champion_sha256=sha256_tree(champion), verdicts=record["verdicts"], data=record["data"],
+        previous=record["previous"])
 
 
 def commit(root: Path, outcome: Outcome, message: str, paths: list[str]) -> str:
