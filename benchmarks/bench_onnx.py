@@ -81,7 +81,7 @@ def main() -> None:
     base = {k: statistics.median(v) for k, v in times["pytorch fp32"].items()}
     print(f"batch 1, prompt {ids.shape[1]} tokens, 32 new tokens, {args.threads} threads, "
           f"median of {args.rounds} interleaved rounds")
-    print(f"| model | size (MB) | prefill (ms) | x fp32 | prefill+32 tokens (ms) | x fp32 |")
+    print("| model | size (MB) | prefill (ms) | x fp32 | prefill+32 tokens (ms) | x fp32 |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, (_, size) in models.items():
         p, d = statistics.median(times[name]["prefill"]), statistics.median(times[name]["decode"])

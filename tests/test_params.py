@@ -1,5 +1,4 @@
 import pytest
-import yaml
 
 from stages.core import params
 from stages.core.params import ParamsError
