@@ -30,8 +30,6 @@ from .data import ingest
 from .models import promote
 
 PROMOTED, FAILURE, BAD_INPUT, REFUSED, BUSY = 0, 1, 2, 3, 4
-EXIT_CODES = {PROMOTED: "promoted", FAILURE: "failed (not a gate): rerun to finish", BAD_INPUT: "bad input",
-              REFUSED: "refused by a gate", BUSY: "another update is running"}
 LOCK = ".dvc/tmp/ratchet-update.lock"
 # What an update commits; the champion itself is in DVC (models/champion.dvc), its placeholder left git at the first
 # promotion (promote.track stages that removal).
