@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from stages.core import params
+from stages.models.promote import cmd_args
 
 from .conftest import ROOT
 
@@ -94,16 +95,12 @@ def _paths(entries):
 
 
 def _cmd_args(cmd):
-    """(module, {flag: [values]}) of a stage command `python -m stages STAGE ...`; --ref values are NAME=PATH."""
-    tokens, args, flag = shlex.split(cmd), {}, None
-    assert tokens[:3] == ["python", "-m", "stages"], f"{cmd[:40]}...: run stages through the launcher"
-    for t in tokens[4:]:
-        if t.startswith("--"):
-            flag = t
-            args.setdefault(flag, [])
-        elif flag:
-            args[flag].append(t)
-    return f"stages.{tokens[3]}", args
+    """(module, {flag: [values]}) of a stage command `python -m stages STAGE ...`; --ref values are NAME=PATH.
+
+    Parsed by the same function `ratchet promote` reads dvc.yaml's paths with."""
+    assert shlex.split(cmd)[:3] == ["python", "-m", "stages"], f"{cmd[:40]}...: run stages through the launcher"
+    stage, args = cmd_args(cmd)
+    return f"stages.{stage}", args
 
 
 def test_every_stage_module_exists_and_its_paths_are_declared():
