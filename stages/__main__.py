@@ -12,7 +12,7 @@ import sys
 
 from stages.core import runtime
 
-STAGES = ("base", "prepare", "validate", "datasheets", "gate", "dapt", "fisher", "sft", "distill", "quantize",
+STAGES = ("base", "prepare", "validate", "datasheets", "replay", "gate", "dapt", "fisher", "sft", "distill", "quantize",
           "audit")
 
 

@@ -1,7 +1,7 @@
 """distill: a smaller student from the teacher's own layers, trained on its logits.
 
     python -m stages distill --params params.yaml --dapt models/dapt --sft models/sft \
-        --data data/prepared --gate reports/gates/sft.json --out models/student \
+        --replay data/replay --gate reports/gates/sft.json --out models/student \
         --history reports/train/distill.json
 
 Teacher: dapt + the sft LoRA adapter, merged. Student: the teacher with a
@@ -9,7 +9,8 @@ contiguous block of middle layers removed (the first and last layers of a
 decoder matter most; dropping a middle block loses far less than dropping every
 k-th layer), same tokenizer, initialised from the teacher's weights. Training
 minimises kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * CE
-on domain text and instruction conversations, with general-text replay.
+on the cycle's domain text and instruction conversations (new and replayed),
+with replay of general text.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .core import params
 from .core.io import atomic_dir, write_json
 from .core.runtime import log, seed_everything
 from .models import modeling
-from .models.batches import conversations, pack, Sampler, texts
+from .models.batches import cycle_conversations, cycle_records, pack, Sampler, texts
 from .models.gates import require_pass
 from .models.lineage import write_lineage
 from .models.losses import kd_loss, replay_rows
@@ -73,7 +74,7 @@ def student_from(teacher, keep: list[int]):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    for name in ("dapt", "sft", "data", "gate", "out", "history"):
+    for name in ("dapt", "sft", "replay", "gate", "out", "history"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args(argv)
 
@@ -92,9 +93,10 @@ def main(argv=None) -> None:
     n_t, n_s = (sum(p.numel() for p in m.parameters()) for m in (teacher, student))
     log("distill", f"student keeps teacher layers {keep}: {n_s / 1e6:.1f}M of {n_t / 1e6:.1f}M parameters")
 
-    chats = [tok.apply_chat_template(c, tokenize=False) for c in conversations(f"{args.data}/sft/train.jsonl")]
-    task = pack(tok, texts(f"{args.data}/domain/train.jsonl") + chats, cfg.seq_len)
-    general = pack(tok, texts(f"{args.data}/general/train.jsonl"), cfg.seq_len)
+    chats = [tok.apply_chat_template(c, tokenize=False) for c in cycle_conversations(args.replay)]
+    domain = [r["text"] for r in cycle_records(args.replay, "domain")]
+    task = pack(tok, domain + chats, cfg.seq_len)
+    general = pack(tok, texts(f"{args.replay}/buffer/general.jsonl"), cfg.seq_len)
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     draw_task, draw_general = Sampler(len(task), run.seed), Sampler(len(general), run.seed + 1)
 
@@ -109,7 +111,7 @@ def main(argv=None) -> None:
         return kd_loss(s_logits, t_logits, batch["labels"], cfg.temperature, cfg.kd_weight)
 
     history = train_loop("distill", student, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
-                         fingerprint=fingerprint(cfg, args.dapt, args.sft, args.data))
+                         fingerprint=fingerprint(cfg, args.dapt, args.sft, args.replay))
 
     student.config.use_cache = True
     with atomic_dir(args.out) as tmp:
@@ -118,8 +120,7 @@ def main(argv=None) -> None:
                            f"({n_s / 1e6:.1f}M parameters), trained on the teacher's logits.",
                       stage="distill", params={"distill": params.as_dict(cfg)},
                       parents={"dapt": args.dapt, "sft": args.sft},
-                      data={"domain": f"{args.data}/domain/train.jsonl", "sft": f"{args.data}/sft/train.jsonl",
-                            "general": f"{args.data}/general/train.jsonl"},
+                      data={"new": f"{args.replay}/new", "replay": f"{args.replay}/buffer"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(args.dapt),
                       extra={"teacher_layers_kept": keep, "parameters": {"teacher": n_t, "student": n_s},
                              "final_loss": history[-1]["loss"]})

@@ -1,13 +1,14 @@
-"""fisher: the champion's diagonal Fisher information on general text, for EWC.
+"""fisher: the champion's diagonal Fisher information on what it should keep, for EWC.
 
     python -m stages fisher --params params.yaml --base models/base --champion models/champion \
-        --data data/prepared --out models/fisher
+        --replay data/replay --out models/fisher
 
 F_i = E[(d log p(x) / d theta_i)^2], estimated from single-sequence gradients
-of the champion on general held-in text, for the weights sft adapts with LoRA
+of the champion on the replay buffer (general text and the earlier sources'
+domain text: what the champion knew before this cycle), for the weights sft adapts with LoRA
 (sft.target_modules). sft's EWC penalty keeps those weights near the champion
-where F says they matter for general text. It reruns only when the champion,
-the general data or these params change.
+where F says they matter for that text. It reruns only when the champion,
+the replay buffer or these params change.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .core.io import atomic_dir
 from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.champion import teacher_or_base
-from .models.batches import pack, Sampler, texts
+from .models.batches import pack, replay_texts, Sampler
 from .models.lineage import write_lineage
 
 
@@ -53,7 +54,7 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--base", required=True)
     ap.add_argument("--champion", required=True)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--replay", required=True, help="the replay stage's folder")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -62,7 +63,7 @@ def main(argv=None) -> None:
     seed_everything(run.seed, run.threads)
     champion = teacher_or_base(args.champion, args.base)
     tok, model = modeling.load_tokenizer(champion), modeling.load_model(champion)
-    general = pack(tok, texts(f"{args.data}/general/train.jsonl"), cfg.seq_len)
+    general = pack(tok, replay_texts(args.replay), cfg.seq_len)
     blocks = general[Sampler(len(general), run.seed).take(min(cfg.samples, len(general)))]
     weights = target_weights(model, sft.target_modules)
     if not weights:
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
                   metadata={"champion": str(champion), "samples": str(len(blocks))})
         write_lineage(tmp, name=args.out, stage="fisher",
                       params={"fisher": params.as_dict(cfg), "sft.target_modules": sft.target_modules},
-                      parents={"champion": champion}, data={"general": f"{args.data}/general/train.jsonl"},
+                      parents={"champion": champion}, data={"replay": f"{args.replay}/buffer"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(champion),
                       extra={"fisher_sum": total})
     log("fisher", f"wrote {args.out} in {time.time() - started:.0f}s (sum of F = {total:.3e})")

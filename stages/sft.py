@@ -1,12 +1,13 @@
 """sft: LoRA supervised fine-tuning on instruction data, with replay and EWC.
 
     python -m stages sft --params params.yaml --dapt models/dapt --base models/base \
-        --champion models/champion --fisher models/fisher --data data/prepared \
+        --champion models/champion --fisher models/fisher --replay data/replay \
         --gate reports/gates/dapt.json --out models/sft --history reports/train/sft.json
 
-The adapted model is dapt + LoRA (peft). Loss is on the assistant's final reply
-only; the prompt and chat scaffolding carry none. Against forgetting, each batch
-mixes in general text (replay) and the loss adds EWC:
+The adapted model is dapt + LoRA (peft), trained on the newest drop's
+instruction pairs and the replay buffer's earlier ones. Loss is on the
+assistant's final reply only; the prompt and chat scaffolding carry none.
+Against forgetting, each batch mixes in replay-buffer text and the loss adds EWC:
     lambda/2 * sum_i F_i (theta_i - theta_champion_i)^2
 over the LoRA-adapted weights, with F from the fisher stage. With
 sft.load_in_8bit the frozen base is held in 8 bits (bitsandbytes).
@@ -25,7 +26,7 @@ from .core.io import atomic_dir, write_json
 from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.champion import teacher_or_base
-from .models.batches import chat_example, collate, conversations, pack, Sampler, texts
+from .models.batches import chat_example, collate, cycle_conversations, pack, replay_texts, Sampler
 from .models.gates import require_pass
 from .models.lineage import write_lineage
 from .models.losses import ewc_penalty, masked_lm_loss, replay_rows
@@ -54,7 +55,7 @@ def lora_modules(model) -> dict[str, torch.nn.Module]:
 
 
 def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Path, fisher_dir: Path,
-          data: str, checkpoint: Path | None = None) -> tuple[object, object, list[dict]]:
+          replay: str, checkpoint: Path | None = None) -> tuple[object, object, list[dict]]:
     """dapt + a LoRA adapter trained on the instruction data: (peft model, tokenizer, history)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -82,8 +83,8 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
     offsets = {k: now[k] - ref[k] for k in layers}
     del ref, now
 
-    examples = [chat_example(tok, conv, cfg.seq_len) for conv in conversations(f"{data}/sft/train.jsonl")]
-    general = pack(tok, texts(f"{data}/general/train.jsonl"), cfg.seq_len)
+    examples = [chat_example(tok, conv, cfg.seq_len) for conv in cycle_conversations(replay)]
+    general = pack(tok, replay_texts(replay), cfg.seq_len)
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     draw_sft, draw_general = Sampler(len(examples), run.seed), Sampler(len(general), run.seed + 1)
     log("sft", f"{len(examples)} instruction examples, {len(general)} replay blocks; "
@@ -104,14 +105,14 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
         return lm + cfg.ewc_lambda / 2 * ewc, {"lm": lm.item(), "ewc": ewc.item()}
 
     history = train_loop("sft", model, cfg, next_batch, compute_loss, checkpoint=checkpoint,
-                         fingerprint=fingerprint(cfg, dapt, champion, fisher_dir, data))
+                         fingerprint=fingerprint(cfg, dapt, champion, fisher_dir, replay))
     return model, tok, history
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    for name in ("dapt", "base", "champion", "fisher", "data", "gate", "out", "history"):
+    for name in ("dapt", "base", "champion", "fisher", "replay", "gate", "out", "history"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args(argv)
 
@@ -120,17 +121,17 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
     dapt, champion = Path(args.dapt), teacher_or_base(args.champion, args.base)
-    model, tok, history = train(cfg, run, dapt, champion, Path(args.fisher), args.data, checkpoint_dir(args.out))
+    model, tok, history = train(cfg, run, dapt, champion, Path(args.fisher), args.replay, checkpoint_dir(args.out))
 
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         modeling.point_adapter_at(tmp, dapt)
         write_lineage(tmp, name=args.out, card="LoRA adapter (peft) for the dapt model, fine-tuned on instruction data with loss on the "
-                           "reply only, replay of general text and an EWC penalty towards the champion.",
+                           "reply only, replay of earlier and general text and an EWC penalty towards the champion.",
                       library="peft", stage="sft", params={"sft": params.as_dict(cfg)},
                       parents={"dapt": dapt, "champion": champion, "fisher": args.fisher},
-                      data={"sft": f"{args.data}/sft/train.jsonl", "general": f"{args.data}/general/train.jsonl"},
+                      data={"sft": f"{args.replay}/new/sft.jsonl", "replay": f"{args.replay}/buffer"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(dapt),
                       extra={"final_loss": history[-1]["loss"], "adapter_of": str(dapt)})
     discard_checkpoint(args.out)

@@ -105,3 +105,13 @@ def prepared(tmp_path_factory, tiny_params_file) -> Path:
     prepare.main(["--params", str(tiny_params_file), "--seed", str(root / "seed"), "--drops", str(root / "drops"),
                   "--out", str(root / "prepared")])
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def replayed(tmp_path_factory, tiny_params_file, prepared) -> Path:
+    """The replay stage's folder (new/ and buffer/) for the prepared sample."""
+    from stages import replay
+
+    out = tmp_path_factory.mktemp("replay") / "replay"
+    replay.main(["--params", str(tiny_params_file), "--data", str(prepared), "--out", str(out)])
+    return out

@@ -21,7 +21,7 @@ from .conftest import ROOT
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dapt", "--sft", "--fisher",
-               "--student", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
+               "--student", "--replay", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
                "--quantize", "--sources", "--pii"}
 OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report"}
 NOT_DVC = {"--audit-log"}  # the append-only audit trail lives outside the DAG, like the champion

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages import dapt, distill, fisher, quantize, sft
+from stages import dapt, distill, fisher, quantize, replay, sft
 from stages.core import params
 from stages.core.io import read_json, sha256_tree, write_json
 from stages.models import modeling
@@ -41,6 +41,7 @@ def work(tmp_path_factory, tiny_base, prepared):
     write_params(root / "params.yaml", p)
     write_json(root / "pass.json", {"verdict": "pass"})
     (root / "champion").mkdir()
+    replay.main(["--params", str(root / "params.yaml"), "--data", str(root / "prepared"), "--out", str(root / "replay")])
     return root
 
 
@@ -48,7 +49,7 @@ def work(tmp_path_factory, tiny_base, prepared):
 def dapt_model(work, tiny_base, prepared):
     out = work / "dapt"
     dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-               str(work / "champion"), "--data", str(prepared), "--data-gate", str(work / "pass.json"),
+               str(work / "champion"), "--replay", str(work / "replay"), "--data-gate", str(work / "pass.json"),
                "--out", str(out), "--history", str(work / "dapt_history.json")])
     return out
 
@@ -57,10 +58,10 @@ def dapt_model(work, tiny_base, prepared):
 def sft_adapter(work, tiny_base, dapt_model):
     prepared = work / "prepared"
     fisher.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-                 str(work / "champion"), "--data", str(prepared), "--out", str(work / "fisher")])
+                 str(work / "champion"), "--replay", str(work / "replay"), "--out", str(work / "fisher")])
     out = work / "sft"
     sft.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--base", str(tiny_base),
-              "--champion", str(work / "champion"), "--fisher", str(work / "fisher"), "--data", str(prepared),
+              "--champion", str(work / "champion"), "--fisher", str(work / "fisher"), "--replay", str(work / "replay"),
               "--gate", str(work / "pass.json"), "--out", str(out), "--history", str(work / "sft_history.json")])
     return out
 
@@ -119,7 +120,7 @@ def test_sft_moves_only_lora_weights_in_memory(work, tiny_base, dapt_model):
     """After training, every weight of the model that is not LoRA equals dapt's: the base stays frozen."""
     run, cfg = params.load(work / "params.yaml", "run", "sft")
     cfg = cfg.model_copy(update={"steps": 4})
-    model, _, _ = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "prepared"))
+    model, _, _ = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"))
     frozen = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p
               for n, p in model.named_parameters() if "lora_" not in n}
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
@@ -148,7 +149,7 @@ def test_sft_loss_falls_on_the_assistant_reply_only(tiny_base):
 def student(work, dapt_model, sft_adapter, prepared):
     out = work / "student"
     distill.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--sft", str(sft_adapter),
-                  "--data", str(prepared), "--gate", str(work / "pass.json"), "--out", str(out),
+                  "--replay", str(work / "replay"), "--gate", str(work / "pass.json"), "--out", str(out),
                   "--history", str(work / "distill_history.json")])
     return out
 
@@ -206,13 +207,13 @@ def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared
     write_json(work / "fail.json", {"verdict": "fail", "reason": "domain_ppl too high"})
     with pytest.raises(SystemExit, match="domain_ppl too high"):
         dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-                   str(work / "champion"), "--data", str(prepared), "--data-gate", str(work / "fail.json"),
+                   str(work / "champion"), "--replay", str(work / "replay"), "--data-gate", str(work / "fail.json"),
                    "--out", str(work / "never"), "--history", str(work / "never.json")])
     assert not (work / "never").exists()
 
 
 def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
-        tmp_path, tiny_base, prepared, tiny_params_file, monkeypatch):
+        tmp_path, tiny_base, replayed, tiny_params_file, monkeypatch):
     from stages.models import train
     from stages.models.train import checkpoint_dir
 
@@ -221,7 +222,7 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
 
     def run_dapt(out):
         dapt.main(["--params", str(tiny_params_file), "--base", str(tiny_base), "--champion",
-                   str(tmp_path / "champion"), "--data", str(prepared), "--data-gate", str(tmp_path / "pass.json"),
+                   str(tmp_path / "champion"), "--replay", str(replayed), "--data-gate", str(tmp_path / "pass.json"),
                    "--out", str(out), "--history", str(out.with_suffix(".json"))])
 
     run_dapt(tmp_path / "whole")

@@ -15,7 +15,8 @@ import yaml
 from faker import Faker
 
 from stages.core import audit_log
-from stages.core.io import read_json, sha256_tree
+from stages.core.io import read_json, read_jsonl, sha256_tree
+from stages.models.losses import lr_at
 
 from .conftest import copy_repo, env, run
 
@@ -117,6 +118,22 @@ def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle1, dro
     assert {"champion-1", "champion-2"} <= tags(repo)
     verdict = read_json(repo / "reports/gates/onnx.json")
     assert any(f["ref"] == "shipped" for f in verdict["findings"]), "the shipped model is gated against the champion's"
+    # The cycle learns drop 2 and replays the seed and drop 1 from a buffer versioned with each cycle.
+    manifest = read_json(repo / "data/replay/manifest.json")
+    assert manifest["newest"] == "2026-W41" and manifest["earlier"] == ["seed", "2026-W40"]
+    assert {r["source"] for r in read_jsonl(repo / "data/replay/new/domain.jsonl")} == {"2026-W41"}
+    assert "2026-W40" in {r["source"] for r in read_jsonl(repo / "data/replay/buffer/domain.jsonl")}
+    assert lineage["data"]["domain"]["path"] == "data/replay/new/domain.jsonl"
+    assert audit_log.entries(repo / LOG)[-1]["replay"] == manifest["sha256"], "the promotion names its replay buffer"
+    locked = [yaml.safe_load(run(["git", "show", f"{t}:dvc.lock"], repo).stdout)["stages"]["replay"]["outs"][0]
+              for t in ("champion-1", "champion-2")]
+    assert locked[0]["path"] == "data/replay" and locked[0]["md5"] != locked[1]["md5"]
+    # The learning rate warms up and decays again: cycle 2 runs the whole schedule, as cycle 1 did.
+    cfg = yaml.safe_load((repo / "params.yaml").read_text())["dapt"]
+    schedule = [lr_at(s, cfg["steps"], cfg["warmup_steps"], cfg["lr"], cfg["lr_floor"]) for s in range(cfg["steps"])]
+    for tag in ("champion-1", "champion-2"):
+        history = json.loads(run(["git", "show", f"{tag}:reports/train/dapt.json"], repo).stdout)
+        assert [h["lr"] for h in history] == pytest.approx(schedule) and schedule[-1] < schedule[0]
 
 
 def test_a_cycle_that_fails_a_gate_is_refused_and_the_champion_stays(repo, cycle1, drops):

@@ -169,6 +169,20 @@ class ValidateConfig(Section):
         return out
 
 
+class ReplayConfig(Section):
+    section = "replay"
+    max_records: dict[str, int]
+
+    def problems(self) -> list[str]:
+        out = [f"replay.max_records.{r}: unknown role; use one of {', '.join(ROLES)}"
+               for r in self.max_records if r not in ROLES]
+        missing = [r for r in ROLES if r not in self.max_records]
+        if missing:
+            out.append(f"replay.max_records: give a cap for {', '.join(missing)} too")
+        out += [f"replay.max_records.{r}: must be >= 1" for r, n in self.max_records.items() if n < 1]
+        return out
+
+
 class TrainConfig(Section):
     """The knobs every training stage (dapt, sft, distill) has."""
 
@@ -392,7 +406,7 @@ class GatesConfig(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {cls.section: cls for cls in (
-    RunConfig, BaseConfig, PrepareConfig, PiiConfig, ValidateConfig, DaptConfig, FisherConfig, SftConfig,
+    RunConfig, BaseConfig, PrepareConfig, PiiConfig, ValidateConfig, ReplayConfig, DaptConfig, FisherConfig, SftConfig,
     DistillConfig, QuantizeConfig, EvalConfig, GatesConfig, PromoteConfig)}
 
 # --------------------------------------------------------------------------- #

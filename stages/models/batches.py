@@ -22,6 +22,27 @@ def conversations(path: str | Path) -> list[list[dict]]:
     return [r["messages"] for r in read_jsonl(path)]
 
 
+def replay_texts(replay: str | Path) -> list[str]:
+    """The replay buffer's text (general, then the earlier sources' domain text), from the replay stage's folder."""
+    return texts(Path(replay) / "buffer" / "general.jsonl") + texts(Path(replay) / "buffer" / "domain.jsonl")
+
+
+def cycle_records(replay: str | Path, role: str) -> list[dict]:
+    """A role's records of the cycle: the newest source's, then the replayed earlier ones, each once."""
+    seen, out = set(), []
+    for name in (f"new/{role}.jsonl", f"buffer/{role}.jsonl"):
+        for r in read_jsonl(Path(replay) / name):
+            if r["id"] not in seen:
+                seen.add(r["id"])
+                out.append(r)
+    return out
+
+
+def cycle_conversations(replay: str | Path) -> list[list[dict]]:
+    """The cycle's instruction conversations, new and replayed."""
+    return [r["messages"] for r in cycle_records(replay, "sft")]
+
+
 def pack(tok, docs: list[str], seq_len: int) -> torch.Tensor:
     """Concatenate documents (each ended by EOS) and cut into [n, seq_len] blocks."""
     ids: list[int] = []

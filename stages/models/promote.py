@@ -51,6 +51,7 @@ class Layout:
     data_gate: Path
     summary: Path
     manifest: Path
+    replay: Path
     audit_log: Path
 
 
@@ -80,6 +81,7 @@ def layout(root: Path) -> Layout:
         verdicts={m: root / a["--verdict"][0] for m, a in gates.items()},
         data_gate=root / by_module["validate"][0]["--out"][0], summary=root / by_module["audit"][0]["--out"][0],
         manifest=root / by_module["prepare"][0]["--out"][0] / "manifest.json",
+        replay=root / by_module["replay"][0]["--out"][0] / "manifest.json",
         audit_log=root / gates["dapt"]["--audit-log"][0])
 
 
@@ -180,6 +182,7 @@ def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None,
         "verdicts": {p.stem: sha256_file(p) for p in sorted((out / champ.VERDICTS).glob("*.json"))},
         "metrics": {name: read_json(path)["metrics"] for name, path in lay.verdicts.items()},
         "drop": drop, "data": {f: i["sha256"] for f, i in manifest["inputs"].items()},
+        "replay": read_json(lay.replay)["sha256"] if lay.replay.is_file() else {},
         "previous": {"cycle": previous["cycle"], "run_id": previous["run_id"]} if previous else None,
         "real": all(read_json(p).get("real", True) for p in lay.verdicts.values()),
     }
@@ -287,7 +290,7 @@ def log_promotion(log: Path, champion: Path, record: dict) -> dict:
         log, "promotion", run_id=record["run_id"], cycle=record["cycle"], week=record["week"], drop=record["drop"],
         teacher_sha256=record["teacher_sha256"], shipped_sha256=record["shipped_sha256"],
         champion_sha256=sha256_tree(champion), verdicts=record["verdicts"], data=record["data"],
-        previous=record["previous"])
+        replay=record.get("replay", {}), previous=record["previous"])
 
 
 def commit(root: Path, outcome: Outcome, message: str, paths: list[str]) -> str:
