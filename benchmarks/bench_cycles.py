@@ -1,0 +1,141 @@
+"""Weekly cycles end to end: the seed champion, then three real drops through `ratchet update`, in a scratch clone.
+
+    python benchmarks/bench_cycles.py --work /tmp/cycles            # the real model: about 20 minutes a cycle
+    python benchmarks/bench_cycles.py --work /tmp/cycles-tiny --tiny  # the tiny test profile: the mechanics only
+
+Clones the committed HEAD of this repository into <work>/repo (the drops never
+touch this checkout), declares the drops of benchmarks/make_drops.py in
+data/sources.yaml, and then runs, one after another:
+
+  cycle 0   dvc repro on the seed, then `ratchet promote` (the seed champion)
+  cycle 1-3 `ratchet update --drop <drop> --week <week>` for numpy, pallets, stdlib
+
+After each cycle it scores the champion's shipped int8 model with the gates'
+lm-eval suite on each source's domain held-out text so far (backward transfer
+shows as a rising perplexity on an earlier source) and on the general held-out
+text, and prints one table: outcome and why, wall time, perplexities. The rows
+also go to <work>/cycles.json; each cycle's full log to <work>/cycle-N.log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import make_drops  # noqa: E402
+from stages.core import params, runtime  # noqa: E402
+from stages.core.io import read_jsonl, write_json, write_jsonl  # noqa: E402
+
+PY = sys.executable
+
+
+def sh(cmd: list[str], cwd: Path, log: Path) -> tuple[int, float, str]:
+    """Run a command, appending its output to `log`; (exit code, seconds, output)."""
+    env = {**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}"}
+    started = time.time()
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n{r.stdout}{r.stderr}\n[exit {r.returncode}]\n")
+    return r.returncode, time.time() - started, r.stdout + r.stderr
+
+
+def setup(repo: Path, tiny: bool) -> None:
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    if tiny:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import tiny_params, write_params  # the test profile, merged into params.yaml
+        write_params(repo / "params.yaml", tiny_params())
+    with open(repo / "data/sources.yaml", "a") as f:
+        f.write("".join(make_drops.sources_yaml(n, s) for n, s in make_drops.DROPS.items()))
+    subprocess.run("git add -A && git commit -qm 'Declare the benchmark drops'", shell=True, cwd=repo, check=True)
+
+
+def per_source(repo: Path) -> dict[str, float]:
+    """The champion's shipped model: domain word perplexity per source's held-out text, and general."""
+    from stages.models.evaluate import run_suite
+
+    shipped = repo / "models/champion/onnx"
+    if not shipped.is_dir():
+        return {}
+    cfg = params.load(repo / "params.yaml", "eval")[0]
+    heldout = {role: list(read_jsonl(repo / f"data/prepared/{role}/heldout.jsonl")) for role in ("domain", "general")}
+    by_source: dict[str, list[dict]] = {}
+    for r in heldout["domain"]:
+        by_source.setdefault(r["source"], []).append(r)
+    out = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for source, docs in [*by_source.items(), ("general", None)]:
+            data = Path(scratch) / source
+            # score one role per call: the other gets a single document
+            write_jsonl(data / "domain/heldout.jsonl", docs or heldout["domain"][:1])
+            write_jsonl(data / "general/heldout.jsonl", heldout["general"] if docs is None else heldout["general"][:1])
+            metrics = run_suite("onnx", str(shipped), str(data), cfg)["metrics"]
+            out[source] = metrics["general_ppl" if docs is None else "domain_ppl"]
+    return out
+
+
+def why(output: str) -> str:
+    """The outcome line a scheduler's log shows, and the first reason under it."""
+    lines = [l.strip() for l in output.splitlines()]
+    head = next((l for l in lines if l.startswith(("PROMOTED", "REFUSED"))), None)
+    if head is None:
+        return next((l for l in reversed(lines) if l), "no output")
+    reasons = [l for l in lines[lines.index(head) + 1:] if l.startswith("- ")]
+    return head + (f" {reasons[0]}" if reasons else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True, help="scratch folder (replaced)")
+    ap.add_argument("--tiny", action="store_true", help="the tiny test profile: checks the mechanics in minutes")
+    args = ap.parse_args()
+    runtime.start()
+    work = Path(args.work).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    repo, drops = work / "repo", work / "drops"
+    make_drops.main(["--out", str(drops)])
+    setup(repo, args.tiny)
+
+    rows = []
+    log = work / "cycle-0.log"
+    rc, t_repro, out = sh([PY, "-m", "dvc", "repro"], repo, log)
+    if rc == 0:
+        rc, t_promote, out = sh([PY, "-m", "stages.cli", "promote"], repo, log)
+        t_repro += t_promote
+    rows.append({"cycle": 0, "drop": "seed", "week": None, "exit": rc, "outcome": why(out),
+                 "wall_s": round(t_repro), "ppl": per_source(repo)})
+    print(json.dumps(rows[-1]), flush=True)
+    for n, (name, spec) in enumerate(make_drops.DROPS.items(), 1):
+        log = work / f"cycle-{n}.log"
+        rc, seconds, out = sh([PY, "-m", "stages.cli", "update", "--drop", str(drops / name), "--week", spec["week"]],
+                              repo, log)
+        rows.append({"cycle": n, "drop": name, "week": spec["week"], "exit": rc, "outcome": why(out),
+                     "wall_s": round(seconds), "ppl": per_source(repo)})
+        print(json.dumps(rows[-1]), flush=True)
+    write_json(work / "cycles.json", rows)
+
+    sources = {"seed": "seed", **{spec["week"]: name for name, spec in make_drops.DROPS.items()}}
+    print(f"\n{'cycle':>5} {'drop':8} {'exit':>4} {'wall s':>7} " + " ".join(f"{s:>9}" for s in sources.values())
+          + f" {'general':>9}  outcome")
+    for r in rows:
+        cells = " ".join(f"{r['ppl'][s]:9.1f}" if s in r["ppl"] else f"{'-':>9}" for s in sources)
+        general = f"{r['ppl']['general']:9.1f}" if "general" in r["ppl"] else f"{'-':>9}"
+        print(f"{r['cycle']:>5} {r['drop']:8} {r['exit']:>4} {r['wall_s']:>7} {cells} {general}  {r['outcome']}")
+    print("\nperplexities: word perplexity of the champion's shipped int8 model after the cycle, on each source's "
+          "domain held-out text (seed and drops so far) and on the general held-out text")
+
+
+if __name__ == "__main__":
+    main()
