@@ -14,7 +14,7 @@ from .conftest import copy_repo, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"base", "prepare", "validate", "datasheets", "gate_champion", "gate_shipped", "dapt", "gate_dapt", "fisher", "sft",
+STAGES = {"base", "prepare", "validate", "datasheets", "replay", "gate_champion", "gate_shipped", "dapt", "gate_dapt", "fisher", "sft",
           "gate_sft", "distill", "gate_student", "quantize", "gate_onnx", "audit"}
 REPORTS = {
     "data/validation.json", "gates/champion.json", "gates/shipped.json", "metrics/shipped.json", "gates/dapt.json",
