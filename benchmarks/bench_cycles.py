@@ -133,6 +133,8 @@ def main() -> None:
         cells = " ".join(f"{r['ppl'][s]:9.1f}" if s in r["ppl"] else f"{'-':>9}" for s in sources)
         general = f"{r['ppl']['general']:9.1f}" if "general" in r["ppl"] else f"{'-':>9}"
         print(f"{r['cycle']:>5} {r['drop']:8} {r['exit']:>4} {r['wall_s']:>7} {cells} {general}  {r['outcome']}")
+    if args.tiny:
+        print("\ntiny test profile: random weights, the mechanics only; no number here is a real result")
     print("\nperplexities: word perplexity of the champion's shipped int8 model after the cycle, on each source's "
           "domain held-out text (seed and drops so far) and on the general held-out text")
 
