@@ -4,13 +4,17 @@
         --replay data/replay --gate reports/gates/sft.json --out models/student \
         --history reports/train/distill.json
 
-Teacher: dapt + the sft LoRA adapter, merged. Student: the teacher with a
-contiguous block of middle layers removed (the first and last layers of a
-decoder matter most; dropping a middle block loses far less than dropping every
-k-th layer), same tokenizer, initialised from the teacher's weights. Training
-minimises kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * CE
+Teacher: dapt + the sft LoRA adapter, merged. Student: the teacher with some
+layers removed, same tokenizer, initialised from the teacher's weights. Which
+layers go is measured on the teacher (distill.layer_choice, see layers_to_keep):
+by default the contiguous block whose removal changes the residual stream
+least, in angular distance. Training minimises
+    kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * CE
 on the cycle's domain text and instruction conversations (new and replayed),
-with replay of general text.
+with replay of general text. Every batch is fixed up front, so with
+distill.teacher_topk the teacher runs once over the blocks the run will use and
+keeps only its top-k log-probs (plus the tail mass); training then runs the
+student alone.
 """
 from __future__ import annotations
 
@@ -27,26 +31,94 @@ from .models import modeling
 from .models.batches import cycle_conversations, cycle_records, pack, Sampler, texts
 from .models.gates import require_pass
 from .models.lineage import write_lineage
-from .models.losses import kd_loss, replay_rows
+from .models.losses import kd_loss, replay_rows, topk_kd_loss
 from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
 
 
-def layers_to_keep(n_teacher: int, cfg: params.DistillConfig) -> list[int]:
-    """Explicit distill.keep_layers, or the first and last layers around a dropped middle block."""
+@torch.inference_mode()
+def layer_similarity(model, blocks: torch.Tensor, batch_size: int = 4) -> dict[str, torch.Tensor]:
+    """Mean cosine and angular distance arccos(cos)/pi between the residual states h_i and h_j, 0 <= i, j <= L.
+
+    h_0 enters layer 0 (the embeddings), h_{i+1} leaves layer i, before the final norm (forward
+    hooks; the model's own hidden_states apply the norm to the last one). Averaged over every
+    token but the first, whose state is an attention-sink outlier.
+    """
+    layers = model.model.layers
+    n = len(layers)
+    states: list = [None] * (n + 1)
+
+    def grab(i):
+        def hook(_module, _inputs, out):
+            states[i] = (out[0] if isinstance(out, tuple) else out).float()
+        return hook
+
+    handles = [model.model.embed_tokens.register_forward_hook(grab(0))]
+    handles += [layer.register_forward_hook(grab(i + 1)) for i, layer in enumerate(layers)]
+    cos, angle, count = torch.zeros(n + 1, n + 1, dtype=torch.float64), torch.zeros(n + 1, n + 1, dtype=torch.float64), 0
+    try:
+        for b in range(0, len(blocks), batch_size):
+            model(input_ids=blocks[b:b + batch_size])
+            h = torch.stack([torch.nn.functional.normalize(x[:, 1:], dim=-1) for x in states]).flatten(1, 2)
+            for i in range(n + 1):
+                c = (h[i:i + 1] * h).sum(-1).clamp(-1, 1)
+                cos[i] += c.sum(-1).double()
+                angle[i] += (torch.arccos(c) / torch.pi).sum(-1).double()
+            count += h.shape[1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"cos": cos / count, "angle": angle / count}
+
+
+def layers_to_keep(n_teacher: int, cfg: params.DistillConfig, sim: dict | None = None) -> tuple[list[int], dict]:
+    """The teacher layers the student keeps, and the scores behind the choice.
+
+    keep_layers: exactly those. Otherwise student_layers of them, by layer_choice:
+      first_last       the first and last layers around a dropped middle block
+      angular          drop the contiguous block whose input and output states are closest in
+                       angular distance (Gromov et al., 2024); the last layer always stays
+      block_influence  drop the layers that change their input least, 1 - cos(h_i, h_i+1)
+                       (ShortGPT, Men et al., 2024)
+    """
     if cfg.keep_layers:
         keep = sorted(set(cfg.keep_layers))
         if keep[-1] >= n_teacher:
             raise SystemExit(f"distill.keep_layers: teacher has layers 0..{n_teacher - 1}, got {keep[-1]}")
-    else:
-        n = cfg.student_layers
-        if not 2 <= n < n_teacher:
-            raise SystemExit(f"distill.student_layers: must be in [2, {n_teacher - 1}] for a "
-                             f"{n_teacher}-layer teacher, got {n}")
+        return keep, {"choice": "keep_layers"}
+    n = cfg.student_layers
+    if not 2 <= n < n_teacher:
+        raise SystemExit(f"distill.student_layers: must be in [2, {n_teacher - 1}] for a "
+                         f"{n_teacher}-layer teacher, got {n}")
+    drop = n_teacher - n
+    if cfg.layer_choice == "first_last":
         head = (n + 1) // 2
-        keep = list(range(head)) + list(range(n_teacher - (n - head), n_teacher))
-    if len(keep) >= n_teacher:
-        raise SystemExit("distill: the student must have fewer layers than the teacher")
-    return keep
+        return list(range(head)) + list(range(n_teacher - (n - head), n_teacher)), {"choice": "first_last"}
+    if cfg.layer_choice == "angular":
+        distance = [float(sim["angle"][s, s + drop]) for s in range(n_teacher - drop)]  # block s..s+drop-1
+        start = min(range(len(distance)), key=distance.__getitem__)
+        return ([i for i in range(n_teacher) if not start <= i < start + drop],
+                {"choice": "angular", "block_start": start, "angular_distance": [round(d, 5) for d in distance]})
+    influence = [float(1 - sim["cos"][i, i + 1]) for i in range(n_teacher)]
+    dropped = sorted(range(n_teacher), key=influence.__getitem__)[:drop]
+    return ([i for i in range(n_teacher) if i not in dropped],
+            {"choice": "block_influence", "block_influence": [round(x, 5) for x in influence]})
+
+
+def teacher_topk(teacher, blocks: torch.Tensor, k: int, temperature: float, bf16: bool,
+                 batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's top-k next-token log-probs at temperature T for every position of every block, once.
+
+    idx int32 and logp fp16, [blocks, seq_len - 1, k]: position s predicts token s + 1, as logits[:, :-1].
+    """
+    n, width = blocks.shape
+    idx = torch.empty(n, width - 1, k, dtype=torch.int32)
+    logp = torch.empty(n, width - 1, k, dtype=torch.float16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for b in range(0, n, batch_size):
+            logits = teacher(input_ids=blocks[b:b + batch_size]).logits[:, :-1]
+            top = (logits.float() / temperature).log_softmax(-1).topk(k, dim=-1)
+            idx[b:b + batch_size], logp[b:b + batch_size] = top.indices.int(), top.values.half()
+    return idx, logp
 
 
 def student_from(teacher, keep: list[int]):
@@ -87,27 +159,60 @@ def main(argv=None) -> None:
     teacher = modeling.load_sft_merged(args.sft, args.dapt).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    keep = layers_to_keep(teacher.config.num_hidden_layers, cfg)
-    student = student_from(teacher, keep)
-    student.config.use_cache = False
-    n_t, n_s = (sum(p.numel() for p in m.parameters()) for m in (teacher, student))
-    log("distill", f"student keeps teacher layers {keep}: {n_s / 1e6:.1f}M of {n_t / 1e6:.1f}M parameters")
 
+    # Every batch of the run, fixed up front: row indices into task blocks, then replay blocks.
     chats = [tok.apply_chat_template(c, tokenize=False) for c in cycle_conversations(args.replay)]
     domain = [r["text"] for r in cycle_records(args.replay, "domain")]
     task = pack(tok, domain + chats, cfg.seq_len)
     general = pack(tok, texts(f"{args.replay}/buffer/general.jsonl"), cfg.seq_len)
+    blocks = torch.cat([task, general])
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     draw_task, draw_general = Sampler(len(task), run.seed), Sampler(len(general), run.seed + 1)
+    schedule = [draw_task.take(cfg.batch_size - n_replay) + [len(task) + j for j in draw_general.take(n_replay)]
+                for _ in range(cfg.steps)]
+    used = sorted({r for rows in schedule for r in rows})
+
+    n_teacher = teacher.config.num_hidden_layers
+    sim = None
+    if not cfg.keep_layers and cfg.layer_choice != "first_last":
+        t = time.time()
+        sim = layer_similarity(teacher, blocks[used[:: max(1, len(used) // cfg.importance_blocks)][:cfg.importance_blocks]])
+        log("distill", f"layer similarity of the teacher on {cfg.importance_blocks} training blocks in {time.time() - t:.0f}s")
+    keep, scores = layers_to_keep(n_teacher, cfg, sim)
+    student = student_from(teacher, keep)
+    student.config.use_cache = False
+    n_t, n_s = (sum(p.numel() for p in m.parameters()) for m in (teacher, student))
+    log("distill", f"student keeps teacher layers {keep} ({scores['choice']}): {n_s / 1e6:.1f}M of {n_t / 1e6:.1f}M "
+                   f"parameters")
+
+    cache = {}
+    if cfg.teacher_topk:
+        t = time.time()
+        idx, logp = teacher_topk(teacher, blocks[used], cfg.teacher_topk, cfg.temperature, cfg.bf16)
+        slot = {r: i for i, r in enumerate(used)}
+        tail = float((1 - logp.float().exp().sum(-1)).clamp(min=0).mean())
+        cache = {"rows": len(used), "k": cfg.teacher_topk, "seconds": round(time.time() - t, 1),
+                 "mean_tail_mass": round(tail, 5)}
+        log("distill", f"teacher top-{cfg.teacher_topk} log-probs of {len(used)} blocks cached in {cache['seconds']}s "
+                       f"(mean probability outside the top k: {tail:.4f}); the teacher is not run again")
+        del teacher
 
     def next_batch(step):
-        ids = torch.cat([task[draw_task.take(cfg.batch_size - n_replay)], general[draw_general.take(n_replay)]])
-        return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+        rows = schedule[step]
+        ids = blocks[rows]
+        batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+        if cache:
+            at = torch.tensor([slot[r] for r in rows])
+            batch.update(t_idx=idx[at].long(), t_logp=logp[at])
+        return batch
 
     def compute_loss(model, batch):
+        s_logits = model(input_ids=batch["input_ids"]).logits
+        if cache:
+            return topk_kd_loss(s_logits, batch["t_idx"], batch["t_logp"], batch["labels"], cfg.temperature,
+                                cfg.kd_weight)
         with torch.no_grad():
             t_logits = teacher(input_ids=batch["input_ids"]).logits
-        s_logits = model(input_ids=batch["input_ids"]).logits
         return kd_loss(s_logits, t_logits, batch["labels"], cfg.temperature, cfg.kd_weight)
 
     history = train_loop("distill", student, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
@@ -116,13 +221,14 @@ def main(argv=None) -> None:
     student.config.use_cache = True
     with atomic_dir(args.out) as tmp:
         modeling.save_model(student, tok, tmp)
-        write_lineage(tmp, name=args.out, card=f"Distilled student: {len(keep)} of the teacher's {teacher.config.num_hidden_layers} layers "
-                           f"({n_s / 1e6:.1f}M parameters), trained on the teacher's logits.",
+        write_lineage(tmp, name=args.out, card=f"Distilled student: {len(keep)} of the teacher's {n_teacher} layers "
+                           f"({scores['choice']}; {n_s / 1e6:.1f}M parameters), trained on the teacher's logits.",
                       stage="distill", params={"distill": params.as_dict(cfg)},
                       parents={"dapt": args.dapt, "sft": args.sft},
                       data={"new": f"{args.replay}/new", "replay": f"{args.replay}/buffer"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(args.dapt),
-                      extra={"teacher_layers_kept": keep, "parameters": {"teacher": n_t, "student": n_s},
+                      extra={"teacher_layers_kept": keep, "layer_scores": scores, "teacher_cache": cache,
+                             "parameters": {"teacher": n_t, "student": n_s},
                              "final_loss": history[-1]["loss"]})
     discard_checkpoint(args.out)
     write_json(args.history, history)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.models.losses import IGNORE, ewc_penalty, kd_loss, lr_at, masked_lm_loss, replay_rows
+from stages.models.losses import IGNORE, ewc_penalty, kd_loss, lr_at, masked_lm_loss, replay_rows, topk_kd_loss
 
 
 def test_masked_lm_loss_is_cross_entropy_when_every_token_counts():
@@ -46,6 +46,36 @@ def test_kd_loss_pulls_student_towards_teacher():
         first = parts["kl"] if first is None else first
         opt.zero_grad(); loss.backward(); opt.step()
     assert parts["kl"] < 0.1 * first
+
+
+def cached(teacher_logits: torch.Tensor, k: int, temperature: float):
+    top = (teacher_logits[:, :-1] / temperature).log_softmax(-1).topk(k, dim=-1)
+    return top.indices, top.values.half()
+
+
+def test_topk_kd_loss_is_kd_loss_when_k_covers_the_vocabulary_and_a_lower_bound_below_it():
+    torch.manual_seed(0)
+    s, t, ids = torch.randn(2, 6, 50), 3 * torch.randn(2, 6, 50), torch.randint(0, 50, (2, 6))
+    full, full_parts = kd_loss(s, t, ids, temperature=2.0, kd_weight=0.5)
+    exact, exact_parts = topk_kd_loss(s, *cached(t, 50, 2.0), ids, temperature=2.0, kd_weight=0.5)
+    assert exact_parts["kl"] == pytest.approx(full_parts["kl"], rel=2e-3) and exact_parts["ce"] == full_parts["ce"]
+    kls = [topk_kd_loss(s, *cached(t, k, 2.0), ids, 2.0, 1.0)[1]["kl"] for k in (1, 4, 16, 50)]
+    assert all(0 <= a <= b + 1e-4 for a, b in zip(kls, kls[1:])), kls  # coarser is never larger (data processing)
+    assert topk_kd_loss(t, *cached(t, 8, 2.0), ids, 2.0, 1.0)[1]["kl"] == pytest.approx(0.0, abs=2e-3)
+
+
+def test_topk_kd_loss_pulls_the_student_off_tokens_outside_the_teacher_top_k():
+    torch.manual_seed(0)
+    teacher = torch.full((1, 4, 20), -10.0)
+    teacher[..., :3] = torch.tensor([4.0, 3.0, 2.0])  # the teacher puts its mass on three tokens
+    student = torch.zeros(1, 4, 20, requires_grad=True)
+    opt = torch.optim.SGD([student], lr=2.0)
+    ids = torch.randint(0, 20, (1, 4))
+    for _ in range(300):
+        loss, _ = topk_kd_loss(student, *cached(teacher, 3, 1.0), ids, temperature=1.0, kd_weight=1.0)
+        opt.zero_grad(); loss.backward(); opt.step()
+    mass = student.detach()[:, :-1].softmax(-1)
+    assert mass[..., :3].sum(-1).min() > 0.95, "the tail bucket drains the tokens the teacher ruled out"
 
 
 def test_ewc_penalty_matches_its_formula_and_is_zero_at_the_reference():

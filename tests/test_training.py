@@ -158,9 +158,28 @@ def test_distill_builds_a_smaller_student_that_learns(work, student):
     assert {p.name for p in student.iterdir()} == MODEL_FILES
     assert read_json(student / "config.json")["num_hidden_layers"] == 2
     lineage = read_json(student / "lineage.json")
-    assert lineage["teacher_layers_kept"] == [0, 3]
+    assert len(lineage["teacher_layers_kept"]) == 2 and lineage["teacher_layers_kept"][-1] == 3
+    assert lineage["layer_scores"]["choice"] == "angular" and len(lineage["layer_scores"]["angular_distance"]) == 2
+    assert lineage["teacher_cache"]["k"] == 64 and 0 <= lineage["teacher_cache"]["mean_tail_mass"] < 1
     assert lineage["parameters"]["student"] < lineage["parameters"]["teacher"]
     assert falling(read_json(work / "distill_history.json"))
+
+
+def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work, dapt_model, sft_adapter, tmp_path):
+    """teacher_topk: 0 runs the teacher every step; a cache as wide as the vocabulary gives the same losses."""
+    p = tiny_params()
+    p["distill"].update(steps=2, log_every=1)
+    histories = {}
+    for k in (0, 49152):
+        p["distill"]["teacher_topk"] = k
+        out = tmp_path / f"student-{k}"
+        distill.main(["--params", str(write_params(tmp_path / "params.yaml", p)), "--dapt", str(dapt_model),
+                      "--sft", str(sft_adapter), "--replay", str(work / "replay"), "--gate", str(work / "pass.json"),
+                      "--out", str(out), "--history", str(tmp_path / f"h-{k}.json")])
+        histories[k] = read_json(tmp_path / f"h-{k}.json")
+        assert (read_json(out / "lineage.json")["teacher_cache"] == {}) == (k == 0)
+    live, wide = histories[0][0], histories[49152][0]
+    assert wide["ce"] == pytest.approx(live["ce"], rel=1e-3) and wide["kl"] == pytest.approx(live["kl"], rel=2e-2)
 
 
 def test_the_student_starts_as_exactly_the_teacher_layers_it_claims(dapt_model):
@@ -182,11 +201,37 @@ def test_the_student_starts_as_exactly_the_teacher_layers_it_claims(dapt_model):
 
 def test_layer_selection_keeps_the_ends_and_rejects_impossible_students():
     cfg = params.load(ROOT / "params.yaml", "distill")[0]
-    assert distill.layers_to_keep(30, cfg.model_copy(update={"student_layers": 20})) == \
-        list(range(10)) + list(range(20, 30))
-    assert distill.layers_to_keep(4, cfg.model_copy(update={"student_layers": 2, "keep_layers": [0, 2]})) == [0, 2]
+    first_last = cfg.model_copy(update={"student_layers": 20, "layer_choice": "first_last"})
+    assert distill.layers_to_keep(30, first_last)[0] == list(range(10)) + list(range(20, 30))
+    assert distill.layers_to_keep(4, cfg.model_copy(update={"student_layers": 2, "keep_layers": [0, 2]}))[0] == [0, 2]
     with pytest.raises(SystemExit, match="student_layers"):
         distill.layers_to_keep(4, cfg.model_copy(update={"student_layers": 4}))
+
+
+def test_measured_layer_choice_drops_the_layers_that_do_nothing(tiny_base):
+    """Make layers 1 and 2 of a 4-layer model the identity: both measures must find and drop exactly them."""
+    from stages.models.batches import pack
+
+    model = modeling.load_model(tiny_base).eval()
+    for i in (1, 2):
+        torch.nn.init.zeros_(model.model.layers[i].self_attn.o_proj.weight)
+        torch.nn.init.zeros_(model.model.layers[i].mlp.down_proj.weight)
+    tok = modeling.load_tokenizer(tiny_base)
+    blocks = pack(tok, ["The with statement wraps a block with a context manager's methods."] * 20, 32)
+    sim = distill.layer_similarity(model, blocks[:4])
+    assert sim["angle"][1, 3] == pytest.approx(0.0, abs=1e-3) and sim["angle"][0, 1] > 0.01
+    cfg = params.load(ROOT / "params.yaml", "distill")[0].model_copy(update={"student_layers": 2})
+    for choice in ("angular", "block_influence"):
+        keep, scores = distill.layers_to_keep(4, cfg.model_copy(update={"layer_choice": choice}), sim)
+        assert keep == [0, 3] and scores["choice"] == choice
+    # and a real choice: with other layers idle, angular moves its block with them
+    model = modeling.load_model(tiny_base).eval()
+    for i in (0, 1):
+        torch.nn.init.zeros_(model.model.layers[i].self_attn.o_proj.weight)
+        torch.nn.init.zeros_(model.model.layers[i].mlp.down_proj.weight)
+    keep, scores = distill.layers_to_keep(4, cfg.model_copy(update={"layer_choice": "angular"}),
+                                          distill.layer_similarity(model, blocks[:4]))
+    assert keep == [2, 3] and scores["block_start"] == 0
 
 
 def test_quantize_refuses_a_model_that_fails_parity(work, student, prepared, tmp_path):

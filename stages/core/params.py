@@ -259,10 +259,16 @@ class SftConfig(TrainConfig):
         return out
 
 
+LAYER_CHOICES = ("angular", "block_influence", "first_last")
+
+
 class DistillConfig(TrainConfig):
     section = "distill"
     student_layers: int
     keep_layers: list[int]
+    layer_choice: str
+    importance_blocks: int
+    teacher_topk: int
     temperature: float
     kd_weight: float
 
@@ -276,6 +282,12 @@ class DistillConfig(TrainConfig):
             if len(self.keep_layers) != self.student_layers:
                 out.append(f"distill.keep_layers: lists {len(self.keep_layers)} layers but student_layers is "
                            f"{self.student_layers}; make them agree, or set keep_layers: []")
+        if self.layer_choice not in LAYER_CHOICES:
+            out.append(f"distill.layer_choice: one of {', '.join(LAYER_CHOICES)}, got {self.layer_choice!r}")
+        if self.importance_blocks < 1:
+            out.append("distill.importance_blocks: must be >= 1")
+        if self.teacher_topk < 0:
+            out.append("distill.teacher_topk: must be >= 0 (0 runs the teacher at every step)")
         if self.temperature <= 0:
             out.append("distill.temperature: must be > 0, e.g. 2.0")
         if not 0.0 <= self.kd_weight <= 1.0:

@@ -72,3 +72,28 @@ def replay_rows(batch_size: int, replay_fraction: float) -> int:
     if replay_fraction <= 0:
         return 0
     return min(batch_size - 1, max(1, round(batch_size * replay_fraction))) if batch_size > 1 else 0
+
+
+def topk_kd_loss(student_logits: torch.Tensor, t_idx: torch.Tensor, t_logp: torch.Tensor, labels: torch.Tensor,
+                 temperature: float, kd_weight: float) -> tuple[torch.Tensor, dict]:
+    """kd_loss against a cached sparse teacher: its top-k log-probs at temperature T, plus one tail bucket.
+
+    t_idx, t_logp: [rows, seq_len - 1, k], the teacher's k most likely next tokens at every position
+    and their log-probabilities over the whole vocabulary (at T). Both distributions are coarsened
+    to those k tokens and "everything else", and the KL of the coarsened pair is taken: exact when
+    k covers the vocabulary, a lower bound of the full KL otherwise, and it still pulls the student's
+    mass off tokens the teacher ruled out (the tail bucket). Same scaling and CE mix as kd_loss.
+    """
+    mask = labels[:, 1:] != IGNORE
+    s_logp = (student_logits[:, :-1].float() / temperature).log_softmax(-1)
+    s_top = s_logp.gather(-1, t_idx)
+    t_logp = t_logp.float()
+    kl = (t_logp.exp() * (t_logp - s_top)).sum(-1)
+    if t_idx.shape[-1] < s_logp.shape[-1]:
+        p_tail = (1 - t_logp.exp().sum(-1)).clamp(min=0)  # round-off can push the top-k sum past 1
+        s_tail = s_logp.scatter(-1, t_idx, float("-inf")).logsumexp(-1)
+        kl = kl + torch.where(p_tail > 1e-6, p_tail * (p_tail.clamp(min=1e-6).log() - s_tail),
+                              torch.zeros_like(p_tail))
+    kl = kl[mask].mean() * temperature**2
+    ce = masked_lm_loss(student_logits, labels)
+    return kd_weight * kl + (1.0 - kd_weight) * ce, {"kl": kl.item(), "ce": ce.item()}
