@@ -43,7 +43,8 @@ def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression()
     gates = params.load(ROOT / "params.yaml", "gates")[0]
 
     def allowed(model, ref):  # the largest ratio a parent-to-child rule lets through
-        return min(r.max_ratio for r in gates.rules(model) if r.ref == ref and r.metric == "domain_ppl")
+        edge = min(r.max_ratio for r in gates.rules(model) if r.ref == ref and r.metric == "domain_ppl")
+        return edge * (1 - 1e-9)  # just inside it, whatever the float rounding of the ratio
 
     champion = shipped = {"domain_ppl": 100.0, "general_ppl": 100.0}
     dapt = {"domain_ppl": 100.0 * 0.97, "general_ppl": 100.0}  # a small domain gain: passes its gate
