@@ -93,10 +93,20 @@ def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
     assert out.shape[1] == ids.shape[1] + 5
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(repo / "models/onnx/model.onnx"), load_external_data=False).graph.node}
-    assert "MatMulNBits" in ops, "weights must be quantized"
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(repo / "models/onnx/model.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"MatMulNBits", "GatherBlockQuantized"} <= ops, "weights, output head and embedding must be quantized"
+    vocab, hidden = (read_json(repo / "models/onnx/config.json")[k] for k in ("vocab_size", "hidden_size"))
+    fp32 = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT
+            and numpy_helper.to_array(i).size >= vocab * hidden]  # per-block scales are 1/block_size of that
+    assert fp32 == [], f"a float copy of the vocabulary matrix is left: {fp32}"
+    head = [n for n in graph.node if n.op_type == "MatMulNBits" and any(a.name == "N" and a.i == vocab for a in n.attribute)]
+    gather = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(head) == 1 and gather[0].input[0] == head[0].input[1], "embedding and head share one int8 matrix"
     parity = read_json(repo / "reports/quantize.json")
-    assert parity["passed"] and parity["int8_mb"] < parity["fp32_mb"]
+    assert parity["passed"] and parity["int8_mb"] < parity["fp32_mb"] and parity["tokens"] >= 64
 
 
 def test_dvc_metrics_show_lists_the_gate_metrics(repo):

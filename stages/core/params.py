@@ -300,8 +300,9 @@ class QuantizeConfig(Section):
     weight_bits: int
     block_size: int
     accuracy_level: int
-    parity_docs: int
+    parity_tokens: int
     parity_seq_len: int
+    flip_margin: float
     min_top1_agreement: float
     max_nll_increase: float
     sample_prompt: str
@@ -315,8 +316,10 @@ class QuantizeConfig(Section):
             out.append("quantize.block_size: a power of two >= 16, e.g. 32")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             out.append("quantize.accuracy_level: 0 (fp32 compute) to 4 (int8 compute)")
-        if self.parity_docs < 1 or self.parity_seq_len < 8:
-            out.append("quantize.parity_docs/parity_seq_len: must be >= 1 / >= 8")
+        if self.parity_tokens < 8 or self.parity_seq_len < 8:
+            out.append("quantize.parity_tokens/parity_seq_len: must be >= 8, e.g. 8192 / 512")
+        if not 0.0 <= self.flip_margin < 1.0:
+            out.append("quantize.flip_margin: a probability gap in [0, 1), e.g. 0.1")
         if not 0.0 <= self.min_top1_agreement <= 1.0:
             out.append("quantize.min_top1_agreement: must be in [0, 1]")
         if self.max_nll_increase < 0:
