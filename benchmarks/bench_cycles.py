@@ -117,6 +117,7 @@ def main() -> None:
     rows.append({"cycle": 0, "drop": "seed", "week": None, "exit": rc, "outcome": why(out),
                  "wall_s": round(t_repro), "ppl": per_source(repo)})
     print(json.dumps(rows[-1]), flush=True)
+    write_json(work / "cycles.json", rows)  # after every cycle: a long run's finished rows survive an interruption
     for n, (name, spec) in enumerate(make_drops.DROPS.items(), 1):
         log = work / f"cycle-{n}.log"
         rc, seconds, out = sh([PY, "-m", "stages.cli", "update", "--drop", str(drops / name), "--week", spec["week"]],
@@ -124,7 +125,7 @@ def main() -> None:
         rows.append({"cycle": n, "drop": name, "week": spec["week"], "exit": rc, "outcome": why(out),
                      "wall_s": round(seconds), "ppl": per_source(repo)})
         print(json.dumps(rows[-1]), flush=True)
-    write_json(work / "cycles.json", rows)
+        write_json(work / "cycles.json", rows)
 
     sources = {"seed": "seed", **{spec["week"]: name for name, spec in make_drops.DROPS.items()}}
     print(f"\n{'cycle':>5} {'drop':8} {'exit':>4} {'wall s':>7} " + " ".join(f"{s:>9}" for s in sources.values())
