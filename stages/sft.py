@@ -10,7 +10,8 @@ assistant's final reply only; the prompt and chat scaffolding carry none.
 Against forgetting, each batch mixes in replay-buffer text and the loss adds EWC:
     lambda/2 * sum_i F_i (theta_i - theta_champion_i)^2
 over the LoRA-adapted weights, with F from the fisher stage. With
-sft.load_in_8bit the frozen base is held in 8 bits (bitsandbytes).
+sft.base_bits 8 the frozen base is held in 8 bits (bitsandbytes LLM.int8); 4-bit
+NF4 (QLoRA) needs a GPU: on CPU it is refused before any work (see base_quantization).
 """
 from __future__ import annotations
 
@@ -54,14 +55,35 @@ def lora_modules(model) -> dict[str, torch.nn.Module]:
             for name, mod in model.named_modules() if isinstance(mod, LoraLayer)}
 
 
+def base_quantization(bits: int, cuda: bool):
+    """The bitsandbytes config for the frozen base, or None for fp32; 4-bit only on a GPU.
+
+    bitsandbytes 0.50 on CPU: 8-bit loads and trains LoRA; 4-bit NF4 fails on layers whose
+    output size is not a multiple of 32 and, once run for inference before training, stops
+    learning without an error. So a CPU run is refused up front instead of failing or
+    learning nothing later.
+    """
+    from transformers import BitsAndBytesConfig
+
+    if bits == 32:
+        return None
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if not cuda:
+        raise SystemExit("sft.base_bits: 4 (NF4, QLoRA) needs a CUDA GPU; bitsandbytes' CPU 4-bit kernels fail on "
+                         "layers whose width is not a multiple of 32 and can silently stop LoRA from learning. "
+                         "Use base_bits: 8 (or 32) on this machine")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Path, fisher_dir: Path,
           replay: str, checkpoint: Path | None = None) -> tuple[object, object, list[dict]]:
     """dapt + a LoRA adapter trained on the instruction data: (peft model, tokenizer, history)."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
+    quant = base_quantization(cfg.base_bits, torch.cuda.is_available())
     tok = modeling.load_tokenizer(dapt)
-    quant = BitsAndBytesConfig(load_in_8bit=True) if cfg.load_in_8bit else None
     base = AutoModelForCausalLM.from_pretrained(dapt, dtype=torch.float32, quantization_config=quant,
                                                 trust_remote_code=False, use_safetensors=True)
     base.config.use_cache = False
@@ -70,7 +92,7 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
     model = get_peft_model(base, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log("sft", f"LoRA r={cfg.lora_r} on {cfg.target_modules}: {sum(p.numel() for p in trainable) / 1e6:.2f}M "
-               f"trainable parameters; base {'8-bit' if cfg.load_in_8bit else 'fp32'} from {dapt}")
+               f"trainable parameters; base in {cfg.base_bits} bits from {dapt}")
 
     # EWC: the fixed distance of dapt's weights from the champion's, and F.
     with safe_open(fisher_dir / "fisher.safetensors", framework="pt") as st:

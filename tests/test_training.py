@@ -116,6 +116,19 @@ def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter):
     assert config["base_model_name_or_path"] == dapt_model.as_posix()
 
 
+def test_sft_on_an_8bit_base_learns_and_4bit_is_refused_on_cpu(work, tiny_base, dapt_model, sft_adapter):
+    import bitsandbytes as bnb
+
+    run, cfg = params.load(work / "params.yaml", "run", "sft")
+    cfg = cfg.model_copy(update={"steps": 8, "base_bits": 8})
+    model, _, history = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"))
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules()), "the frozen base is held in 8 bits"
+    assert falling(history) and all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        sft.train(cfg.model_copy(update={"base_bits": 4}), run, dapt_model, tiny_base, work / "fisher",
+                  str(work / "replay"))
+
+
 def test_sft_moves_only_lora_weights_in_memory(work, tiny_base, dapt_model):
     """After training, every weight of the model that is not LoRA equals dapt's: the base stays frozen."""
     run, cfg = params.load(work / "params.yaml", "run", "sft")

@@ -242,7 +242,7 @@ class SftConfig(TrainConfig):
     lora_dropout: float
     target_modules: list[str]
     ewc_lambda: float
-    load_in_8bit: bool
+    base_bits: int
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -256,6 +256,8 @@ class SftConfig(TrainConfig):
             out.append("sft.target_modules: a non-empty list of module names, e.g. [q_proj, v_proj]")
         if self.ewc_lambda < 0:
             out.append("sft.ewc_lambda: must be >= 0 (0 disables EWC)")
+        if self.base_bits not in (32, 8, 4):
+            out.append("sft.base_bits: 32 (fp32), 8 (bitsandbytes int8) or 4 (NF4, GPU only)")
         return out
 
 
