@@ -67,10 +67,16 @@ def build(data: Path, cfg: params.ReplayConfig, seed: int) -> tuple[dict, dict, 
                                       "max_records": dict(cfg.max_records), "roles": {}}
     for role in ROLES:
         path = data / role / "train.jsonl"
-        past = (r for r in read_jsonl(path) if role == "general" or r["source"] in earlier)
-        population = sum(1 for r in read_jsonl(path) if role == "general" or r["source"] in earlier)
-        buffer[role] = reservoir(past, cfg.max_records[role], seed, role)
-        entry = {"buffer_population": population, "buffer": len(buffer[role])}
+        seen = [0]
+
+        def past(rows):
+            for r in rows:
+                if role == "general" or r["source"] in earlier:
+                    seen[0] += 1
+                    yield r
+
+        buffer[role] = reservoir(past(read_jsonl(path)), cfg.max_records[role], seed, role)
+        entry = {"buffer_population": seen[0], "buffer": len(buffer[role])}
         if role in NEW_ROLES:
             new[role] = [r for r in read_jsonl(path) if r["source"] == newest]
             entry["new_from"] = newest
