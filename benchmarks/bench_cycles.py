@@ -99,26 +99,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True, help="scratch folder (replaced)")
     ap.add_argument("--tiny", action="store_true", help="the tiny test profile: checks the mechanics in minutes")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep <work> and the rows of its cycles.json; run only the cycles it lacks")
     args = ap.parse_args()
     runtime.start()
     work = Path(args.work).resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     repo, drops = work / "repo", work / "drops"
-    make_drops.main(["--out", str(drops)])
-    setup(repo, args.tiny)
-
-    rows = []
-    log = work / "cycle-0.log"
-    rc, t_repro, out = sh([PY, "-m", "dvc", "repro"], repo, log)
-    if rc == 0:
-        rc, t_promote, out = sh([PY, "-m", "stages.cli", "promote"], repo, log)
-        t_repro += t_promote
-    rows.append({"cycle": 0, "drop": "seed", "week": None, "exit": rc, "outcome": why(out),
-                 "wall_s": round(t_repro), "ppl": per_source(repo)})
-    print(json.dumps(rows[-1]), flush=True)
-    write_json(work / "cycles.json", rows)  # after every cycle: a long run's finished rows survive an interruption
+    rows = json.loads((work / "cycles.json").read_text()) if args.resume else []
+    if not rows:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        make_drops.main(["--out", str(drops)])
+        setup(repo, args.tiny)
+        log = work / "cycle-0.log"
+        rc, t_repro, out = sh([PY, "-m", "dvc", "repro"], repo, log)
+        if rc == 0:
+            rc, t_promote, out = sh([PY, "-m", "stages.cli", "promote"], repo, log)
+            t_repro += t_promote
+        rows.append({"cycle": 0, "drop": "seed", "week": None, "exit": rc, "outcome": why(out),
+                     "wall_s": round(t_repro), "ppl": per_source(repo)})
+        print(json.dumps(rows[-1]), flush=True)
+        write_json(work / "cycles.json", rows)  # after every cycle: a long run's finished rows survive an interruption
     for n, (name, spec) in enumerate(make_drops.DROPS.items(), 1):
+        if n < len(rows):
+            continue
         log = work / f"cycle-{n}.log"
         rc, seconds, out = sh([PY, "-m", "stages.cli", "update", "--drop", str(drops / name), "--week", spec["week"]],
                               repo, log)
