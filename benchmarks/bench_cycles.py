@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import make_drops  # noqa: E402
 from stages.core import params, runtime  # noqa: E402
-from stages.core.io import read_jsonl, write_json, write_jsonl  # noqa: E402
+from stages.core.io import write_json  # noqa: E402
 
 PY = sys.executable
 
@@ -69,20 +68,8 @@ def per_source(repo: Path) -> dict[str, float]:
     if not shipped.is_dir():
         return {}
     cfg = params.load(repo / "params.yaml", "eval")[0]
-    heldout = {role: list(read_jsonl(repo / f"data/prepared/{role}/heldout.jsonl")) for role in ("domain", "general")}
-    by_source: dict[str, list[dict]] = {}
-    for r in heldout["domain"]:
-        by_source.setdefault(r["source"], []).append(r)
-    out = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for source, docs in [*by_source.items(), ("general", None)]:
-            data = Path(scratch) / source
-            # score one role per call: the other gets a single document
-            write_jsonl(data / "domain/heldout.jsonl", docs or heldout["domain"][:1])
-            write_jsonl(data / "general/heldout.jsonl", heldout["general"] if docs is None else heldout["general"][:1])
-            metrics = run_suite("onnx", str(shipped), str(data), cfg)["metrics"]
-            out[source] = metrics["general_ppl" if docs is None else "domain_ppl"]
-    return out
+    scored = run_suite("onnx", str(shipped), str(repo / "data/prepared"), cfg)
+    return {**scored["by_source"]["domain_ppl"], "general": scored["metrics"]["general_ppl"]}
 
 
 def why(output: str) -> str:

@@ -58,7 +58,9 @@ def main(argv=None) -> None:
         rows.append({"model": folder.name, "path": folder.as_posix(), "stage": lin.get("stage"),
                      "sha256": lin.get("artifact", {}).get("sha256"), "wall_time_s": lin.get("wall_time_s"),
                      "size_mb": round(dir_size(folder) / 1e6, 1), "real": lin.get("real"),
-                     "verdict": verdict.get("verdict"), "metrics": verdict.get("metrics", {})})
+                     "verdict": verdict.get("verdict"), "metrics": verdict.get("metrics", {}),
+                     "by_source": verdict.get("by_source", {}).get("domain_ppl", {}),
+                     "unresolved": verdict.get("unresolved", [])})
     champion = verdicts["champion"]
     shipped = verdicts.get("shipped", champion)
     summary = {"models": rows, "champion": {"path": champion["path"], "metrics": champion["metrics"]},
@@ -89,6 +91,16 @@ def render(s: dict) -> str:
         lines.append(f"| {r['model']} | {r['stage']} | {r['wall_time_s']} | {r['size_mb']} | "
                      f"{m.get('domain_ppl', float('nan')):.2f} | {m.get('general_ppl', float('nan')):.2f} | "
                      f"{r['verdict'] or '-'} |")
+    sources = sorted({src for r in s["models"] for src in r.get("by_source", {})})
+    if len(sources) > 1:  # backward transfer: every source's held-out text on its own
+        lines += ["", "Domain perplexity per source's held-out text:", "",
+                  "| model | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
+        lines += [f"| {r['model']} | " + " | ".join(f"{r['by_source'][src]:.2f}" if src in r["by_source"] else "-"
+                                                  for src in sources) + " |" for r in s["models"] if r["by_source"]]
+    flagged = [(r["model"], rule) for r in s["models"] for rule in r.get("unresolved", [])]
+    if flagged:
+        lines += ["", "Rules decided inside the noise (the interval spans the limit; more held-out documents "
+                  "would resolve them):", ""] + [f"- {model}: {rule}" for model, rule in flagged]
     q = s["quantize"]
     lines += ["", f"int8 ONNX parity with the PyTorch student: top-1 agreement {q['top1_agreement']:.3f}, "
                   f"NLL {q['nll_torch']:.3f} -> {q['nll_onnx']:.3f} nats/token; "

@@ -82,8 +82,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.command == "check":
+        from .models.gates import load_rules  # the rules' metrics, checked against the metric catalogue
+
         try:
             configs = params.load_all(args.params)
+            load_rules(args.params)
         except params.ParamsError as e:
             print(e, file=sys.stderr)
             return 2

@@ -24,7 +24,7 @@ from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.champion import teacher_or_base
 from .models.batches import pack, replay_texts, Sampler, texts
-from .models.gates import require_pass
+from .models.verdict import require_pass
 from .models.lineage import write_lineage
 from .models.losses import masked_lm_loss, replay_rows
 from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop

@@ -29,7 +29,7 @@ from .core.io import atomic_dir, write_json
 from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import cycle_conversations, cycle_records, pack, Sampler, texts
-from .models.gates import require_pass
+from .models.verdict import require_pass
 from .models.lineage import write_lineage
 from .models.losses import kd_loss, replay_rows, topk_kd_loss
 from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop

@@ -6,11 +6,13 @@
         --audit-log reports/audit/log.jsonl
 
 Runs the evaluation suite (lm-eval on local tasks: held-out domain and general
-perplexity) and checks the rules of gates.<model> in params.yaml: absolute
-bounds and ratios to a reference model's score (the champion, or the model this
-one was made from). The verdict is written, appended to the audit log, and a
-failed gate exits non-zero with the reason, which stops `dvc repro` before any
-downstream stage. Two references are only scored, on the same evaluation set
+perplexity, kept per document) and checks the rules of gates.<model> in
+params.yaml: absolute bounds and paired comparisons with a reference model
+scored on the same documents (the champion, or the model this one was made
+from), each decided on a bootstrap confidence interval. The verdict is written
+as JSON (for `dvc metrics` and the audit) and Markdown (for a person, next to
+it), appended to the audit log, and a failed gate exits non-zero with the
+reason, which stops `dvc repro` before any downstream stage. Two references are only scored, on the same evaluation set
 as every candidate: `--model champion`, the champion's tuned teacher (ref
 `champion`), and `--model shipped`, the champion's shipped int8 model (ref
 `shipped`); before the first promotion the base model stands in for both.
@@ -22,18 +24,18 @@ import time
 from pathlib import Path
 
 from .core import audit_log, params
-from .core.io import read_json, write_json
+from .core.io import read_json, write_json, write_text
 from .core.runtime import log, seed_everything
-from .models import evaluate, modeling
-from .models.gates import decide
+from .models import evaluate, modeling, scores
+from .models.gates import decide, load_rules
 from .models.champion import shipped_or_base, teacher_or_base
 from .models.lineage import artifact_hash
 
 REFERENCES = ("champion", "shipped")  # scored for the others to compare with; no rules of their own
 
 
-def reference_metrics(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:
-    """{name: metrics} of every --ref NAME=VERDICT.json; stops when a rule's ref is not among them."""
+def reference_scores(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:
+    """{name: per-document scores} of every --ref NAME=VERDICT.json; stops when a rule's ref is not among them."""
     refs = {}
     for spec in specs:
         name, sep, file = spec.partition("=")
@@ -41,7 +43,11 @@ def reference_metrics(model: str, rules: list[params.GateRule], specs: list[str]
             raise SystemExit(f"--ref {spec!r}: write it as NAME=path/to/verdict.json")
         if not Path(file).is_file():
             raise SystemExit(f"--ref {name}={file}: no such verdict; run that gate first (dvc repro)")
-        refs[name] = read_json(file)["metrics"]
+        ref = read_json(file)
+        if "scores" not in ref:
+            raise SystemExit(f"--ref {name}={file}: the verdict has no per-document scores (written by an older "
+                             "ratchet): rerun its gate (dvc repro --force gate_" + name + ")")
+        refs[name] = ref["scores"]
     missing = sorted({r.ref for r in rules if r.ref is not None} - set(refs))
     if missing:
         raise SystemExit(f"gates.{model} compares with {', '.join(missing)} but the gate_{model} stage passes no "
@@ -66,8 +72,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     run, ecfg = params.load(args.params, "run", "eval")
-    rules = [] if args.model in REFERENCES else params.load(args.params, "gates")[0].rules(args.model)
-    refs = reference_metrics(args.model, rules, args.ref)  # before the evaluation: a wiring error costs nothing
+    rules = [] if args.model in REFERENCES else load_rules(args.params).rules(args.model)
+    refs = reference_scores(args.model, rules, args.ref)  # before the evaluation: a wiring error costs nothing
     started = time.time()
     seed_everything(run.seed, run.threads)
     path = Path(args.path)
@@ -83,7 +89,9 @@ def main(argv=None) -> None:
     log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
 
     verdict = {"model": args.model, "path": str(path), "artifact_sha256": artifact_hash(path),
-               "metrics": metrics, "eval_docs": scored["docs"], "lm_eval": scored["lm_eval"],
+               "metrics": metrics, "by_source": scored["by_source"], "eval_docs": scored["docs"],
+               "directions": {m: "higher" if scores.METRICS[m].higher_is_better else "lower" for m in metrics},
+               "lm_eval": scored["lm_eval"],
                "eval_params": params.as_dict(ecfg), "real": real,
                "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "wall_time_s": round(time.time() - started, 1)}
@@ -92,16 +100,47 @@ def main(argv=None) -> None:
     if args.model in REFERENCES:
         verdict.update(verdict="reference", reason="scored as the reference for this cycle's gates", findings=[])
     else:
-        findings = decide(metrics, rules, refs)
+        findings = decide(scored["scores"], rules, refs, draws=ecfg.bootstrap, confidence=ecfg.confidence,
+                          seed=run.seed)
         failed = [f["reason"] for f in findings if not f["passed"]]
-        verdict.update(verdict="fail" if failed else "pass", findings=findings,
-                       reason="; ".join(failed) if failed else "every rule passed")
+        unresolved = [f["rule"] for f in findings if not f["resolved"]]
+        verdict.update(verdict="fail" if failed else "pass", findings=findings, unresolved=unresolved,
+                       reason="; ".join(failed) if failed else "every rule passed" + (
+                           f" ({len(unresolved)} inside the noise: see unresolved)" if unresolved else ""))
         audit_log.append(args.audit_log, "gate", model=args.model, artifact_sha256=verdict["artifact_sha256"],
                          verdict=verdict["verdict"], reason=verdict["reason"], metrics=metrics, real=real)
+    verdict["scores"] = scored["scores"]  # last: the per-document rows are long
     write_json(args.verdict, verdict)
+    write_text(Path(args.verdict).with_suffix(".md"), render(verdict))
     write_json(args.metrics, {**{k: round(v, 4) for k, v in metrics.items()},
+                              "domain_ppl_by_source": {k: round(v, 4) for k, v in scored["by_source"]["domain_ppl"].items()},
                               "passed": int(verdict["verdict"] in ("pass", "reference"))})
     if verdict["verdict"] == "fail":
         raise SystemExit(f"gate {args.model}: FAILED: {verdict['reason']} (see {args.verdict})")
     log("gate", f"{args.model}: {verdict['verdict']} ({verdict['reason']}) in {verdict['wall_time_s']:.0f}s")
 
+
+
+def render(v: dict) -> str:
+    """The verdict for a person: what was measured, every rule with its interval, and the decision."""
+    lines = [f"# Gate: {v['model']}", "", f"`{v['path']}` (sha256 {v['artifact_sha256'][:16]}), scored "
+             f"{v['time_utc']} in {v['wall_time_s']:.0f} s on "
+             + ", ".join(f"{n} {role} documents" for role, n in v["eval_docs"].items()) + ".", ""]
+    if not v["real"]:
+        lines += ["**Tiny test model: these numbers are not real results.**", ""]
+    lines += [f"**Verdict: {v['verdict']}** ({v['reason']})", "", "| metric | better | value |", "|---|---|---:|"]
+    lines += [f"| {m} | {v['directions'][m]} | {x:.4g} |" for m, x in v["metrics"].items()]
+    lines += [f"| domain_ppl[{src}] | lower | {x:.4g} |" for src, x in v["by_source"]["domain_ppl"].items()]
+    if v["findings"]:
+        lines += ["", "Each rule is decided on a paired bootstrap interval of how much worse the model is than its "
+                  "reference (larger is worse).", "",
+                  "| rule | value | reference | estimate | interval | limit | resolved | result |",
+                  "|---|---:|---:|---:|---|---:|---|---|"]
+        for f in v["findings"]:
+            ci = f"{f['ci'][0]:.4g} .. {f['ci'][1]:.4g}" if "ci" in f else "-"
+            est = f"{f['estimate']:.4g}" if "estimate" in f else "-"
+            ref = f"{f['ref_value']:.4g}" if "ref_value" in f else "-"
+            value = f"{f['value']:.4g}" if f["value"] == f["value"] else "-"
+            lines.append(f"| {f['rule']} | {value} | {ref} | {est} | {ci} | {f['limit']:g} | "
+                         f"{'yes' if f['resolved'] else '**no**'} | {'pass' if f['passed'] else '**FAIL**'} |")
+    return "\n".join(lines) + "\n"

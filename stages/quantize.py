@@ -32,7 +32,7 @@ from .core.io import atomic_dir, dir_size, write_json
 from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import texts
-from .models.gates import require_pass
+from .models.verdict import require_pass
 from .models.lineage import write_lineage
 
 

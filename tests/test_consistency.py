@@ -285,6 +285,6 @@ def test_the_gate_stage_refuses_an_unwired_reference_before_evaluating(tmp_path)
 
     rules = [params.GateRule(metric="domain_ppl", max_ratio=1.0, ref="champion")]
     with pytest.raises(SystemExit, match="passes no --ref for it: add `--ref champion="):
-        gate.reference_metrics("onnx", rules, [])
+        gate.reference_scores("onnx", rules, [])
     with pytest.raises(SystemExit, match="no such verdict"):
-        gate.reference_metrics("onnx", rules, [f"champion={tmp_path / 'missing.json'}"])
+        gate.reference_scores("onnx", rules, [f"champion={tmp_path / 'missing.json'}"])

@@ -305,22 +305,35 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
 
 
 def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(work, dapt_model, prepared):
-    """Through the launcher, as dvc runs it: a process that starts offline and quiet."""
+    """Through the launcher, as dvc runs it: a process that starts offline and quiet. The reference is
+    the same model (the champion stand-in), its per-document scores then made worse or left as they are."""
     from .conftest import run
 
-    def run_gate(ref_ppl: float, check=True):
-        write_json(work / "ref.json", {"metrics": {"domain_ppl": ref_ppl, "general_ppl": ref_ppl}})
-        return run(["python", "-m", "stages", "gate", "--params", str(work / "params.yaml"), "--model", "dapt",
-                    "--path", str(dapt_model), "--data", str(prepared), "--ref", f"champion={work / 'ref.json'}",
-                    "--verdict", str(work / "verdict.json"), "--metrics", str(work / "metrics.json"),
-                    "--audit-log", str(work / "log.jsonl")], ROOT, check=check)
+    def gate(*args, check=True):
+        return run(["python", "-m", "stages", "gate", "--params", str(work / "params.yaml"), "--data",
+                    str(prepared), "--audit-log", str(work / "log.jsonl"), *args], ROOT, check=check)
 
-    out = run_gate(1e9)
+    gate("--model", "champion", "--path", str(work / "no-champion"), "--base", str(dapt_model),
+         "--verdict", str(work / "same.json"), "--metrics", str(work / "same-metrics.json"))
+    same = read_json(work / "same.json")
+    assert same["verdict"] == "reference" and same["scores"]["ratchet_domain_ppl"]
+    worse = {**same, "scores": {task: [{**r, "ll": r["ll"] * 2} for r in rows]
+                                for task, rows in same["scores"].items()}}
+    write_json(work / "worse.json", worse)
+
+    def run_gate(ref: str, check=True):
+        return gate("--model", "dapt", "--path", str(dapt_model), "--ref", f"champion={work / ref}",
+                    "--verdict", str(work / "verdict.json"), "--metrics", str(work / "metrics.json"), check=check)
+
+    out = run_gate("worse.json")
     verdict = read_json(work / "verdict.json")
     assert verdict["verdict"] == "pass" and verdict["real"] is False
     assert set(verdict["metrics"]) >= {"domain_ppl", "general_ppl"} and verdict["eval_docs"]["domain"] > 0
+    assert all(f["resolved"] and f["ci"][1] <= f["limit"] for f in verdict["findings"])
+    assert "**Verdict: pass**" in (work / "verdict.md").read_text()
     log = out.stdout + out.stderr
     assert "it/s" not in log and "%|" not in log, log
-    failed = run_gate(1.0, check=False)  # no model has a perplexity below 0.98
+    failed = run_gate("same.json", check=False)  # the same model cannot be 0.98x itself
     assert failed.returncode != 0 and "gate dapt: FAILED" in failed.stderr
     assert read_json(work / "verdict.json")["verdict"] == "fail"
+    assert "**FAIL**" in (work / "verdict.md").read_text()

@@ -13,21 +13,20 @@ from pathlib import Path
 
 from ..core.io import read_jsonl, write_jsonl
 
+from . import scores
+
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
-# metric name in ratchet -> (task, lm-eval metric key)
-SUITE = {
-    "domain_ppl": ("ratchet_domain_ppl", "word_perplexity,none"),
-    "domain_bpb": ("ratchet_domain_ppl", "bits_per_byte,none"),
-    "general_ppl": ("ratchet_general_ppl", "word_perplexity,none"),
-    "general_bpb": ("ratchet_general_ppl", "bits_per_byte,none"),
-}
 ROLE_OF_TASK = {"ratchet_domain_ppl": "domain", "ratchet_general_ppl": "general"}
 
 
 def eval_subset(records: list[dict], max_docs: int) -> list[dict]:
-    """The first max_docs held-out records by id: a fixed set that every model is scored on."""
-    records = sorted(records, key=lambda r: r["id"])
-    return records[:max_docs] if max_docs else records
+    """The first max_docs held-out records by id of each source: a fixed set that every model is scored on,
+    in which every source (the seed and each drop) keeps enough documents to be judged on its own."""
+    by_source: dict[str, list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["id"]):
+        by_source.setdefault(r.get("source", ""), []).append(r)
+    out = [r for rs in by_source.values() for r in (rs[:max_docs] if max_docs else rs)]
+    return sorted(out, key=lambda r: r["id"])
 
 
 def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int) -> tuple[str, dict]:
@@ -60,7 +59,11 @@ def quiet(lm):
 
 
 def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None) -> dict:
-    """Score one model on the held-out suite; returns {metrics, lm_eval: raw results, docs}."""
+    """Score one model on the held-out suite.
+
+    Returns {metrics: {name: value over every document}, by_source: {name: {source: value}} for the
+    domain metrics, scores: {task: per-document rows}, docs: {role: count}, lm_eval: its own results}.
+    """
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -73,16 +76,19 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
             if not subset:
                 raise SystemExit(f"{data}/{role}/heldout.jsonl is empty: nothing to evaluate on")
             docs[role] = len(subset)
-            write_jsonl(scratch / f"{role}.jsonl", [{"text": r["text"]} for r in subset])
+            write_jsonl(scratch / f"{role}.jsonl", [{"id": r["id"], "source": r.get("source", ""), "text": r["text"]}
+                                                    for r in subset])
             template = (TASKS_DIR / f"{task}.yaml").read_text()
             (scratch / f"{task}.yaml").write_text(template.replace("__DATA__", str(scratch / f"{role}.jsonl")))
         name, args = model_spec(kind, path, adapter_of, cfg.max_length)
         lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
             args, {"batch_size": 1 if kind == "onnx" else cfg.batch_size, "device": "cpu"}))
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(ROLE_OF_TASK), log_samples=False,
+            model=lm, tasks=list(ROLE_OF_TASK), log_samples=True,
             task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
-    results = out["results"]
-    metrics = {m: float(results[task][key]) for m, (task, key) in SUITE.items()}
-    return {"metrics": metrics, "docs": docs, "lm_eval": {t: {k: v for k, v in r.items() if k != "alias"}
-                                                         for t, r in results.items()}}
+    per_doc = {task: scores.per_document(task, samples) for task, samples in out["samples"].items()}
+    metrics = {name: scores.value(name, per_doc) for name in scores.METRICS}
+    by_source = {name: {src: scores.value(name, per_doc, src) for src in scores.sources(name, per_doc)}
+                 for name in ("domain_ppl",)}
+    return {"metrics": metrics, "by_source": by_source, "scores": per_doc, "docs": docs,
+            "lm_eval": {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}}

@@ -1,0 +1,134 @@
+"""Per-document scores, the metrics computed from them, and paired bootstrap intervals.
+
+Every gate keeps each evaluated document's raw score (for perplexity: its
+log-likelihood, words and bytes), so a metric is a function of column sums over
+a set of documents. That makes three things cheap and exact:
+
+- a metric on any subset, such as one source's held-out text (backward
+  transfer on an earlier drop);
+- a paired comparison of two models scored on the same documents: each
+  bootstrap draw resamples documents once and scores both models on that draw,
+  so the document-to-document spread, which both models share, cancels;
+- a confidence interval for any rule, with a fixed seed so a verdict is
+  reproducible.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+LN2 = math.log(2)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric over documents of one lm-eval task: `value(sums)` of per-document `columns`."""
+
+    task: str
+    columns: tuple[str, ...]
+    value: Callable[[np.ndarray], np.ndarray]  # column sums, shape (..., len(columns)) -> values, shape (...)
+    higher_is_better: bool
+    about: str
+
+
+METRICS: dict[str, Metric] = {
+    "domain_ppl": Metric("ratchet_domain_ppl", ("ll", "words"), lambda s: np.exp(-s[..., 0] / s[..., 1]), False,
+                         "word perplexity on held-out domain text"),
+    "domain_bpb": Metric("ratchet_domain_ppl", ("ll", "bytes"), lambda s: -s[..., 0] / s[..., 1] / LN2, False,
+                         "bits per byte on held-out domain text"),
+    "general_ppl": Metric("ratchet_general_ppl", ("ll", "words"), lambda s: np.exp(-s[..., 0] / s[..., 1]), False,
+                          "word perplexity on held-out general text"),
+    "general_bpb": Metric("ratchet_general_ppl", ("ll", "bytes"), lambda s: -s[..., 0] / s[..., 1] / LN2, False,
+                          "bits per byte on held-out general text"),
+}
+
+
+def per_document(task: str, samples: list[dict]) -> list[dict]:
+    """lm-eval's logged samples of one task -> [{id, source, columns...}] in document order."""
+    out = []
+    for s in samples:
+        doc = s["doc"]
+        row = {"id": doc["id"], "source": doc.get("source", "")}
+        if "word_perplexity" in s:  # loglikelihood_rolling: (log-likelihood, words) and (log-likelihood, bytes)
+            ll, words = s["word_perplexity"]
+            row.update(ll=float(ll), words=int(words), bytes=int(s["bits_per_byte"][1]))
+        else:
+            raise ValueError(f"task {task}: no per-document score this module knows in sample {sorted(s)}")
+        out.append(row)
+    return sorted(out, key=lambda r: r["id"])
+
+
+def value(name: str, docs: dict[str, list[dict]], source: str | None = None) -> float:
+    """The metric `name` over every scored document of its task (or one source's)."""
+    m = METRICS[name]
+    rows = [r for r in docs.get(m.task, []) if source is None or r["source"] == source]
+    if not rows:
+        return float("nan")
+    return float(m.value(np.array([[r[c] for c in m.columns] for r in rows], dtype=np.float64).sum(0)))
+
+
+def sources(name: str, docs: dict[str, list[dict]]) -> list[str]:
+    return sorted({r["source"] for r in docs.get(METRICS[name].task, [])})
+
+
+def _matrix(m: Metric, rows: list[dict], ids: list[str]) -> np.ndarray:
+    by_id = {r["id"]: r for r in rows}
+    return np.array([[by_id[i][c] for c in m.columns] for i in ids], dtype=np.float64)
+
+
+@dataclass
+class Estimate:
+    """A statistic oriented so that larger is worse, its point value and its bootstrap interval."""
+
+    point: float
+    low: float
+    high: float
+    n: int
+
+
+def worse_by(name: str, cand: dict, ref: dict | None, kind: str, *, source: str | None, draws: int,
+             confidence: float, seed: int) -> Estimate:
+    """How much worse the candidate is, with a percentile bootstrap interval over documents.
+
+    kind "ratio": candidate / reference (reference / candidate for higher-is-better metrics);
+    kind "diff": candidate - reference (reference - candidate when higher is better);
+    kind "value": the candidate's own value (negated when higher is better), ref unused.
+    With a reference the draws are paired: the same resampled documents score both models.
+    Raises ValueError when the two models were not scored on the same documents.
+    """
+    m = METRICS[name]
+    rows = [r for r in cand.get(m.task, []) if source is None or r["source"] == source]
+    ids = [r["id"] for r in rows]
+    if not ids:
+        raise ValueError(f"no {m.task} documents{f' from {source}' if source else ''} were scored")
+    c = _matrix(m, rows, ids)
+    r = None
+    if kind != "value":
+        ref_rows = [x for x in ref.get(m.task, []) if source is None or x["source"] == source]
+        if sorted(x["id"] for x in ref_rows) != sorted(ids):
+            raise ValueError(f"the reference was scored on other {m.task} documents "
+                             f"({len(ref_rows)} vs {len(ids)}{f' from {source}' if source else ''}): "
+                             "score both on the same held-out data")
+        r = _matrix(m, ref_rows, ids)
+    sign = -1.0 if m.higher_is_better else 1.0
+
+    def stat(cs: np.ndarray, rs: np.ndarray | None) -> np.ndarray:
+        v = m.value(cs)
+        if kind == "value":
+            return sign * v
+        w = m.value(rs)
+        if kind == "diff":
+            return sign * (v - w)
+        return v / w if not m.higher_is_better else w / v
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        point = float(stat(c.sum(0), None if r is None else r.sum(0)))
+        counts = np.random.default_rng(seed).multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=draws)
+        boot = stat(counts @ c, None if r is None else counts @ r)
+    tail = (1 - confidence) / 2 * 100
+    finite = boot[np.isfinite(boot)]
+    low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (float("nan"), float("nan"))
+    return Estimate(point, float(low), float(high), len(ids))
