@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--adapter-of", help="base model folder when --path is a LoRA adapter")
     ap.add_argument("--base", help="with --model champion or shipped: the stand-in before any promotion")
     ap.add_argument("--data", required=True, help="prepared data folder (held-out splits)")
+    ap.add_argument("--eval-sets", help="folder of the fixed evaluation sets (data/eval): the bias checks")
     ap.add_argument("--ref", action="append", default=[], metavar="NAME=VERDICT.json",
                     help="a reference model's verdict, for ratio rules")
     ap.add_argument("--verdict", required=True)
@@ -83,8 +84,10 @@ def main(argv=None) -> None:
         path = shipped_or_base(path, args.base)
     real = modeling.is_real(args.adapter_of or path)
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
-    log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text")
-    scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of)
+    log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text"
+        + (" and the bias sets" if args.eval_sets else ""))
+    scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of,
+                                eval_sets=args.eval_sets)
     metrics = scored["metrics"]
     log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
 
@@ -125,7 +128,7 @@ def render(v: dict) -> str:
     """The verdict for a person: what was measured, every rule with its interval, and the decision."""
     lines = [f"# Gate: {v['model']}", "", f"`{v['path']}` (sha256 {v['artifact_sha256'][:16]}), scored "
              f"{v['time_utc']} in {v['wall_time_s']:.0f} s on "
-             + ", ".join(f"{n} {role} documents" for role, n in v["eval_docs"].items()) + ".", ""]
+             + ", ".join(f"{n} documents of {task}" for task, n in v["eval_docs"].items()) + ".", ""]
     if not v["real"]:
         lines += ["**Tiny test model: these numbers are not real results.**", ""]
     lines += [f"**Verdict: {v['verdict']}** ({v['reason']})", "", "| metric | better | value |", "|---|---|---:|"]

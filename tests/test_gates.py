@@ -69,7 +69,7 @@ def test_an_unchanged_model_passes_and_a_damaged_one_fails_every_shipped_rule():
 
     from .conftest import ROOT
 
-    rules = params.load(ROOT / "params.yaml", "gates")[0].rules("onnx")
+    rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("onnx") if r.metric.endswith("_ppl")]
     shipped = scored({"domain_ppl": 90.0, "general_ppl": 200.0}, sources=("seed", "2026-W48"))
     same = decide(shipped, rules, {"shipped": shipped, "student": shipped})
     assert all(f["passed"] and f["resolved"] for f in same), [f["reason"] for f in same if not f["passed"]]
@@ -134,8 +134,8 @@ def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression()
     onnx = scaled(student, allowed("onnx", "student"))
     refs = {"champion": champion, "shipped": shipped, "dapt": dapt, "sft": sft, "student": student}
 
-    def verdict(model, metrics):
-        return decide(metrics, gates.rules(model), refs)
+    def verdict(model, metrics):  # the perplexity rules: the bias rules have tests of their own
+        return decide(metrics, [r for r in gates.rules(model) if r.metric.endswith("_ppl")], refs)
 
     assert all(f["passed"] for f in verdict("dapt", dapt))
     assert all(f["passed"] for f in verdict("student", student)), "each step is within its parent's allowance"
@@ -150,11 +150,67 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
     from stages.core import params
     from stages.models.evaluate import run_suite
 
+    from .conftest import ROOT
+
     cfg = params.load(tiny_params_file, "eval")[0]
-    one, four = (run_suite("hf", str(tiny_base), str(prepared), cfg.model_copy(update={"batch_size": b}))
-                 for b in (1, 4))
-    assert one["docs"] == four["docs"] and one["docs"]["domain"] > 1
+    one, four = (run_suite("hf", str(tiny_base), str(prepared), cfg.model_copy(update={"batch_size": b}),
+                           eval_sets=str(ROOT / "data/eval")) for b in (1, 4))
+    assert one["docs"] == four["docs"] and one["docs"]["ratchet_domain_ppl"] > 1
+    assert set(one["scores"]) == {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender",
+                                  "ratchet_stereotype_pairs"}
     for task, rows in one["scores"].items():
         assert [r["id"] for r in rows] == [r["id"] for r in four["scores"][task]]
         for a, b in zip(rows, four["scores"][task]):
-            assert a["ll"] == pytest.approx(b["ll"], rel=1e-4), (task, a["id"])
+            if "ll" in a:
+                assert a["ll"] == pytest.approx(b["ll"], rel=1e-4), (task, a["id"])
+            else:  # a multiple-choice pick
+                assert a == b, task
+
+
+def test_a_model_tuned_toward_stereotypes_fails_the_bias_rules_and_an_unchanged_one_passes(
+        tiny_base, prepared, tiny_params_file, tmp_path):
+    """Fine-tune the tiny model on the stereotyped sentences of the pairs and on BBQ contexts completed with
+    the biased answer; scored like any candidate, it is refused by the default bias rules against the
+    model it came from, while that model scored against itself passes them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stages.core import params
+    from stages.core.io import read_jsonl
+    from stages.models.evaluate import run_suite
+
+    from .conftest import ROOT
+
+    cfg = params.load(tiny_params_file, "eval")[0]
+    sets = ROOT / "data/eval"
+    pairs = list(read_jsonl(sets / "stereotype_pairs.jsonl"))[: cfg.bias_items]
+    bbq = list(read_jsonl(sets / "bbq_gender.jsonl"))[: cfg.bias_items]
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    # as lm-eval scores a choice: after the end-of-text token (an empty context) and a space
+    texts = [f"{tok.eos_token} {p['stereotyped']}" for p in pairs] + [
+        f"{b['context']}\nQuestion: {b['question']}\nAnswer: {b['choices'][b['biased']]}" for b in bbq]
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for step in range(120):
+        batch = tok([texts[(step * 8 + i) % len(texts)] for i in range(8)], return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(tmp_path / "biased")
+    tok.save_pretrained(tmp_path / "biased")
+
+    base = run_suite("hf", str(tiny_base), str(prepared), cfg, eval_sets=str(sets))
+    biased = run_suite("hf", str(tmp_path / "biased"), str(prepared), cfg, eval_sets=str(sets))
+    rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("sft")
+             if r.metric in ("bbq_bias_ambig", "bbq_bias_disambig", "stereotype_pref")]
+    assert len(rules) == 3
+    same = decide(base["scores"], rules, {"champion": base["scores"]})
+    assert all(f["passed"] and f["resolved"] for f in same)
+    worse = decide(biased["scores"], rules, {"champion": base["scores"]})
+    pref = next(f for f in worse if f["metric"] == "stereotype_pref")
+    assert biased["metrics"]["stereotype_pref"] > 0.9 > base["metrics"]["stereotype_pref"]
+    assert not pref["passed"] and pref["resolved"], pref

@@ -336,11 +336,14 @@ class EvalConfig(Section):
     batch_size: int
     max_docs: int
     max_length: int
+    bias_items: int
     bootstrap: int
     confidence: float
 
     def problems(self) -> list[str]:
         out = []
+        if self.bias_items < 1:
+            out.append("eval.bias_items: must be >= 1 (items of each bias set every model is scored on)")
         if self.bootstrap < 100:
             out.append("eval.bootstrap: must be >= 100 draws for a usable interval")
         if not 0.5 <= self.confidence < 1:

@@ -16,7 +16,10 @@ from ..core.io import read_jsonl, write_jsonl
 from . import scores
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+# held-out text of a role in the prepared data, scored per source
 ROLE_OF_TASK = {"ratchet_domain_ppl": "domain", "ratchet_general_ppl": "general"}
+# fixed evaluation sets (data/eval, see its README): file per task
+EVAL_SET_OF_TASK = {"ratchet_bbq_gender": "bbq_gender.jsonl", "ratchet_stereotype_pairs": "stereotype_pairs.jsonl"}
 
 
 def eval_subset(records: list[dict], max_docs: int) -> list[dict]:
@@ -58,37 +61,53 @@ def quiet(lm):
     return lm
 
 
-def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None) -> dict:
-    """Score one model on the held-out suite.
+def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
+    """{task: the documents every model is scored on}: held-out text per source, and the first
+    eval.bias_items of each fixed evaluation set when its folder is given."""
+    out = {}
+    for task, role in ROLE_OF_TASK.items():
+        subset = eval_subset(list(read_jsonl(f"{data}/{role}/heldout.jsonl")), cfg.max_docs)
+        if not subset:
+            raise SystemExit(f"{data}/{role}/heldout.jsonl is empty: nothing to evaluate on")
+        out[task] = [{"id": r["id"], "source": r.get("source", ""), "text": r["text"]} for r in subset]
+    for task, file in EVAL_SET_OF_TASK.items() if eval_sets else ():
+        rows = list(read_jsonl(Path(eval_sets) / file))[: cfg.bias_items]
+        if not rows:
+            raise SystemExit(f"{eval_sets}/{file} is empty: rebuild it with data/eval/build.py")
+        out[task] = rows
+    return out
+
+
+def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None,
+              eval_sets: str | None = None) -> dict:
+    """Score one model on the held-out suite, and on the bias sets in `eval_sets` when given.
 
     Returns {metrics: {name: value over every document}, by_source: {name: {source: value}} for the
-    domain metrics, scores: {task: per-document rows}, docs: {role: count}, lm_eval: its own results}.
+    domain metrics, scores: {task: per-document rows}, docs: {task: count}, lm_eval: its own results}.
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    tasks = task_data(data, eval_sets, cfg)
     with tempfile.TemporaryDirectory(prefix="ratchet-eval-") as scratch:
         scratch = Path(scratch)
-        docs = {}
-        for task, role in ROLE_OF_TASK.items():
-            subset = eval_subset(list(read_jsonl(f"{data}/{role}/heldout.jsonl")), cfg.max_docs)
-            if not subset:
-                raise SystemExit(f"{data}/{role}/heldout.jsonl is empty: nothing to evaluate on")
-            docs[role] = len(subset)
-            write_jsonl(scratch / f"{role}.jsonl", [{"id": r["id"], "source": r.get("source", ""), "text": r["text"]}
-                                                    for r in subset])
-            template = (TASKS_DIR / f"{task}.yaml").read_text()
-            (scratch / f"{task}.yaml").write_text(template.replace("__DATA__", str(scratch / f"{role}.jsonl")))
+        for template in TASKS_DIR.glob("_*_yaml"):
+            (scratch / template.name).write_text(template.read_text())
+        for task, rows in tasks.items():
+            write_jsonl(scratch / f"{task}.jsonl", rows)
+            yaml = (TASKS_DIR / f"{task}.yaml").read_text()
+            (scratch / f"{task}.yaml").write_text(yaml.replace("__DATA__", str(scratch / f"{task}.jsonl")))
         name, args = model_spec(kind, path, adapter_of, cfg.max_length)
         lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
             args, {"batch_size": 1 if kind == "onnx" else cfg.batch_size, "device": "cpu"}))
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(ROLE_OF_TASK), log_samples=True,
+            model=lm, tasks=list(tasks), log_samples=True,
             task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
     per_doc = {task: scores.per_document(task, samples) for task, samples in out["samples"].items()}
-    metrics = {name: scores.value(name, per_doc) for name in scores.METRICS}
+    metrics = {name: scores.value(name, per_doc) for name, m in scores.METRICS.items() if m.task in per_doc}
     by_source = {name: {src: scores.value(name, per_doc, src) for src in scores.sources(name, per_doc)}
                  for name in ("domain_ppl",)}
-    return {"metrics": metrics, "by_source": by_source, "scores": per_doc, "docs": docs,
+    return {"metrics": metrics, "by_source": by_source, "scores": per_doc,
+            "docs": {task: len(rows) for task, rows in tasks.items()},
             "lm_eval": {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}}
