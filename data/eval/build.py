@@ -16,7 +16,11 @@ stereotype (Pikuliak et al. 2023, Apache-2.0) and every SBIC gender stereotype
 (Sap et al. 2020, CC BY 4.0) whose gendered words all swap cleanly (women <->
 men, she <-> he, ...; a sentence with "her" is skipped, since it maps to "him"
 or "his"), paired with its swapped sentence. The stereotyped sentence is the
-original. A model without the stereotype prefers either about half the time.
+original. Each pair also carries the gendered words of either sentence alone
+("women" / "men"): the gate subtracts their log-likelihoods, so what is
+compared is what the sentence says of the group given the group, not how
+common the group's word is. A model without the stereotype prefers either
+sentence about half the time.
 """
 from __future__ import annotations
 
@@ -66,6 +70,11 @@ def bbq(lines: list[str]) -> list[dict]:
     return sorted(out, key=lambda r: key(r["id"]))  # the first N of the file are a random sample of every cell
 
 
+def group_words(sentence: str) -> str:
+    """The sentence's gendered words, in order: the group it speaks of, without what it says of them."""
+    return " ".join(w for w in re.findall(r"[A-Za-z]+", sentence) if w.lower() in SWAP)
+
+
 def swapped(sentence: str) -> str | None:
     words = re.findall(r"[A-Za-z]+", sentence.lower())
     if not any(w in SWAP for w in words) or any(w in UNSWAPPABLE for w in words):
@@ -89,7 +98,8 @@ def pairs(gest: list[str], sbic: list[str]) -> list[dict]:
             if anti is None or s.lower() in seen:
                 continue
             seen.add(s.lower())
-            out.append({"id": f"{name}-{key(s)[:12]}", "source": name, "stereotyped": s, "anti": anti})
+            out.append({"id": f"{name}-{key(s)[:12]}", "source": name, "stereotyped": s, "anti": anti,
+                        "stereotyped_group": group_words(s), "anti_group": group_words(anti)})
     return sorted(out, key=lambda r: key(r["id"]))
 
 
