@@ -23,6 +23,7 @@ REPORTS = {
     "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
     "summary.json", "summary.md", "audit/log.jsonl", "data/validation.md", "data/pii.json",
     *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
+    *(f"gates/{model}.md" for model in ("champion", "shipped", "dapt", "sft", "student", "onnx")),
 }
 
 
