@@ -144,6 +144,7 @@ def render(v: dict) -> str:
             est = f"{f['estimate']:.4g}" if "estimate" in f else "-"
             ref = f"{f['ref_value']:.4g}" if "ref_value" in f else "-"
             value = f"{f['value']:.4g}" if f["value"] == f["value"] else "-"
-            lines.append(f"| {f['rule']} | {value} | {ref} | {est} | {ci} | {f['limit']:g} | "
+            limit = -f["limit"] if f["kind"] == "value" and f["higher_is_better"] else f["limit"]  # a `min` bound
+            lines.append(f"| {f['rule']} | {value} | {ref} | {est} | {ci} | {limit:g} | "
                          f"{'yes' if f['resolved'] else '**no**'} | {'pass' if f['passed'] else '**FAIL**'} |")
     return "\n".join(lines) + "\n"

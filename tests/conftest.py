@@ -115,3 +115,13 @@ def replayed(tmp_path_factory, tiny_params_file, prepared) -> Path:
     out = tmp_path_factory.mktemp("replay") / "replay"
     replay.main(["--params", str(tiny_params_file), "--data", str(prepared), "--out", str(out)])
     return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Each test starts without accelerate's process-wide state: an in-process lm-eval HF model sets it up
+    without mixed precision, and a training stage run later in the same process asks for bf16."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -164,7 +164,7 @@ def test_a_failing_gate_stops_the_pipeline_and_is_logged(repo):
     assert "gate onnx: FAILED: domain_ppl" in out.stdout + out.stderr
     assert not (repo / "reports/summary.md").exists(), "audit must not run after a failed gate"
     verdict = read_json(repo / "reports/gates/onnx.json")
-    assert verdict["verdict"] == "fail" and "max 1.0" in verdict["reason"]
+    assert verdict["verdict"] == "fail" and "domain_ppl <= 1" in verdict["reason"]
     last = audit_log.entries(repo / "reports/audit/log.jsonl")[-1]
     assert (last["event"], last["model"], last["verdict"]) == ("gate", "onnx", "fail")
 
