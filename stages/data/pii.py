@@ -1,7 +1,8 @@
 """PII scanning with presidio and a per-entity policy: redact, drop, fail or allow.
 
 presidio-analyzer runs its pattern recognizers (email, phone, IP, SSN, credit
-card, ...) and a spaCy NER pipeline (PERSON, LOCATION) on each record. The spaCy
+card, ...), two of ours for the card and phone formats its own miss
+(`extra_recognizers`), and a spaCy NER pipeline (PERSON, LOCATION) on each record. The spaCy
 pipeline is an installed package (`pii.spacy_model`) handed to presidio through
 NlpEngineProvider; nothing is downloaded (presidio would try to fetch a missing
 model, so a missing one is an error here first). Records are scanned in batches
@@ -55,6 +56,27 @@ def redact(text: str, findings: list[Finding], policy: dict) -> str:
     return text
 
 
+# Formats presidio 2.2.366's own recognizers miss (measured in BENCHMARKS.md): cards of 12-19 digits from
+# every issuer range (Mastercard 2-series, Maestro, 19-digit Visa, 15-digit JCB), accepted only when the
+# Luhn check passes; North American phone numbers with an extension, a +1 or 001 prefix, or an area code
+# phonenumbers does not know (its validity check rejects any number outside the assigned plan).
+CARD = r"(?<![\d-])\d{4}(?:[ -]?\d){8,15}(?![\d-])"
+PHONE = (r"(?<![\w+-])(?:\+1[-. ]?|001[-. ]?|1[-. ])?(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}"
+         r"(?: ?(?:x|ext\.?|extension) ?\d{1,6})?(?![\w-])")
+PHONE_CONTEXT = ["phone", "call", "tel", "telephone", "mobile", "cell", "fax", "number", "reach", "contact"]
+
+
+def extra_recognizers() -> list:
+    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+    return [
+        CreditCardRecognizer(patterns=[Pattern("card number, any issuer, 12-19 digits", CARD, 0.3)]),
+        PatternRecognizer(supported_entity="PHONE_NUMBER", name="NanpPhoneRecognizer", context=PHONE_CONTEXT,
+                          patterns=[Pattern("North American number, optional prefix and extension", PHONE, 0.4)]),
+    ]
+
+
 @functools.lru_cache(maxsize=2)
 def analyzer(spacy_model: str):
     """presidio's AnalyzerEngine on an installed spaCy pipeline (loading takes seconds: built once per process)."""
@@ -67,7 +89,10 @@ def analyzer(spacy_model: str):
     }).create_engine()
     nlp = engine.nlp["en"]
     nlp.select_pipes(disable=[p for p in UNUSED_PIPES if p in nlp.pipe_names])
-    return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+    engine_ = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+    for recognizer in extra_recognizers():
+        engine_.registry.add_recognizer(recognizer)
+    return engine_
 
 
 class Scanner:
