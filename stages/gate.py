@@ -20,11 +20,12 @@ as every candidate: `--model champion`, the champion's tuned teacher (ref
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from .core import audit_log, params
-from .core.io import read_json, write_json, write_text
+from .core.io import read_json, sha256_text, write_json, write_text
 from .core.runtime import log, seed_everything
 from .models import evaluate, modeling, scores
 from .models.gates import decide, load_rules
@@ -70,6 +71,9 @@ def main(argv=None) -> None:
     ap.add_argument("--verdict", required=True)
     ap.add_argument("--metrics", required=True, help="flat metrics JSON for `dvc metrics show`")
     ap.add_argument("--audit-log", required=True)
+    ap.add_argument("--same-as", metavar="VERDICT.json",
+                    help="reuse this verdict's scores when it scored the same model on the same documents "
+                         "(before any promotion the base model stands in as champion and as shipped model)")
     args = ap.parse_args(argv)
 
     run, ecfg = params.load(args.params, "run", "eval")
@@ -84,14 +88,25 @@ def main(argv=None) -> None:
         path = shipped_or_base(path, args.base)
     real = modeling.is_real(args.adapter_of or path)
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
-    log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text"
-        + (" and the bias sets" if args.eval_sets else ""))
-    scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of,
-                                eval_sets=args.eval_sets)
+    digest = artifact_hash(path)
+    eval_sha256 = sha256_text(json.dumps(evaluate.task_data(args.data, args.eval_sets, ecfg), sort_keys=True))
+    same = read_json(args.same_as) if args.same_as and Path(args.same_as).is_file() else {}
+    reuse = (same.get("artifact_sha256"), same.get("eval_sha256"), same.get("eval_params"),
+             same.get("adapter_of")) == (digest, eval_sha256, params.as_dict(ecfg), args.adapter_of)
+    if reuse:
+        log("gate", f"{args.model} is the model {args.same_as} scored ({path}) on the same documents: "
+                    "its scores are reused")
+        scored = {k: same[k] for k in ("metrics", "by_source", "scores", "lm_eval")} | {"docs": same["eval_docs"]}
+    else:
+        log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text"
+            + (" and the bias sets" if args.eval_sets else ""))
+        scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of,
+                                    eval_sets=args.eval_sets)
     metrics = scored["metrics"]
     log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
 
-    verdict = {"model": args.model, "path": str(path), "artifact_sha256": artifact_hash(path),
+    verdict = {"model": args.model, "path": str(path), "artifact_sha256": digest, "adapter_of": args.adapter_of,
+               "eval_sha256": eval_sha256, **({"reused_from": args.same_as} if reuse else {}),
                "metrics": metrics, "by_source": scored["by_source"], "eval_docs": scored["docs"],
                "directions": {m: "higher" if scores.METRICS[m].higher_is_better else "lower" for m in metrics},
                "lm_eval": scored["lm_eval"],

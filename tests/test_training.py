@@ -317,6 +317,12 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
          "--verdict", str(work / "same.json"), "--metrics", str(work / "same-metrics.json"))
     same = read_json(work / "same.json")
     assert same["verdict"] == "reference" and same["scores"]["ratchet_domain_ppl"]
+    reused = gate("--model", "shipped", "--path", str(work / "no-champion"), "--base", str(dapt_model),
+                  "--same-as", str(work / "same.json"), "--verdict", str(work / "shipped.json"),
+                  "--metrics", str(work / "shipped-metrics.json"))
+    shipped = read_json(work / "shipped.json")
+    assert "scores are reused" in reused.stdout + reused.stderr and shipped["reused_from"] == str(work / "same.json")
+    assert shipped["scores"] == same["scores"] and shipped["model"] == "shipped"
     worse = {**same, "scores": {task: [{**r, "ll": r["ll"] * 2} if "ll" in r else r for r in rows]
                                 for task, rows in same["scores"].items()}}
     write_json(work / "worse.json", worse)
@@ -337,3 +343,34 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
     assert failed.returncode != 0 and "gate dapt: FAILED" in failed.stderr
     assert read_json(work / "verdict.json")["verdict"] == "fail"
     assert "**FAIL**" in (work / "verdict.md").read_text()
+
+
+def test_a_model_with_one_layer_scrambled_fails_its_gate_and_the_intact_one_passes(work, dapt_model, prepared,
+                                                                                  tmp_path):
+    """One decoder layer's weights shuffled (the same numbers, in the wrong places): scored on the same
+    documents as the model it was, every perplexity rule of a shipped model refuses it, the domain rule with a
+    resolved interval even on the tiny profile's eight documents."""
+    from safetensors.torch import save_file
+
+    from stages.models.evaluate import run_suite
+    from stages.models.gates import decide
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(dapt_model, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    g = torch.Generator().manual_seed(0)
+    for name in [k for k in weights if k.startswith("model.layers.1.") and weights[k].dim() == 2]:
+        w = weights[name]
+        weights[name] = w.flatten()[torch.randperm(w.numel(), generator=g)].reshape(w.shape).contiguous()
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+
+    cfg = params.load(work / "params.yaml", "eval")[0]
+    intact = run_suite("hf", str(dapt_model), str(prepared), cfg)
+    broken = run_suite("hf", str(damaged), str(prepared), cfg)
+    rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("onnx")
+             if r.ref == "shipped" and r.metric.endswith("_ppl")]
+    same = decide(intact["scores"], rules, {"shipped": intact["scores"]})
+    assert all(f["passed"] for f in same)
+    worse = decide(broken["scores"], rules, {"shipped": intact["scores"]})
+    assert not any(f["passed"] for f in worse), [f["reason"] for f in worse]
+    assert all(f["resolved"] for f in worse if f["metric"] == "domain_ppl" and f["source"] is None)
