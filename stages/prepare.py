@@ -182,6 +182,8 @@ def pii_report(p: Prepare) -> dict:
         "score_threshold": p.pii_cfg.score_threshold,
         "score_thresholds": p.pii_cfg.score_thresholds,
         "spacy_model": p.pii_cfg.spacy_model,
+        "not_scanned": p.scanner.not_scanned,  # policy allow, and pii.scan_allowed false: neither acted on nor counted
+        "patterns_only": p.scanner.patterns_only,  # no NER: only texts a pattern could match went through presidio
         "by_role": {r: table(p.pii[f"role:{r}"]) for r in ROLES},
         "by_drop": {k.split(":", 1)[1]: table(v) for k, v in sorted(p.pii.items()) if k.startswith("drop:")},
         "records_scanned": p.scanned,

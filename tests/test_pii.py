@@ -30,7 +30,8 @@ PLANTED = {
 
 @pytest.fixture(scope="module")
 def scanner():
-    cfg = params.build("pii", {**tiny_params()["pii"], "policy": POLICY, "score_thresholds": {"PHONE_NUMBER": 0.4}})
+    cfg = params.build("pii", {**tiny_params()["pii"], "policy": POLICY, "score_thresholds": {"PHONE_NUMBER": 0.4},
+                               "scan_allowed": True})
     return Scanner(cfg)
 
 
@@ -141,7 +142,7 @@ def kept_texts(out) -> list[str]:
 def test_prepare_redacts_drops_and_allows_by_policy(tmp_path):
     records = [PLANTED[e][0] for e in ("EMAIL_ADDRESS", "IP_ADDRESS", "US_SSN", "PERSON")]
     seed, drops = corpus(tmp_path, records)
-    manifest, report = run(tmp_path, seed, drops, policy=POLICY, max_dropped_fraction=0.5)
+    manifest, report = run(tmp_path, seed, drops, policy=POLICY, max_dropped_fraction=0.5, scan_allowed=True)
     texts = kept_texts(tmp_path / "prepared")
     assert "Send the quarterly numbers to <EMAIL_ADDRESS> before Friday." in texts
     assert "The build server answers on <IP_ADDRESS> inside the office network." in texts
@@ -178,3 +179,22 @@ def test_a_drop_that_is_all_pii_trips_the_cap_or_is_quarantined_below_it(tmp_pat
     drop = manifest["drops"]["2026-W48"]
     assert drop["quarantined"] == drop["in"] == drop["rules"]["pii"] == 5
     assert manifest["drops"]["seed"]["kept"] == len(GOOD)
+
+
+def test_without_ner_entities_only_pattern_candidates_are_scanned_and_nothing_is_missed():
+    """PERSON allowed and not scanned: the pattern pass sends only candidate texts to presidio (spaCy without
+    NER) and finds exactly what a full scan of every text finds."""
+    fake = Faker("en_US")
+    fake.seed_instance(3)
+    texts = [*(t for t, _ in PLANTED.values()), *GOOD, f"Call {fake.phone_number()} today.",
+             f"Card {fake.credit_card_number('mastercard')} was declined.", "Version 3.11 ships in October.",
+             "The answer is 42, and the question is unknown.", f"Wire it to {fake.iban()} please."]
+    base = {**tiny_params()["pii"], "policy": POLICY, "score_thresholds": {"PHONE_NUMBER": 0.4}}
+    fast = Scanner(params.build("pii", {**base, "scan_allowed": False}))
+    assert fast.patterns_only and fast.not_scanned == ["PERSON"]
+    full = Scanner(params.build("pii", {**base, "scan_allowed": True}))  # every text, spaCy with NER
+    assert not full.patterns_only and not full.not_scanned
+    assert not any(pii.CANDIDATE.search(t) for t in GOOD), "clean prose never reaches presidio"
+    found = fast.scan(texts)
+    assert found == [[f for f in fs if f.entity != "PERSON"] for fs in full.scan(texts)]
+    assert sum(map(len, found)) >= 7, found

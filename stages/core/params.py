@@ -111,6 +111,7 @@ class PiiConfig(Section):
     score_threshold: float
     score_thresholds: dict[str, float]
     max_dropped_fraction: float
+    scan_allowed: bool
     spacy_model: str
     batch_size: int
 

