@@ -97,6 +97,7 @@ def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outp
                     "policy": pii_cfg["policy"], "score_threshold": pii_cfg["score_threshold"],
                     "score_thresholds": pii_cfg["score_thresholds"],
                     "findings": (pii or {}).get("by_role", {}).get(role, "no PII report given"),
+                    "not_scanned": (pii or {}).get("not_scanned", []),
                     "dropped": acc["rules"]["pii"], "redacted": acc["redacted"]},
             "quarantine": "quarantine.jsonl (beside the prepared splits) keeps every record left out, unredacted, "
                           "with file, line, drop, rule and reason: restrict access to it like the raw drops",
@@ -155,6 +156,9 @@ def to_markdown(sheet: dict) -> str:
     for ent, v in findings.items():
         action = p["pii"]["policy"][ent]
         lines.append(f"| {ent} | {v['hits']} | {v['records']} | {action} ({v.get(action, 0)}) |")
+    if p["pii"].get("not_scanned"):
+        lines += ["", f"- Not scanned (policy allow, `pii.scan_allowed` false): {', '.join(p['pii']['not_scanned'])}: "
+                      "records may hold them; this datasheet does not count them"]
     lines += ["", f"- Quarantine: {p['quarantine']}", "", "## Uses", "",
               f"- Intended: {sheet['uses']['intended']}", f"- Not intended: {sheet['uses']['not_intended']}",
               f"- Risks: {sheet['uses']['risks']}", "", "## Distribution", "",
