@@ -89,7 +89,8 @@ def main(argv=None) -> None:
     real = modeling.is_real(args.adapter_of or path)
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
     digest = artifact_hash(path)
-    eval_sha256 = sha256_text(json.dumps(evaluate.task_data(args.data, args.eval_sets, ecfg), sort_keys=True))
+    tasks = evaluate.task_data(args.data, args.eval_sets, ecfg)
+    eval_sha256 = sha256_text(json.dumps(tasks, sort_keys=True))
     same = read_json(args.same_as) if args.same_as and Path(args.same_as).is_file() else {}
     reuse = (same.get("artifact_sha256"), same.get("eval_sha256"), same.get("eval_params"),
              same.get("adapter_of")) == (digest, eval_sha256, params.as_dict(ecfg), args.adapter_of)
@@ -101,7 +102,7 @@ def main(argv=None) -> None:
         log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text"
             + (" and the bias sets" if args.eval_sets else ""))
         scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of,
-                                    eval_sets=args.eval_sets)
+                                    eval_sets=args.eval_sets, tasks=tasks)
     metrics = scored["metrics"]
     log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
 

@@ -79,8 +79,9 @@ def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
 
 
 def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None,
-              eval_sets: str | None = None) -> dict:
-    """Score one model on the held-out suite, and on the bias sets in `eval_sets` when given.
+              eval_sets: str | None = None, tasks: dict[str, list[dict]] | None = None) -> dict:
+    """Score one model on the held-out suite, and on the bias sets in `eval_sets` when given
+    (`tasks`: their documents when the caller has read them already, as task_data returns them).
 
     Returns {metrics: {name: value over every document}, by_source: {name: {source: value}} for the
     domain metrics, scores: {task: per-document rows}, docs: {task: count}, lm_eval: its own results}.
@@ -89,7 +90,7 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
     from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    tasks = task_data(data, eval_sets, cfg)
+    tasks = tasks if tasks is not None else task_data(data, eval_sets, cfg)
     with tempfile.TemporaryDirectory(prefix="ratchet-eval-") as scratch:
         scratch = Path(scratch)
         for template in TASKS_DIR.glob("_*_yaml"):
