@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from .core import audit_log
-from .core.io import dir_size, read_json, sha256_tree, write_json, write_text
+from .core.io import dir_size, one_line, read_json, sha256_tree, write_json, write_text
 from .core.runtime import log
 
 
@@ -60,10 +60,12 @@ def main(argv=None) -> None:
                      "size_mb": round(dir_size(folder) / 1e6, 1), "real": lin.get("real"),
                      "verdict": verdict.get("verdict"), "metrics": verdict.get("metrics", {}),
                      "by_source": verdict.get("by_source", {}).get("domain_ppl", {}),
-                     "unresolved": verdict.get("unresolved", [])})
+                     "unresolved": verdict.get("unresolved", []),
+                     "answers": {r["id"]: r["answer"] for r in verdict.get("scores", {}).get("ratchet_answers", [])}})
     champion = verdicts["champion"]
     shipped = verdicts.get("shipped", champion)
-    summary = {"models": rows, "champion": {"path": champion["path"], "metrics": champion["metrics"]},
+    questions = next((v["answers"] for v in verdicts.values() if v.get("answers")), [])
+    summary = {"models": rows, "questions": [{k: q[k] for k in ("id", "question", "reference")} for q in questions], "champion": {"path": champion["path"], "metrics": champion["metrics"]},
                "shipped": {"path": shipped["path"], "metrics": shipped["metrics"]},
                "data_gate": read_json(args.data_gate)["verdict"], "quantize": read_json(args.quantize),
                "audit_log_entries": len(audit_log.entries(args.audit_log)), "problems": problems,
@@ -101,6 +103,15 @@ def render(s: dict) -> str:
     if flagged:
         lines += ["", "Rules decided inside the noise (the interval spans the limit; more held-out documents "
                   "would resolve them):", ""] + [f"- {model}: {rule}" for model, rule in flagged]
+    metrics = [m for m in dict.fromkeys(k for r in s["models"] for k in r["metrics"]) if m not in ("domain_ppl", "general_ppl")]
+    if metrics:
+        lines += ["", "Every other gate metric (`reports/gates/<model>.md` has each rule with its interval):", "",
+                  "| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+        lines += [f"| {r['model']} | " + " | ".join(f"{r['metrics'][m]:.3f}" if m in r["metrics"] else "-"
+                                                  for m in metrics) + " |" for r in s["models"]]
+    for q in s.get("questions", []):
+        lines += ["", f"**{q['question']}** (held-out; reference: {one_line(q['reference'])})", ""]
+        lines += [f"- {r['model']}: {one_line(r['answers'][q['id']])}" for r in s["models"] if q["id"] in r["answers"]]
     q = s["quantize"]
     lines += ["", f"int8 ONNX parity with the PyTorch student: top-1 agreement {q['top1_agreement']:.3f}, "
                   f"NLL {q['nll_torch']:.3f} -> {q['nll_onnx']:.3f} nats/token; "
@@ -109,4 +120,3 @@ def render(s: dict) -> str:
               f"Data gate: {s['data_gate']}. Audit log: {s['audit_log_entries']} entries, chain intact: "
               f"{'no' if s['problems'] else 'yes'}.", ""]
     return "\n".join(lines)
-

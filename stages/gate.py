@@ -25,14 +25,32 @@ import time
 from pathlib import Path
 
 from .core import audit_log, params
-from .core.io import read_json, sha256_text, write_json, write_text
+from .core.io import one_line, read_json, sha256_text, write_json, write_text
 from .core.runtime import log, seed_everything
 from .models import evaluate, modeling, scores
 from .models.gates import decide, load_rules
 from .models.champion import shipped_or_base, teacher_or_base
 from .models.lineage import artifact_hash
 
-REFERENCES = ("champion", "shipped")  # scored for the others to compare with; no rules of their own
+REFERENCES = ("champion", "shipped", "base")  # scored for the others to compare with; no rules of their own
+SIDE_BY_SIDE = 3  # held-out questions whose answers a verdict shows next to its references'
+
+
+def side_by_side(model: str, docs: dict, refs: dict[str, dict], tasks: dict) -> list[dict]:
+    """The first held-out questions with the reference answer, this model's answer and each reference model's."""
+    mine = {r["id"]: r for r in docs.get(evaluate.ANSWER_TASK, [])}
+    out = []
+    for q in tasks.get(evaluate.ANSWER_TASK, [])[:SIDE_BY_SIDE]:
+        if q["id"] not in mine:
+            continue
+        answers = {model: mine[q["id"]]["answer"]}
+        for name, ref in refs.items():
+            row = next((r for r in ref.get(evaluate.ANSWER_TASK, []) if r["id"] == q["id"]), None)
+            if row is not None:
+                answers[name] = row["answer"]
+        out.append({"id": q["id"], "question": q["messages"][-1]["content"], "reference": q["reference"],
+                    "answers": answers})
+    return out
 
 
 def reference_scores(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:
@@ -90,6 +108,8 @@ def main(argv=None) -> None:
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
     digest = artifact_hash(path)
     tasks = evaluate.task_data(args.data, args.eval_sets, ecfg)
+    if args.model not in REFERENCES and not any(scores.METRICS[r.metric].task == evaluate.ANSWER_TASK for r in rules):
+        del tasks[evaluate.ANSWER_TASK]  # generation is the slow part: only where a rule judges the answers
     eval_sha256 = sha256_text(json.dumps(tasks, sort_keys=True))
     same = read_json(args.same_as) if args.same_as and Path(args.same_as).is_file() else {}
     reuse = (same.get("artifact_sha256"), same.get("eval_sha256"), same.get("eval_params"),
@@ -128,6 +148,7 @@ def main(argv=None) -> None:
                            f" ({len(unresolved)} inside the noise: see unresolved)" if unresolved else ""))
         audit_log.append(args.audit_log, "gate", model=args.model, artifact_sha256=verdict["artifact_sha256"],
                          verdict=verdict["verdict"], reason=verdict["reason"], metrics=metrics, real=real)
+    verdict["answers"] = side_by_side(args.model, scored["scores"], refs, tasks)
     verdict["scores"] = scored["scores"]  # last: the per-document rows are long
     write_json(args.verdict, verdict)
     write_text(Path(args.verdict).with_suffix(".md"), render(verdict))
@@ -163,4 +184,8 @@ def render(v: dict) -> str:
             limit = -f["limit"] if f["kind"] == "value" and f["higher_is_better"] else f["limit"]  # a `min` bound
             lines.append(f"| {f['rule']} | {value} | {ref} | {est} | {ci} | {limit:g} | "
                          f"{'yes' if f['resolved'] else '**no**'} | {'pass' if f['passed'] else '**FAIL**'} |")
+    for a in v.get("answers", []):
+        lines += ["", f"**Held-out question** {a['id']}: {a['question']}", "",
+                  f"- reference answer: {one_line(a['reference'])}"]
+        lines += [f"- {name}: {one_line(text)}" for name, text in a["answers"].items()]
     return "\n".join(lines) + "\n"

@@ -146,7 +146,8 @@ def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression()
 
 
 def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params_file):
-    """HF models are scored at eval.batch_size, ONNX at 1: the same model's per-document scores agree."""
+    """HF models are scored at eval.batch_size, ONNX at 1: the same model's per-document scores agree,
+    its greedy answers included."""
     from stages.core import params
     from stages.models.evaluate import run_suite
 
@@ -157,13 +158,13 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
                            eval_sets=str(ROOT / "data/eval")) for b in (1, 4))
     assert one["docs"] == four["docs"] and one["docs"]["ratchet_domain_ppl"] > 1
     assert set(one["scores"]) == {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender",
-                                  "ratchet_stereotype_pairs"}
+                                  "ratchet_stereotype_pairs", "ratchet_answers"}
     for task, rows in one["scores"].items():
         assert [r["id"] for r in rows] == [r["id"] for r in four["scores"][task]]
         for a, b in zip(rows, four["scores"][task]):
             if "ll" in a:
                 assert a["ll"] == pytest.approx(b["ll"], rel=1e-4), (task, a["id"])
-            else:  # a multiple-choice pick
+            else:  # a multiple-choice pick, or an answer with its scores
                 assert a == b, task
 
 

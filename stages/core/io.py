@@ -97,3 +97,9 @@ def sha256_tree(path: str | Path, exclude: tuple[str, ...] = ("lineage.json",)) 
 def dir_size(path: str | Path) -> int:
     path = Path(path)
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line, whitespace collapsed, cut at `limit` characters: a model's answer in a table."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."

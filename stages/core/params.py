@@ -338,6 +338,8 @@ class EvalConfig(Section):
     max_docs: int
     max_length: int
     bias_items: int
+    answer_items: int
+    answer_tokens: int
     bootstrap: int
     confidence: float
 
@@ -345,6 +347,10 @@ class EvalConfig(Section):
         out = []
         if self.bias_items < 1:
             out.append("eval.bias_items: must be >= 1 (items of each bias set every model is scored on)")
+        if self.answer_items < 1:
+            out.append("eval.answer_items: must be >= 1 (held-out questions every answering model is asked)")
+        if not 8 <= self.answer_tokens <= 512:
+            out.append("eval.answer_tokens: must be in [8, 512] (the longest answer generated, in tokens)")
         if self.bootstrap < 100:
             out.append("eval.bootstrap: must be >= 100 draws for a usable interval")
         if not 0.5 <= self.confidence < 1:
@@ -386,7 +392,7 @@ class GateRule(Section):
 
 class GatesConfig(Section):
     """Rules per gated model, in pipeline order; a rule's `ref` is the champion's teacher (`champion`), its
-    shipped model (`shipped`) or a model gated before it."""
+    shipped model (`shipped`), the untuned base model (`base`) or a model gated before it."""
 
     section = "gates"
     dapt: list[GateRule]
@@ -401,9 +407,9 @@ class GatesConfig(Section):
     @classmethod
     def refs_allowed(cls, model: str) -> tuple[str, ...]:
         """What a rule of `model` may compare against: the champion's teacher (`champion`), its shipped
-        int8 model (`shipped`), and every model gated before this one in the run."""
+        int8 model (`shipped`), the base model (`base`), and every model gated before this one in the run."""
         order = cls.models()
-        return ("champion", "shipped") + order[: order.index(model)]
+        return ("champion", "shipped", "base") + order[: order.index(model)]
 
     def rules(self, model: str) -> list[GateRule]:
         return list(getattr(self, model))
@@ -429,7 +435,7 @@ class GatesConfig(Section):
                 allowed = self.refs_allowed(model)
                 if r.ref is not None and r.ref not in allowed:
                     out.append(f"{where}.ref: {r.ref!r} is not one of {', '.join(allowed)} (the champion's teacher "
-                               "or shipped model, or a model gated before this one)")
+                               "or shipped model, the base model, or a model gated before this one)")
         return out
 
 

@@ -18,6 +18,8 @@ from . import scores
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 # held-out text of a role in the prepared data, scored per source
 ROLE_OF_TASK = {"ratchet_domain_ppl": "domain", "ratchet_general_ppl": "general"}
+# questions with reference answers: the held-out split of the instruction data
+ANSWER_TASK = "ratchet_answers"
 # fixed evaluation sets (data/eval, see its README): file per task
 EVAL_SET_OF_TASK = {"ratchet_bbq_gender": "bbq_gender.jsonl", "ratchet_stereotype_pairs": "stereotype_pairs.jsonl"}
 
@@ -35,7 +37,9 @@ def eval_subset(records: list[dict], max_docs: int) -> list[dict]:
 def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int) -> tuple[str, dict]:
     """lm-eval model name and args for a plain model, a LoRA adapter, or an ONNX folder."""
     if kind == "onnx":
-        return "onnxruntime", {"pretrained": path, "execution_provider": "cpu", "max_length": max_length}
+        from . import onnx_lm  # lm-eval's onnxruntime model, generating too
+
+        return onnx_lm.register(), {"pretrained": path, "execution_provider": "cpu", "max_length": max_length}
     args = {"pretrained": adapter_of or path, "dtype": "float32", "max_length": max_length,
             "trust_remote_code": False}
     if adapter_of:
@@ -62,7 +66,8 @@ def quiet(lm):
 
 
 def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
-    """{task: the documents every model is scored on}: held-out text per source, and the first
+    """{task: the documents every model is scored on}: held-out text per source, the first eval.answer_items
+    held-out questions (the prompt's messages and the reference answer) of each source, and the first
     eval.bias_items of each fixed evaluation set when its folder is given."""
     out = {}
     for task, role in ROLE_OF_TASK.items():
@@ -70,12 +75,26 @@ def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
         if not subset:
             raise SystemExit(f"{data}/{role}/heldout.jsonl is empty: nothing to evaluate on")
         out[task] = [{"id": r["id"], "source": r.get("source", ""), "text": r["text"]} for r in subset]
+    questions = eval_subset(list(read_jsonl(f"{data}/sft/heldout.jsonl")), cfg.answer_items)
+    if not questions:
+        raise SystemExit(f"{data}/sft/heldout.jsonl is empty: no held-out question to ask the models")
+    out[ANSWER_TASK] = [{"id": r["id"], "source": r.get("source", ""), "messages": r["messages"][:-1],
+                         "reference": r["messages"][-1]["content"]} for r in questions]
     for task, file in EVAL_SET_OF_TASK.items() if eval_sets else ():
         rows = list(read_jsonl(Path(eval_sets) / file))[: cfg.bias_items]
         if not rows:
             raise SystemExit(f"{eval_sets}/{file} is empty: rebuild it with data/eval/build.py")
         out[task] = rows
     return out
+
+
+def with_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
+    """Each question rendered with the model's own chat template, ready for generation."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    return [{**r, "prompt": tok.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=False)}
+            for r in rows]
 
 
 def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None,
@@ -96,8 +115,10 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
         for template in TASKS_DIR.glob("_*_yaml"):
             (scratch / template.name).write_text(template.read_text())
         for task, rows in tasks.items():
+            if task == ANSWER_TASK:
+                rows = with_prompts(rows, adapter_of or path)
             write_jsonl(scratch / f"{task}.jsonl", rows)
-            yaml = (TASKS_DIR / f"{task}.yaml").read_text()
+            yaml = (TASKS_DIR / f"{task}.yaml").read_text().replace("__MAX_TOKENS__", str(cfg.answer_tokens))
             (scratch / f"{task}.yaml").write_text(yaml.replace("__DATA__", str(scratch / f"{task}.jsonl")))
         name, args = model_spec(kind, path, adapter_of, cfg.max_length)
         lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
