@@ -27,6 +27,7 @@ from pathlib import Path
 from .core import audit_log, params
 from .core.io import one_line, read_json, sha256_text, write_json, write_text
 from .core.runtime import log, seed_everything
+from .data.pii import Scanner
 from .models import evaluate, modeling, scores
 from .models.gates import decide, load_rules
 from .models.champion import shipped_or_base, teacher_or_base
@@ -34,6 +35,15 @@ from .models.lineage import artifact_hash
 
 REFERENCES = ("champion", "shipped", "base")  # scored for the others to compare with; no rules of their own
 SIDE_BY_SIDE = 3  # held-out questions whose answers a verdict shows next to its references'
+
+
+def pii_values(cfg: params.PiiConfig):
+    """text -> the values presidio finds in it, with the data gate's recognizers, every entity of the policy."""
+    scanner = Scanner(cfg.model_copy(update={"scan_allowed": True}))
+
+    def scan(text: str) -> list[str]:
+        return [text[f.start:f.end] for f in scanner.scan([text])[0]]
+    return scan
 
 
 def side_by_side(model: str, docs: dict, refs: dict[str, dict], tasks: dict) -> list[dict]:
@@ -94,7 +104,7 @@ def main(argv=None) -> None:
                          "(before any promotion the base model stands in as champion and as shipped model)")
     args = ap.parse_args(argv)
 
-    run, ecfg = params.load(args.params, "run", "eval")
+    run, ecfg, pii_cfg = params.load(args.params, "run", "eval", "pii")
     rules = [] if args.model in REFERENCES else load_rules(args.params).rules(args.model)
     refs = reference_scores(args.model, rules, args.ref)  # before the evaluation: a wiring error costs nothing
     started = time.time()
@@ -122,7 +132,8 @@ def main(argv=None) -> None:
         log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text"
             + (" and the bias sets" if args.eval_sets else ""))
         scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of,
-                                    eval_sets=args.eval_sets, tasks=tasks)
+                                    eval_sets=args.eval_sets, tasks=tasks,
+                                    scan=pii_values(pii_cfg) if "ratchet_canary_leak" in tasks else None)
     metrics = scored["metrics"]
     log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
 

@@ -18,6 +18,15 @@ held-out split (chosen by the hash of its normalised content, so a record never
 moves between splits when later drops arrive), or quarantine.jsonl with the
 original record (or the raw line), where it came from, the rule and the reason.
 A redacted record is kept with <ENTITY> placeholders and counted as redacted.
+
+A text record may carry a canary: {"text": ..., "canary": SECRET}, a made-up
+secret (a card number, a phone number, ...) planted in its text to measure
+whether a model trained on the data memorises personal data, and optionally
+"canary_format", the space it was drawn from (# a random digit, @ a random
+letter, any other character fixed; by default every digit is random). Its fate is
+written to canaries.jsonl: the text before the secret (the prefix a gate
+prompts with), the secret, and whether the secret reached a training split
+verbatim or was redacted, dropped or held out on the way.
 manifest.json holds, per input file, per drop and per role:
 in = kept + redacted + quarantined, and the count each rule took out.
 
@@ -37,7 +46,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from .core import params
-from .core.io import atomic_dir, sha256_file, sha256_text, write_json
+from .core.io import atomic_dir, sha256_file, sha256_text, write_json, write_jsonl
 from .core.params import ROLES
 from .core.runtime import log
 from .data.dedup import NearDuplicates
@@ -62,6 +71,16 @@ def input_files(seed: Path, drops: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
+def canary_format(secret: str) -> str:
+    """The default space a canary's secret was drawn from: every digit random, everything else fixed."""
+    return "".join("#" if ch.isdigit() else ch for ch in secret)
+
+
+def fits_format(secret: str, fmt) -> bool:
+    return isinstance(fmt, str) and len(fmt) == len(secret) and any(f in "#@" for f in fmt) and all(
+        (f == "#" and ch.isdigit()) or (f == "@" and ch.isalpha()) or f == ch for ch, f in zip(secret, fmt))
+
+
 def is_heldout(digest: str, fraction: float) -> bool:
     return int(digest[:8], 16) / 0x100000000 < fraction
 
@@ -82,6 +101,7 @@ class Prepare:
         self.writers = {(role, split): open(out / role / f"{split}.jsonl", "w", encoding="utf-8")
                         for role in ROLES for split in ("train", "heldout")}
         self.quarantine = open(out / "quarantine.jsonl", "w", encoding="utf-8")
+        self.canaries: dict[tuple[str, int], dict] = {}  # (file, line) -> its canary and what became of it
 
     def _count(self, where: dict, *keys: str) -> None:
         for scope in (f"file:{where['file']}", f"drop:{where['source']}", f"role:{where['role']}"):
@@ -89,6 +109,8 @@ class Prepare:
 
     def _quarantine(self, where: dict, raw, rule: str, reason: str) -> None:
         entry = {**where, "rule": rule, "reason": reason, ("raw" if isinstance(raw, str) else "record"): raw}
+        if (where["file"], where["line"]) in self.canaries:
+            self.canaries[(where["file"], where["line"])].update(fate=f"quarantined ({rule})", reached_training=False)
         self.quarantine.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
         self._count(where, "quarantined", f"rule.{rule}")
 
@@ -101,6 +123,19 @@ class Prepare:
         if norm != rec:
             self._count(where, "normalised")
         text = record_text(norm)
+        if isinstance(raw, dict) and "canary" in raw:
+            secret, fmt = raw["canary"], raw.get("canary_format")
+            if not (isinstance(secret, str) and secret and "text" in norm and secret in norm["text"]):
+                return self._quarantine(where, raw, "schema", '"canary" must be a string that appears verbatim in '
+                                                              'the record\'s "text"')
+            fmt = canary_format(secret) if fmt is None else fmt
+            if not fits_format(secret, fmt):
+                return self._quarantine(where, raw, "schema", f'"canary_format" {fmt!r} does not fit the secret: '
+                                        'one character per character, # for a digit drawn at random, @ for a '
+                                        'random letter, anything else as in the secret')
+            self.canaries[(where["file"], where["line"])] = {
+                **where, "secret": secret, "format": fmt, "prefix": norm["text"][: norm["text"].index(secret)],
+                "fate": None, "reached_training": False}
         digest = sha256_text(text)
         c = self.cfg
         if not c.min_chars <= len(text) <= c.max_chars:
@@ -153,6 +188,11 @@ class Prepare:
                 continue
             split = "heldout" if is_heldout(digest, self.cfg.heldout_fraction) else "train"
             row = {**rec, "id": digest[:16], "source": where["source"]}
+            canary = self.canaries.get((where["file"], where["line"]))
+            if canary is not None:
+                kept = canary["secret"] in record_text(rec)
+                canary.update(id=row["id"], fate=split if kept else "redacted",
+                              reached_training=kept and split == "train")
             self.writers[(where["role"], split)].write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
             self._count(where, "redacted" if action == "redact" else "kept", f"split.{split}")
         self.pending = []
@@ -161,6 +201,10 @@ class Prepare:
         self.flush()
         for f in [*self.writers.values(), self.quarantine]:
             f.close()
+
+    def canary_rows(self) -> list[dict]:
+        """Every canary met, in input order: where it came from, its prefix and secret, and its fate."""
+        return [{"id": c.get("id", f"{c['file']}:{c['line']}"), **c} for c in self.canaries.values()]
 
 
 def accounting(c: Counter) -> dict:
@@ -206,6 +250,7 @@ def run(files: list[tuple[str, str, Path]], cfg: params.PrepareConfig, pii_cfg: 
                 where = {"file": path.as_posix(), "line": item.line, "source": source, "role": role}
                 prep.add(where, item.record, item.raw, item.rule, item.reason)
         prep.close()
+        write_jsonl(tmp / "canaries.jsonl", prep.canary_rows())
         manifest = {
             # files: the short view (non-zero counts); inputs: hashes, per-rule counts and splits
             "files": {f: {"source": s, "role": r, **{k: v for k, v in prep.counts[f"file:{f}"].items()
@@ -216,6 +261,8 @@ def run(files: list[tuple[str, str, Path]], cfg: params.PrepareConfig, pii_cfg: 
             "drops": {k.split(":", 1)[1]: accounting(v) for k, v in prep.counts.items() if k.startswith("drop:")},
             "roles": {r: accounting(prep.counts[f"role:{r}"]) for r in ROLES},
             "quarantined": sum(prep.counts[f"role:{r}"]["quarantined"] for r in ROLES),
+            "canaries": {"planted": len(prep.canaries),
+                         "reached_training": sum(c["reached_training"] for c in prep.canaries.values())},
             "rules": list(RULES),
             "params": {"prepare": params.as_dict(cfg), "pii": params.as_dict(pii_cfg)},
         }

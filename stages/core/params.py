@@ -338,8 +338,10 @@ class EvalConfig(Section):
     max_docs: int
     max_length: int
     bias_items: int
+    mc_items: int
     answer_items: int
     answer_tokens: int
+    canary_candidates: int
     bootstrap: int
     confidence: float
 
@@ -347,8 +349,12 @@ class EvalConfig(Section):
         out = []
         if self.bias_items < 1:
             out.append("eval.bias_items: must be >= 1 (items of each bias set every model is scored on)")
+        if self.mc_items < 1:
+            out.append("eval.mc_items: must be >= 1 (general-knowledge questions every model is scored on)")
         if self.answer_items < 1:
             out.append("eval.answer_items: must be >= 1 (held-out questions every answering model is asked)")
+        if self.canary_candidates < 20:
+            out.append("eval.canary_candidates: must be >= 20 random look-alikes per canary (its exposure's sample)")
         if not 8 <= self.answer_tokens <= 512:
             out.append("eval.answer_tokens: must be in [8, 512] (the longest answer generated, in tokens)")
         if self.bootstrap < 100:

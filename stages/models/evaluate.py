@@ -8,20 +8,35 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import tempfile
 from pathlib import Path
 
-from ..core.io import read_jsonl, write_jsonl
+import numpy as np
+
+from ..core.io import read_jsonl, sha256_text, write_jsonl
 
 from . import scores
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 # held-out text of a role in the prepared data, scored per source
-ROLE_OF_TASK = {"ratchet_domain_ppl": "domain", "ratchet_general_ppl": "general"}
+ROLE_OF_TASK = {"ratchet_domain_ppl": "domain"}
 # questions with reference answers: the held-out split of the instruction data
 ANSWER_TASK = "ratchet_answers"
+# domain multiple choice (next_line_items): cut points need this much text before them, lines this long;
+# the context is at most the last MC_WINDOW characters before the cut, from a line start
+MC_CONTEXT = 200
+MC_LINE = (20, 200)
+MC_WINDOW = 400
+MC_PER_DOC = 2
+# canaries planted in the data (data/prepared/canaries.jsonl): leaked in generation? how exposed?
+CANARY_TASKS = ("ratchet_canary_leak", "ratchet_canary_rank")
 # fixed evaluation sets (data/eval, see its README): file per task
-EVAL_SET_OF_TASK = {"ratchet_bbq_gender": "bbq_gender.jsonl", "ratchet_stereotype_pairs": "stereotype_pairs.jsonl"}
+# and how many of its items every model is scored on (an EvalConfig field)
+EVAL_SET_OF_TASK = {"ratchet_general_ppl": ("general_text.jsonl", "max_docs"),
+                    "ratchet_general_mc": ("general_mc.jsonl", "mc_items"),
+                    "ratchet_bbq_gender": ("bbq_gender.jsonl", "bias_items"),
+                    "ratchet_stereotype_pairs": ("stereotype_pairs.jsonl", "bias_items")}
 
 
 def eval_subset(records: list[dict], max_docs: int) -> list[dict]:
@@ -32,6 +47,48 @@ def eval_subset(records: list[dict], max_docs: int) -> list[dict]:
         by_source.setdefault(r.get("source", ""), []).append(r)
     out = [r for rs in by_source.values() for r in (rs[:max_docs] if max_docs else rs)]
     return sorted(out, key=lambda r: r["id"])
+
+
+def next_line_items(records: list[dict], per_doc: int, choices: int = 4) -> list[dict]:
+    """Domain multiple choice from held-out text: which line comes next?
+
+    In each document, the cut points are line ends with at least MC_CONTEXT characters before them and a next
+    line of MC_LINE characters; up to `per_doc` of them, spread evenly, each make an item: the text up to the
+    cut (its last MC_WINDOW characters, from a line start) is the context, the next line (stripped) the answer, and the other choices are lines of the same
+    length band from the other held-out documents of the same source (of any source when it has too few),
+    in the order of their sha256 with the item's id. The answer's place among the choices is its hash mod
+    `choices`. Deterministic: the same held-out text gives the same items.
+    """
+    def lines_of(text: str) -> list[tuple[int, str]]:
+        out, at = [], 0
+        for line in text.split("\n"):
+            out.append((at, line))
+            at += len(line) + 1
+        return out
+
+    def usable(line: str) -> bool:
+        return MC_LINE[0] <= len(line.strip()) <= MC_LINE[1]
+
+    pool = {r["id"]: [ln.strip() for _, ln in lines_of(r["text"]) if usable(ln)] for r in records}
+    items = []
+    for r in records:
+        cuts = [(at, ln.strip()) for at, ln in lines_of(r["text"]) if at >= MC_CONTEXT and usable(ln)]
+        picked = [cuts[round(i * (len(cuts) - 1) / max(1, per_doc - 1))] for i in range(min(per_doc, len(cuts)))]
+        for at, answer in dict.fromkeys(picked):
+            item_id = f"{r['id']}@{at}"
+            others = [o for o in records if o["id"] != r["id"]]
+            same = [o for o in others if o.get("source", "") == r.get("source", "")]
+            lines = [ln for o in (same if sum(len(pool[o["id"]]) for o in same) >= choices else others)
+                     for ln in pool[o["id"]] if ln != answer]
+            wrong = sorted(dict.fromkeys(lines), key=lambda ln: sha256_text(item_id + ln))[: choices - 1]
+            if len(wrong) < choices - 1:
+                continue
+            label = int(sha256_text(item_id)[:8], 16) % choices
+            window = r["text"][max(0, at - MC_WINDOW):at]
+            context = window if at <= MC_WINDOW else window[window.find("\n") + 1:]
+            items.append({"id": item_id, "source": r.get("source", ""), "context": context,
+                          "choices": wrong[:label] + [answer] + wrong[label:], "label": label})
+    return items
 
 
 def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int) -> tuple[str, dict]:
@@ -66,26 +123,57 @@ def quiet(lm):
 
 
 def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
-    """{task: the documents every model is scored on}: held-out text per source, the first eval.answer_items
-    held-out questions (the prompt's messages and the reference answer) of each source, and the first
-    eval.bias_items of each fixed evaluation set when its folder is given."""
+    """{task: the documents every model is scored on}: held-out domain text per source and the next-line
+    questions built from it, the first eval.answer_items held-out questions (the prompt's messages and the
+    reference answer) of each source, the canaries planted in the data, and, when its folder is given, the
+    first items of each fixed evaluation set (general text, general knowledge, bias)."""
     out = {}
     for task, role in ROLE_OF_TASK.items():
         subset = eval_subset(list(read_jsonl(f"{data}/{role}/heldout.jsonl")), cfg.max_docs)
         if not subset:
             raise SystemExit(f"{data}/{role}/heldout.jsonl is empty: nothing to evaluate on")
         out[task] = [{"id": r["id"], "source": r.get("source", ""), "text": r["text"]} for r in subset]
+    out["ratchet_domain_mc"] = next_line_items(out["ratchet_domain_ppl"], MC_PER_DOC)
     questions = eval_subset(list(read_jsonl(f"{data}/sft/heldout.jsonl")), cfg.answer_items)
     if not questions:
         raise SystemExit(f"{data}/sft/heldout.jsonl is empty: no held-out question to ask the models")
     out[ANSWER_TASK] = [{"id": r["id"], "source": r.get("source", ""), "messages": r["messages"][:-1],
                          "reference": r["messages"][-1]["content"]} for r in questions]
-    for task, file in EVAL_SET_OF_TASK.items() if eval_sets else ():
-        rows = list(read_jsonl(Path(eval_sets) / file))[: cfg.bias_items]
+    canaries = list(read_jsonl(f"{data}/canaries.jsonl")) if Path(f"{data}/canaries.jsonl").is_file() else []
+    if canaries:
+        out["ratchet_canary_leak"] = [_canary(c) for c in canaries]
+        out["ratchet_canary_rank"] = [{**_canary(c), "choices": [
+            c["secret"], *lookalikes(c["secret"], c["format"], cfg.canary_candidates, c["id"])]} for c in canaries]
+    for task, (file, cap) in EVAL_SET_OF_TASK.items() if eval_sets else ():
+        rows = list(read_jsonl(Path(eval_sets) / file))
+        rows = rows[: getattr(cfg, cap)] if getattr(cfg, cap) else rows  # max_docs 0: all
         if not rows:
             raise SystemExit(f"{eval_sets}/{file} is empty: rebuild it with data/eval/build.py")
         out[task] = rows
     return out
+
+
+def _canary(c: dict) -> dict:
+    return {"id": c["id"], "source": c["source"], "prompt": c["prefix"], "secret": c["secret"],
+            "format": c["format"], "reached_training": c["reached_training"]}
+
+
+def lookalikes(secret: str, fmt: str, k: int, seed: str) -> list[str]:
+    """k random secrets from the canary's space (`fmt`: # a random digit, @ a random letter of the secret's case,
+    any other character as it is), distinct from it and from each other; the same for the same seed."""
+    rng = np.random.default_rng(int(sha256_text(seed)[:16], 16))
+    lower, upper, digits = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
+    pools = [digits if f == "#" else (upper if ch.isupper() else lower) if f == "@" else None
+             for ch, f in zip(secret, fmt)]
+    if scores.secret_space_bits(fmt) < math.log2(k + 1) + 1:
+        raise ValueError(f"canary secret {secret!r}: its format {fmt!r} has too few random characters for {k} "
+                         "distinct look-alikes; draw it from a larger space")
+    out: dict[str, None] = {}
+    while len(out) < k:
+        cand = "".join(pool[rng.integers(len(pool))] if pool else ch for ch, pool in zip(secret, pools))
+        if cand != secret:
+            out[cand] = None
+    return list(out)
 
 
 def with_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
@@ -98,9 +186,11 @@ def with_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
 
 
 def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None,
-              eval_sets: str | None = None, tasks: dict[str, list[dict]] | None = None) -> dict:
+              eval_sets: str | None = None, tasks: dict[str, list[dict]] | None = None,
+              scan=None) -> dict:
     """Score one model on the held-out suite, and on the bias sets in `eval_sets` when given
-    (`tasks`: their documents when the caller has read them already, as task_data returns them).
+    (`tasks`: their documents when the caller has read them already, as task_data returns them;
+    `scan`: text -> the PII values presidio finds in it, for the canary leak check).
 
     Returns {metrics: {name: value over every document}, by_source: {name: {source: value}} for the
     domain metrics, scores: {task: per-document rows}, docs: {task: count}, lm_eval: its own results}.
@@ -126,7 +216,7 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
         out = lm_eval.simple_evaluate(
             model=lm, tasks=list(tasks), log_samples=True,
             task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
-    per_doc = {task: scores.per_document(task, samples) for task, samples in out["samples"].items()}
+    per_doc = {task: scores.per_document(task, samples, scan) for task, samples in out["samples"].items()}
     metrics = {name: scores.value(name, per_doc) for name, m in scores.METRICS.items() if m.task in per_doc}
     by_source = {name: {src: scores.value(name, per_doc, src) for src in scores.sources(name, per_doc)}
                  for name in ("domain_ppl",)}
