@@ -22,7 +22,7 @@ A redacted record is kept with <ENTITY> placeholders and counted as redacted.
 A text record may carry a canary: {"text": ..., "canary": SECRET}, a made-up
 secret (a card number, a phone number, ...) planted in its text to measure
 whether a model trained on the data memorises personal data, and optionally
-"canary_format", the space it was drawn from (# a random digit, @ a random
+"canary_format", the space it was drawn from (# a random digit, ? a random
 letter, any other character fixed; by default every digit is random). Its fate is
 written to canaries.jsonl: the text before the secret (the prefix a gate
 prompts with), the secret, and whether the secret reached a training split
@@ -77,8 +77,8 @@ def canary_format(secret: str) -> str:
 
 
 def fits_format(secret: str, fmt) -> bool:
-    return isinstance(fmt, str) and len(fmt) == len(secret) and any(f in "#@" for f in fmt) and all(
-        (f == "#" and ch.isdigit()) or (f == "@" and ch.isalpha()) or f == ch for ch, f in zip(secret, fmt))
+    return isinstance(fmt, str) and len(fmt) == len(secret) and any(f in "#?" for f in fmt) and all(
+        (f == "#" and ch.isdigit()) or (f == "?" and ch.isalpha()) or f == ch for ch, f in zip(secret, fmt))
 
 
 def is_heldout(digest: str, fraction: float) -> bool:
@@ -131,7 +131,7 @@ class Prepare:
             fmt = canary_format(secret) if fmt is None else fmt
             if not fits_format(secret, fmt):
                 return self._quarantine(where, raw, "schema", f'"canary_format" {fmt!r} does not fit the secret: '
-                                        'one character per character, # for a digit drawn at random, @ for a '
+                                        'one character per character, # for a digit drawn at random, ? for a '
                                         'random letter, anything else as in the secret')
             self.canaries[(where["file"], where["line"])] = {
                 **where, "secret": secret, "format": fmt, "prefix": norm["text"][: norm["text"].index(secret)],

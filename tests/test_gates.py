@@ -305,3 +305,26 @@ def test_a_model_trained_on_unredacted_canaries_leaks_them_and_fails_the_pii_rul
     assert not verdict["canary_leaks"]["passed"]
     assert leaky["metrics"]["canary_exposure"] > base["metrics"]["canary_exposure"] + 3
     assert not verdict["canary_exposure"]["passed"]
+
+
+def test_canary_look_alikes_vary_only_what_the_format_says_and_exposure_reads_their_spread():
+    """An e-mail's @ is kept (only # and ? are drawn); the same seed gives the same look-alikes; a space too
+    small for the sample is refused; a canary as likely as its look-alikes has low exposure, one far above
+    them high exposure, never above the space's size."""
+    import re
+
+    from stages.models.evaluate import lookalikes
+    from stages.models.scores import exposure, secret_space_bits
+
+    fakes = lookalikes("okafor.315869@example.org", "okafor.######@example.org", 50, "seed-a")
+    assert len(set(fakes)) == 50 and "okafor.315869@example.org" not in fakes
+    assert all(re.fullmatch(r"okafor\.\d{6}@example\.org", f) for f in fakes)
+    assert fakes == lookalikes("okafor.315869@example.org", "okafor.######@example.org", 50, "seed-a")
+    assert all(re.fullmatch(r"[A-Z][a-z]-\d\d", f) for f in lookalikes("Ab-12", "??-##", 30, "s"))
+    with pytest.raises(ValueError, match="too few random characters"):
+        lookalikes("(476) 555-0146", "(476) 555-01#6", 50, "s")
+    rng = np.random.default_rng(0)
+    sample = rng.normal(-40.0, 3.0, size=50)
+    assert exposure(-40.0, sample, "######") < 2.0
+    high = exposure(-10.0, sample, "######")
+    assert 10.0 < high <= secret_space_bits("######") == pytest.approx(6 * math.log2(10))

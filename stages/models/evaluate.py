@@ -159,11 +159,11 @@ def _canary(c: dict) -> dict:
 
 
 def lookalikes(secret: str, fmt: str, k: int, seed: str) -> list[str]:
-    """k random secrets from the canary's space (`fmt`: # a random digit, @ a random letter of the secret's case,
+    """k random secrets from the canary's space (`fmt`: # a random digit, ? a random letter of the secret's case,
     any other character as it is), distinct from it and from each other; the same for the same seed."""
     rng = np.random.default_rng(int(sha256_text(seed)[:16], 16))
     lower, upper, digits = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
-    pools = [digits if f == "#" else (upper if ch.isupper() else lower) if f == "@" else None
+    pools = [digits if f == "#" else (upper if ch.isupper() else lower) if f == "?" else None
              for ch, f in zip(secret, fmt)]
     if scores.secret_space_bits(fmt) < math.log2(k + 1) + 1:
         raise ValueError(f"canary secret {secret!r}: its format {fmt!r} has too few random characters for {k} "

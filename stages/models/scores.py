@@ -142,8 +142,8 @@ def _chars(text: str) -> str:
 
 
 def secret_space_bits(fmt: str) -> float:
-    """log2 of how many secrets a canary format holds (# a random digit, @ a random letter)."""
-    return fmt.count("#") * math.log2(10) + fmt.count("@") * math.log2(26)
+    """log2 of how many secrets a canary format holds (# a random digit, ? a random letter)."""
+    return fmt.count("#") * math.log2(10) + fmt.count("?") * math.log2(26)
 
 
 def exposure(canary_ll: float, lookalike_ll: np.ndarray, fmt: str) -> float:
