@@ -118,8 +118,6 @@ def main(argv=None) -> None:
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
     digest = artifact_hash(path)
     tasks = evaluate.task_data(args.data, args.eval_sets, ecfg)
-    if args.model not in REFERENCES and not any(scores.METRICS[r.metric].task == evaluate.ANSWER_TASK for r in rules):
-        del tasks[evaluate.ANSWER_TASK]  # generation is the slow part: only where a rule judges the answers
     eval_sha256 = sha256_text(json.dumps(tasks, sort_keys=True))
     same = read_json(args.same_as) if args.same_as and Path(args.same_as).is_file() else {}
     reuse = (same.get("artifact_sha256"), same.get("eval_sha256"), same.get("eval_params"),

@@ -14,16 +14,17 @@ from .conftest import copy_repo, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"base", "prepare", "validate", "datasheets", "replay", "gate_champion", "gate_shipped", "dapt", "gate_dapt", "fisher", "sft",
+STAGES = {"base", "prepare", "validate", "datasheets", "replay", "gate_champion", "gate_shipped", "gate_base", "dapt", "gate_dapt", "fisher", "sft",
           "gate_sft", "distill", "gate_student", "quantize", "gate_onnx", "audit"}
 REPORTS = {
     "data/validation.json", "gates/champion.json", "gates/shipped.json", "metrics/shipped.json", "gates/dapt.json",
+    "gates/base.json", "metrics/base.json",
     "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
     "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
     "summary.json", "summary.md", "audit/log.jsonl", "data/validation.md", "data/pii.json",
     *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
-    *(f"gates/{model}.md" for model in ("champion", "shipped", "dapt", "sft", "student", "onnx")),
+    *(f"gates/{model}.md" for model in ("champion", "shipped", "base", "dapt", "sft", "student", "onnx")),
 }
 
 
@@ -69,6 +70,13 @@ def test_every_gate_passed_and_says_its_numbers_are_not_real(repo):
         assert v["findings"] and all(f["passed"] for f in v["findings"])
     summary = (repo / "reports/summary.md").read_text()
     assert "not real results" in summary
+    # every model's answer to the first held-out questions, side by side, in the summary and each verdict
+    questions = read_json(repo / "reports/summary.json")["questions"]
+    assert len(questions) == 3 and all(q["question"] in summary for q in questions)
+    for model in ("base", "dapt", "sft", "student", "onnx"):
+        assert summary.count(f"\n- {model}: ") == 3, model
+    sft = (repo / "reports/gates/sft.md").read_text()
+    assert sft.count("- reference answer: ") == 3 and sft.count("\n- base: ") == 3
     log = audit_log.entries(repo / "reports/audit/log.jsonl")
     assert [e["event"] for e in log] == ["data_gate", "gate", "gate", "gate", "gate"]
     assert audit_log.verify(repo / "reports/audit/log.jsonl") == []
@@ -113,7 +121,7 @@ def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
 def test_dvc_metrics_show_lists_the_gate_metrics(repo):
     out = run(["dvc", "metrics", "show", "--json"], repo).stdout
     flat = json.dumps(json.loads(out))
-    for model in ("champion", "shipped", "dapt", "sft", "student", "onnx"):
+    for model in ("champion", "shipped", "base", "dapt", "sft", "student", "onnx"):
         assert f"reports/metrics/{model}.json" in flat
     assert "domain_ppl" in flat and "general_ppl" in flat
 
