@@ -160,7 +160,7 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
     assert one["docs"] == four["docs"] and one["docs"]["ratchet_domain_ppl"] > 1
     assert set(one["scores"]) == {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender",
                                   "ratchet_stereotype_pairs", "ratchet_answers", "ratchet_canary_leak",
-                                  "ratchet_canary_rank"}
+                                  "ratchet_canary_rank", "ratchet_domain_mc", "ratchet_general_mc"}
     for task, rows in one["scores"].items():
         assert [r["id"] for r in rows] == [r["id"] for r in four["scores"][task]]
         for a, b in zip(rows, four["scores"][task]):
@@ -328,3 +328,28 @@ def test_canary_look_alikes_vary_only_what_the_format_says_and_exposure_reads_th
     assert exposure(-40.0, sample, "######") < 2.0
     high = exposure(-10.0, sample, "######")
     assert 10.0 < high <= secret_space_bits("######") == pytest.approx(6 * math.log2(10))
+
+
+def test_tiny_profile_results_never_certify_a_champion(tmp_path, monkeypatch):
+    """Verdicts that passed on the tiny test model stop a promotion unless the profile itself says it is a test
+    (promote.accept_test_models); the same verdicts from a real model do not."""
+    from stages.core import params
+    from stages.models import promote
+
+    monkeypatch.setattr(promote.vcs, "stale_stages", lambda root: {})
+    verdicts = {m: tmp_path / f"gates/{m}.json" for m in params.GatesConfig.models()}
+    lay = promote.Layout(champion=tmp_path / "champion", base=tmp_path / "base", dapt=tmp_path / "dapt",
+                         sft=tmp_path / "sft", onnx=tmp_path / "onnx", verdicts=verdicts,
+                         data_gate=tmp_path / "validation.json", summary=tmp_path / "summary.json",
+                         manifest=tmp_path / "manifest.json", replay=tmp_path / "replay",
+                         audit_log=tmp_path / "log.jsonl")
+    write_json(lay.data_gate, {"verdict": "pass", "reason": "ok"})
+    write_json(lay.summary, {"problems": []})
+    strict, lenient = (params.PromoteConfig(accept_test_models=a, tag_prefix="champion") for a in (False, True))
+    for real in (False, True):
+        for path in verdicts.values():
+            write_json(path, {"verdict": "pass", "reason": "every rule passed", "real": real})
+        problems = promote.check(tmp_path, lay, strict).problems
+        assert problems == ([] if real else [f"gate {m}: the results come from the tiny test model and are not real"
+                                             for m in params.GatesConfig.models()])
+        assert promote.check(tmp_path, lay, lenient).problems == []
