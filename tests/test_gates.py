@@ -147,14 +147,15 @@ def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression()
 
 
 def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params_file):
-    """HF models are scored at eval.batch_size, ONNX at 1: the same model's per-document scores agree,
-    its greedy answers included."""
+    """Every model is scored at eval.batch_size; in float32 the same model's per-document scores do not
+    depend on it, its greedy answers included. (In bfloat16 the rounding of a padded batch can flip a near
+    tie, which is why no model is scored at another batch size than the others.)"""
     from stages.core import params
     from stages.models.evaluate import run_suite
 
     from .conftest import ROOT
 
-    cfg = params.load(tiny_params_file, "eval")[0]
+    cfg = params.load(tiny_params_file, "eval")[0].model_copy(update={"dtype": "float32"})
     one, four = (run_suite("hf", str(tiny_base), str(prepared), cfg.model_copy(update={"batch_size": b}),
                            eval_sets=str(ROOT / "data/eval")) for b in (1, 4))
     assert one["docs"] == four["docs"] and one["docs"]["ratchet_domain_ppl"] > 1

@@ -335,6 +335,7 @@ class QuantizeConfig(Section):
 class EvalConfig(Section):
     section = "eval"
     batch_size: int
+    dtype: str
     max_docs: int
     max_length: int
     bias_items: int
@@ -363,6 +364,8 @@ class EvalConfig(Section):
             out.append("eval.confidence: must be in [0.5, 1), for instance 0.9")
         if self.batch_size < 1:
             out.append("eval.batch_size: must be >= 1")
+        if self.dtype not in ("float32", "bfloat16"):
+            out.append("eval.dtype: float32 or bfloat16 (the dtype PyTorch models are scored in)")
         if self.max_docs < 0:
             out.append("eval.max_docs: must be >= 0 (0 = every held-out document)")
         if self.max_length < 16:

@@ -1,0 +1,67 @@
+"""Each shared context scored once gives lm-eval's own log-likelihoods, for the PyTorch and the ONNX model."""
+import pytest
+
+from stages.core import params
+from stages.models import evaluate, shared_context
+
+from .conftest import ROOT
+
+LL_TASKS = ("ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_domain_mc", "ratchet_general_mc",
+            "ratchet_bbq_gender", "ratchet_stereotype_pairs", "ratchet_canary_rank")
+
+
+def test_plan_shares_the_truncated_context_and_predicts_every_continuation_token():
+    requests = [(None, [1, 2, 3], [4, 5]), (None, [1, 2, 3], [6]), (None, [9], [7, 8]), (None, [1, 2, 3, 4, 5], [6, 7])]
+    groups = shared_context.plan(requests, max_length=4)
+    # the prefix is the context but its last token; that token and the continuation but its last are the input
+    assert groups[(1, 2)] == [(0, [3, 4], [4, 5]), (1, [3], [6])]
+    assert groups[()] == [(2, [9, 7], [7, 8])]
+    # lm-eval's HF rule: the last max_length + 1 tokens, the last one never fed
+    assert groups[(3, 4)] == [(3, [5, 6], [6, 7])]
+    with pytest.raises(ValueError, match="empty continuation"):
+        shared_context.plan([(None, [1], [])], max_length=4)
+
+
+def ll_tasks(prepared, cfg) -> dict:
+    tasks = {t: rows for t, rows in evaluate.task_data(str(prepared), str(ROOT / "data/eval"), cfg).items()
+             if t in LL_TASKS}
+    assert set(tasks) == set(LL_TASKS)
+    return tasks
+
+
+def same_scores(shared: dict, stock: dict) -> None:
+    for task in LL_TASKS:
+        assert [r["id"] for r in shared["scores"][task]] == [r["id"] for r in stock["scores"][task]]
+        for a, b in zip(shared["scores"][task], stock["scores"][task]):
+            if "ll" in a:
+                assert a["ll"] == pytest.approx(b["ll"], rel=1e-4), (task, a["id"])
+            elif "exposure" in a:
+                assert a["exposure"] == pytest.approx(b["exposure"], abs=1e-3) and a["rank"] == b["rank"], a["id"]
+            else:  # a pick among choices
+                assert a == b, (task, a["id"])
+    for name, value in stock["metrics"].items():
+        assert shared["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+@pytest.fixture(scope="module")
+def fp32_scores(tiny_base, prepared, tiny_params_file):
+    cfg = params.load(tiny_params_file, "eval")[0].model_copy(update={"dtype": "float32"})
+    return cfg, evaluate.run_suite("hf", str(tiny_base), str(prepared), cfg, tasks=ll_tasks(prepared, cfg))
+
+
+def test_the_pytorch_model_scores_as_lm_eval_does(tiny_base, prepared, fp32_scores, monkeypatch):
+    cfg, shared = fp32_scores
+    original = evaluate.model_spec
+    monkeypatch.setattr(evaluate, "model_spec", lambda *a, **k: ("hf", original(*a, **k)[1]))  # lm-eval's own
+    same_scores(shared, evaluate.run_suite("hf", str(tiny_base), str(prepared), cfg, tasks=ll_tasks(prepared, cfg)))
+
+
+def test_the_onnx_file_scores_as_the_pytorch_model_it_was_exported_from(tiny_base, prepared, fp32_scores, tmp_path):
+    """lm-eval's own ONNX path truncates long requests differently (the last max_length tokens, where its HF
+    path keeps max_length + 1): the ONNX model here follows the HF rule, so its fp32 export scores the same."""
+    from stages.quantize import export_fp32
+
+    cfg, torch_scores = fp32_scores
+    export_fp32(tiny_base, tmp_path / "onnx")
+    same_scores(evaluate.run_suite("onnx", str(tmp_path / "onnx"), str(prepared), cfg, tasks=ll_tasks(prepared, cfg)),
+                torch_scores)
