@@ -68,6 +68,7 @@ def main(argv=None) -> None:
     summary = {"models": rows, "questions": [{k: q[k] for k in ("id", "question", "reference")} for q in questions], "champion": {"path": champion["path"], "metrics": champion["metrics"]},
                "shipped": {"path": shipped["path"], "metrics": shipped["metrics"]},
                "data_gate": read_json(args.data_gate)["verdict"], "quantize": read_json(args.quantize),
+               "gate_time_s": {name: v.get("wall_time_s") for name, v in verdicts.items()},
                "audit_log_entries": len(audit_log.entries(args.audit_log)), "problems": problems,
                "real": all(r["real"] for r in rows)}
     write_json(args.out, summary)
@@ -99,6 +100,10 @@ def render(s: dict) -> str:
                   "| model | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
         lines += [f"| {r['model']} | " + " | ".join(f"{r['by_source'][src]:.2f}" if src in r["by_source"] else "-"
                                                   for src in sources) + " |" for r in s["models"] if r["by_source"]]
+    times = {name: t for name, t in s.get("gate_time_s", {}).items() if t is not None}
+    if times:
+        lines += ["", f"Gate time: {sum(times.values()):.0f} s in all ("
+                  + ", ".join(f"{name} {t:.0f} s" for name, t in times.items()) + ")."]
     flagged = [(r["model"], rule) for r in s["models"] for rule in r.get("unresolved", [])]
     if flagged:
         lines += ["", "Rules decided inside the noise (the interval spans the limit; more held-out documents "

@@ -71,6 +71,9 @@ def test_every_gate_passed_and_says_its_numbers_are_not_real(repo):
     summary = (repo / "reports/summary.md").read_text()
     assert "not real results" in summary
     # every model's answer to the first held-out questions, side by side, in the summary and each verdict
+    times = read_json(repo / "reports/summary.json")["gate_time_s"]
+    assert all(times[model] > 0 for model in ("champion", "dapt", "sft", "student", "onnx"))
+    assert f"Gate time: {sum(times.values()):.0f} s in all (" in summary
     questions = read_json(repo / "reports/summary.json")["questions"]
     assert len(questions) == 3 and all(q["question"] in summary for q in questions)
     answers = summary[summary.index(questions[0]["question"]):]
