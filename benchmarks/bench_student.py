@@ -1,0 +1,90 @@
+"""Students side by side: distill one teacher under several settings, score each as the student gate does.
+
+    python benchmarks/bench_student.py --run . --variant default '{}' \
+        --variant replay50 '{"replay_fraction": 0.5}' --variant kd_only '{"kd_weight": 1.0}'
+
+`--run` is a repository whose pipeline has run up to gate_sft (models/dapt,
+models/sft, data/replay, data/prepared, reports/gates/sft.json). Each variant
+overrides keys of the `distill` section of its params.yaml, is distilled into
+a scratch folder with the stage itself (`python -m stages distill`), then
+scored on the gate suite with the gate's code; the teacher's scores are
+the sft gate's. Prints one table: the student's metrics, the paired ratio of
+each perplexity to the teacher's with its interval, the answers' chrF and
+repetition against the base model's (from the champion gate when the base is
+the champion) with intervals, and the distillation's wall time. Variants
+run one after another in this process's machine, so their times compare.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from stages.core import params  # noqa: E402
+from stages.core.io import read_json  # noqa: E402
+
+RULES = [("domain_ppl", "max_ratio", 1.3, "teacher"), ("general_ppl", "max_ratio", 1.3, "teacher"),
+         ("answer_chrf", "max_worse", 2.0, "base"), ("answer_repetition", "max_worse", 0.05, "base")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="repository whose pipeline ran up to gate_sft")
+    ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True,
+                    help="a name and the distill settings it overrides, as JSON")
+    ap.add_argument("--keep", help="folder to keep the students in (default: a scratch folder)")
+    args = ap.parse_args()
+    run_dir = Path(args.run).resolve()
+    from stages.models.evaluate import run_suite, task_data
+    from stages.core.params import GateRule
+    from stages.models.gates import decide
+
+    base_params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    ecfg, rcfg = params.load(run_dir / "params.yaml", "eval", "run")
+    data = str(run_dir / "data/prepared")
+    tasks = task_data(data, str(run_dir / "data/eval"), ecfg)
+    refs = {"teacher": read_json(run_dir / "reports/gates/sft.json")["scores"],
+            "base": read_json(run_dir / "reports/gates/base.json")["scores"]}
+    rules = [GateRule(metric=m, ref=ref, **{kind: limit}) for m, kind, limit, ref in RULES]
+    scratch = Path(args.keep or tempfile.mkdtemp(prefix="bench-student-"))
+    rows = []
+    for name, overrides in args.variant:
+        p = json.loads(json.dumps(base_params))
+        p["distill"].update(json.loads(overrides))
+        folder = scratch / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        started = time.time()
+        subprocess.run([sys.executable, "-m", "stages", "distill", "--params", str(folder / "params.yaml"),
+                        "--dapt", str(run_dir / "models/dapt"), "--sft", str(run_dir / "models/sft"),
+                        "--replay", str(run_dir / "data/replay"), "--gate", str(run_dir / "reports/gates/sft.json"),
+                        "--out", str(folder / "student"), "--history", str(folder / "history.json")],
+                       cwd=ROOT, check=True)
+        seconds = time.time() - started
+        scored = run_suite("hf", str(folder / "student"), data, ecfg, tasks=tasks)
+        findings = decide(scored["scores"], rules, refs, draws=ecfg.bootstrap, confidence=ecfg.confidence,
+                          seed=rcfg.seed)
+        rows.append((name, overrides, seconds, scored["metrics"], findings))
+        print(f"{name}: {json.dumps({k: round(v, 3) for k, v in scored['metrics'].items()})}", flush=True)
+
+    print("\n| variant | settings | distill s | domain ppl | general ppl | general MC | "
+          + " | ".join(f"{m} vs {ref}" for m, _, _, ref in RULES) + " |")
+    print("|---|---|---:|---:|---:|---:|" + "---|" * len(RULES))
+    for name, overrides, seconds, m, findings in rows:
+        cells = [f"{f['estimate']:.3f} [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}] {'ok' if f['passed'] else 'FAIL'}"
+                 if "ci" in f else f["reason"] for f in findings]
+        print(f"| {name} | `{overrides}` | {seconds:.0f} | {m['domain_ppl']:.1f} | {m['general_ppl']:.1f} | "
+              f"{m['general_mc_acc']:.3f} | " + " | ".join(cells) + " |")
+    print(f"\nstudents in {scratch}")
+
+
+if __name__ == "__main__":
+    main()
