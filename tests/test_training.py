@@ -270,20 +270,31 @@ def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared
     assert not (work / "never").exists()
 
 
+@pytest.mark.parametrize("stage", ["dapt", "sft", "distill"])
 def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
-        tmp_path, tiny_base, replayed, tiny_params_file, monkeypatch):
+        stage, work, tiny_base, dapt_model, sft_adapter, tmp_path, monkeypatch):
+    """Killed at step 5 of 6, checkpoints every 2 steps: the rerun resumes at step 4 and ends with the very
+    weights and history of a run never stopped (sft's LoRA dropout draws the same masks: RNG state is saved)."""
     from stages.models import train
     from stages.models.train import checkpoint_dir
 
-    (tmp_path / "champion").mkdir()
-    write_json(tmp_path / "pass.json", {"verdict": "pass"})
+    p = tiny_params()
+    p[stage].update(steps=6, checkpoint_every=2, log_every=2)
+    params_file = write_params(tmp_path / "params.yaml", p)
+    assert stage != "sft" or p["sft"]["lora_dropout"] > 0
+    common = ["--params", str(params_file), "--replay", str(work / "replay")]
+    args = {"dapt": ["--base", str(tiny_base), "--champion", str(work / "champion"), "--data-gate",
+                     str(work / "pass.json")],
+            "sft": ["--dapt", str(dapt_model), "--base", str(tiny_base), "--champion", str(work / "champion"),
+                    "--fisher", str(work / "fisher"), "--gate", str(work / "pass.json")],
+            "distill": ["--dapt", str(dapt_model), "--sft", str(sft_adapter), "--gate", str(work / "pass.json")]}
+    main = {"dapt": dapt.main, "sft": sft.main, "distill": distill.main}[stage]
+    weights = "adapter_model.safetensors" if stage == "sft" else "model.safetensors"
 
-    def run_dapt(out):
-        dapt.main(["--params", str(tiny_params_file), "--base", str(tiny_base), "--champion",
-                   str(tmp_path / "champion"), "--replay", str(replayed), "--data-gate", str(tmp_path / "pass.json"),
-                   "--out", str(out), "--history", str(out.with_suffix(".json"))])
+    def run_stage(out):
+        main([*common, *args[stage], "--out", str(out), "--history", str(out.with_suffix(".json"))])
 
-    run_dapt(tmp_path / "whole")
+    run_stage(tmp_path / "whole")
     lr_at = train.lr_at
 
     def crash_at_step_5(step, *a):
@@ -293,14 +304,14 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
 
     monkeypatch.setattr(train, "lr_at", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
-        run_dapt(tmp_path / "resumed")
+        run_stage(tmp_path / "resumed")
     assert not (tmp_path / "resumed").exists(), "a crashed stage leaves no artifact that looks whole"
     assert json.loads((checkpoint_dir(tmp_path / "resumed") / "state.json").read_text())["step"] == 4
     monkeypatch.setattr(train, "lr_at", lr_at)
-    run_dapt(tmp_path / "resumed")
+    run_stage(tmp_path / "resumed")
     assert not checkpoint_dir(tmp_path / "resumed").exists()
-    whole, resumed = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "resumed"))
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    whole, resumed = (load_file(tmp_path / d / weights) for d in ("whole", "resumed"))
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert read_json(tmp_path / "whole.json") == read_json(tmp_path / "resumed.json")
 
 

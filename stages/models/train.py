@@ -38,8 +38,36 @@ def discard_checkpoint(out: str | Path) -> None:
     shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
 
 
+def rng_state() -> dict:
+    """Every random generator a training step may draw from (dropout, sampling): torch's (and CUDA's), numpy's
+    and python's, as plain JSON and tensors."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            **({"cuda": torch.stack(torch.cuda.get_rng_state_all())} if torch.cuda.is_available() else {}),
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
 def save_checkpoint(path: Path, model, opt, step: int, history: list[dict], fingerprint: str) -> None:
-    """Trainable weights (safetensors), optimizer state, step and history; written aside, then renamed."""
+    """Trainable weights (safetensors), optimizer state, every RNG's state, step and history; written aside,
+    then renamed."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
@@ -48,22 +76,26 @@ def save_checkpoint(path: Path, model, opt, step: int, history: list[dict], fing
     save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad},
               tmp / "trainable.safetensors")
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, "history": history}))
+    rng = rng_state()
+    torch.save({k: rng.pop(k) for k in ("torch", "cuda") if k in rng}, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, "history": history,
+                                                "rng": rng}))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model, opt, fingerprint: str) -> tuple[int, list[dict]]:
-    """Restore a checkpoint made with the same inputs and params; (0, []) when there is none to resume."""
+def load_checkpoint(path: Path, model, opt, fingerprint: str) -> tuple[int, list[dict], dict | None]:
+    """Restore a checkpoint made with the same inputs and params: (step, history, the RNG states to set once
+    the data order is replayed); (0, [], None) when there is none to resume."""
     from safetensors.torch import load_file
 
     state_file = path / "state.json"
     if not state_file.is_file():
-        return 0, []
+        return 0, [], None
     state = json.loads(state_file.read_text())
     if state["fingerprint"] != fingerprint:
         print(f"[train] ignoring {path}: made with other inputs or params", flush=True)
-        return 0, []
+        return 0, [], None
     weights = load_file(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -71,7 +103,7 @@ def load_checkpoint(path: Path, model, opt, fingerprint: str) -> tuple[int, list
             params[name].copy_(w)
     # weights_only: tensors and plain containers, no arbitrary objects are unpickled.
     opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    return state["step"], state["history"]
+    return state["step"], state["history"], {**state["rng"], **torch.load(path / "rng.pt", weights_only=True)}
 
 
 def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
@@ -81,8 +113,9 @@ def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
 
     Trains the parameters that require grad. With `checkpoint`, state is saved
     every cfg.checkpoint_every steps and a rerun with the same `fingerprint`
-    resumes where the last one stopped (the data order is replayed, so the
-    result equals an uninterrupted run); the checkpoint is removed at the end.
+    resumes where the last one stopped (the data order is replayed and every
+    RNG restored, so the result equals an uninterrupted run bit for bit); the
+    checkpoint is removed at the end.
     """
     from accelerate import Accelerator
 
@@ -90,11 +123,14 @@ def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt = acc.prepare(model, opt)
-    start, history = load_checkpoint(checkpoint, acc.unwrap_model(model), opt, fingerprint) if checkpoint else (0, [])
+    start, history, rng = (load_checkpoint(checkpoint, acc.unwrap_model(model), opt, fingerprint) if checkpoint
+                           else (0, [], None))
     if start:
         print(f"[{stage}] resuming from {checkpoint} at step {start}/{cfg.steps}", flush=True)
     for step in range(start):
         next_batch(step)  # replay the samplers so step `start` sees the batch it would have
+    if rng:
+        set_rng_state(rng)  # and the generators (dropout, sampling) draw what they would have
     model.train()
     t0, tokens = time.time(), 0
     for step in range(start, cfg.steps):
