@@ -1,4 +1,5 @@
 import json
+import multiprocessing
 
 from stages.core import audit_log
 
@@ -19,6 +20,25 @@ def test_chain_verifies_and_detects_edits_removals_and_reordering(tmp_path):
 
     log.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")
     assert audit_log.verify(log)
+
+
+def _append_many(log, writer: int, n: int) -> None:
+    for i in range(n):
+        audit_log.append(log, "gate", writer=writer, i=i)
+
+
+def test_concurrent_appends_take_turns_and_the_chain_verifies(tmp_path):
+    """Four processes append 25 entries each at once: every entry is there once, in one unbroken chain."""
+    log = tmp_path / "log.jsonl"
+    procs = [multiprocessing.get_context("fork").Process(target=_append_many, args=(log, w, 25)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    logged = audit_log.entries(log)
+    assert sorted((e["writer"], e["i"]) for e in logged) == [(w, i) for w in range(4) for i in range(25)]
+    assert audit_log.verify(log) == []
 
 
 def test_new_entries_chain_onto_the_last(tmp_path):

@@ -81,6 +81,38 @@ def test_each_schema_lands_in_its_role_folder_tracked_and_logged(repo, inputs):
     assert "2 entries, hash chain intact" in run(["python", "-m", "stages.cli", "audit", "verify"], repo).stdout
 
 
+def test_ingests_at_once_take_turns_and_the_same_file_lands_once(repo, inputs):
+    """Three `ratchet ingest` processes started together: two bring the same file (as two weeks), one
+    another file. The same content lands once (the later ingest sees it and skips it), every drop is
+    tracked and logged once, and the chain verifies. While another writer holds the drops' lock, none of
+    them copies anything."""
+    import subprocess
+    import time
+
+    from stages.core.io import locked
+
+    from .conftest import env
+
+    jobs = [("notes.jsonl", "domain", WEEK), ("notes.jsonl", "domain", "2026-W49"), ("general.txt", "general", WEEK)]
+    with locked(repo / "data/drops"):
+        procs = [subprocess.Popen(["python", "-m", "stages.cli", "ingest", str(inputs / name), "--role", role,
+                                   "--week", week], cwd=repo, env=env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for name, role, week in jobs]
+        time.sleep(3)
+        assert all(p.poll() is None for p in procs) and not drop_files(repo), "an ingest ran past the lock"
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        outs.append(out)
+    landed = {f for f in drop_files(repo) if f.endswith("notes.jsonl")}
+    assert len(landed) == 1 and sum("nothing to do" in out for out in outs[:2]) == 1
+    log = audit_log.entries(repo / LOG)
+    assert sorted(f["path"] for e in log for f in e["files"]) == sorted(
+        [f"data/drops/{landed.pop()}", f"data/drops/{WEEK}/general/general.txt"])
+    assert audit_log.verify(repo / LOG) == []
+
+
 def test_a_windows_export_is_accepted(repo, tmp_path):
     """A UTF-8 byte order mark and CRLF line ends, as spreadsheet and Windows tools write them."""
     path = tmp_path / "export.jsonl"

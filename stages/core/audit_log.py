@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from .io import locked
+
 GENESIS = "0" * 64
 
 
@@ -28,17 +30,20 @@ def entries(path: str | Path) -> list[dict]:
 
 
 def append(path: str | Path, event: str, **fields) -> dict:
-    """Append one event; the file is flushed and fsynced before returning."""
+    """Append one event; the file is flushed and fsynced before returning. Appends from several processes
+    take turns (a lock on the log file), so each entry chains onto the one really before it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prior = entries(path)
-    entry = {"seq": len(prior), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "event": event, **fields, "prev": prior[-1]["hash"] if prior else GENESIS}
-    entry["hash"] = _digest(entry)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    path.touch()
+    with locked(path):
+        prior = entries(path)
+        entry = {"seq": len(prior), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "event": event, **fields, "prev": prior[-1]["hash"] if prior else GENESIS}
+        entry["hash"] = _digest(entry)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
     return entry
 
 

@@ -32,6 +32,24 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     os.replace(tmp, out)
 
 
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (a file, or a folder: a missing one is made) while the block runs, so
+    writers in other processes take turns. The lock is the kernel's (flock): it ends with the process, so a
+    writer killed mid-block never leaves a stale lock behind."""
+    import fcntl
+
+    path = Path(path)
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

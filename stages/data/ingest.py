@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import audit_log, vcs
-from ..core.io import sha256_file
+from ..core.io import locked, sha256_file
 from ..core.params import ROLES
 # ingest reads files with prepare's own reader, so a file it accepts is one prepare reads the same way
 from .records import TEXT_ROLES, RecordFileError, read_records
@@ -255,22 +255,23 @@ def ingest(path: Path, week: str, role: str | None, cwd: Path) -> list[str]:
         raise IngestError(str(e)) from None
     checked = check_all(candidates(path, role))
     drops = root / DROPS
-    new, skipped = plan(checked, existing_hashes(drops))
-    out = [f"ingest {path} as week {week}"]
-    out += [f"  skipped {f.source}: same content as {_shown(where, root)}" for f, where in skipped]
-    out += [f"  note: {DROPS}/{w} is tracked but not in the workspace (dvc pull it); its files were not "
-            "compared for duplicates" for w in untracked_weeks(drops)]
-    if not new:
-        return out + ["every file is already in data/drops: nothing to do"]
+    with locked(drops):  # two ingests at once take turns: neither copies, tracks or logs over the other
+        new, skipped = plan(checked, existing_hashes(drops))
+        out = [f"ingest {path} as week {week}"]
+        out += [f"  skipped {f.source}: same content as {_shown(where, root)}" for f, where in skipped]
+        out += [f"  note: {DROPS}/{w} is tracked but not in the workspace (dvc pull it); its files were not "
+                "compared for duplicates" for w in untracked_weeks(drops)]
+        if not new:
+            return out + ["every file is already in data/drops: nothing to do"]
 
-    targets = destinations(drops / week, new)
-    pairs = [(f.source, dst) for f, dst in zip(new, targets)]
-    copy_atomically(pairs)
-    dvc_add(root, DROPS / week)
-    files = [{"path": dst.relative_to(root).as_posix(), "role": f.role, "sha256": f.sha256, "records": f.records}
-             for f, dst in zip(new, targets)]
-    entry = audit_log.append(root / AUDIT_LOG, "data_drop", week=week, source=str(path), files=files,
-                             skipped=[{"source": str(f.source), "sha256": f.sha256} for f, _ in skipped])
+        targets = destinations(drops / week, new)
+        pairs = [(f.source, dst) for f, dst in zip(new, targets)]
+        copy_atomically(pairs)
+        dvc_add(root, DROPS / week)
+        files = [{"path": dst.relative_to(root).as_posix(), "role": f.role, "sha256": f.sha256, "records": f.records}
+                 for f, dst in zip(new, targets)]
+        entry = audit_log.append(root / AUDIT_LOG, "data_drop", week=week, source=str(path), files=files,
+                                 skipped=[{"source": str(f.source), "sha256": f.sha256} for f, _ in skipped])
 
     out += [f"  added {e['path']}  role={e['role']}  records={e['records']}" for e in files]
     roles = sorted({e["role"] for e in files})
