@@ -33,7 +33,7 @@ from .core.runtime import log, seed_everything
 from .models import modeling
 from .models.batches import texts
 from .models.verdict import require_pass
-from .models.lineage import write_lineage
+from .models.lineage import verify_artifact, write_lineage
 
 
 def export_fp32(student: Path, out: Path) -> None:
@@ -209,6 +209,7 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
     student = Path(args.student)
+    verify_artifact(student)
     docs = parity_docs(args.data, modeling.load_tokenizer(student), cfg)
 
     with tempfile.TemporaryDirectory(prefix="ratchet-onnx-") as scratch, atomic_dir(args.out) as tmp:

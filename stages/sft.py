@@ -29,7 +29,7 @@ from .models import modeling
 from .models.champion import teacher_or_base
 from .models.batches import chat_example, collate, cycle_conversations, pack, replay_texts, Sampler
 from .models.verdict import require_pass
-from .models.lineage import write_lineage
+from .models.lineage import verify_artifact, write_lineage
 from .models.losses import ewc_penalty, masked_lm_loss, replay_rows
 from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
 
@@ -84,6 +84,7 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
 
     quant = base_quantization(cfg.base_bits, torch.cuda.is_available())
     tok = modeling.load_tokenizer(dapt)
+    verify_artifact(dapt)
     base = AutoModelForCausalLM.from_pretrained(dapt, dtype=torch.float32, quantization_config=quant,
                                                 trust_remote_code=False, use_safetensors=True)
     base.config.use_cache = False

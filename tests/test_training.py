@@ -270,12 +270,29 @@ def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared
     assert not (work / "never").exists()
 
 
+def crash_at_step_5(run_stage, out, monkeypatch) -> None:
+    """Run a training stage that is killed at step 5 (0-based) of its run; checkpoints stay as it left them."""
+    from stages.models import train
+
+    lr_at = train.lr_at
+
+    def crashing(step, *a):
+        if step == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return lr_at(step, *a)
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "lr_at", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(out)
+    assert not out.exists(), "a crashed stage leaves no artifact that looks whole"
+
+
 @pytest.mark.parametrize("stage", ["dapt", "sft", "distill"])
 def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
         stage, work, tiny_base, dapt_model, sft_adapter, tmp_path, monkeypatch):
     """Killed at step 5 of 6, checkpoints every 2 steps: the rerun resumes at step 4 and ends with the very
     weights and history of a run never stopped (sft's LoRA dropout draws the same masks: RNG state is saved)."""
-    from stages.models import train
     from stages.models.train import checkpoint_dir
 
     p = tiny_params()
@@ -295,23 +312,52 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
         main([*common, *args[stage], "--out", str(out), "--history", str(out.with_suffix(".json"))])
 
     run_stage(tmp_path / "whole")
-    lr_at = train.lr_at
-
-    def crash_at_step_5(step, *a):
-        if step == 5:
-            raise KeyboardInterrupt("simulated crash")
-        return lr_at(step, *a)
-
-    monkeypatch.setattr(train, "lr_at", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        run_stage(tmp_path / "resumed")
-    assert not (tmp_path / "resumed").exists(), "a crashed stage leaves no artifact that looks whole"
+    crash_at_step_5(run_stage, tmp_path / "resumed", monkeypatch)
     assert json.loads((checkpoint_dir(tmp_path / "resumed") / "state.json").read_text())["step"] == 4
-    monkeypatch.setattr(train, "lr_at", lr_at)
     run_stage(tmp_path / "resumed")
     assert not checkpoint_dir(tmp_path / "resumed").exists()
     whole, resumed = (load_file(tmp_path / d / weights) for d in ("whole", "resumed"))
     assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert read_json(tmp_path / "whole.json") == read_json(tmp_path / "resumed.json")
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "flipped bit in the optimizer", "garbled state"])
+def test_a_damaged_checkpoint_is_named_and_training_restarts_from_scratch(
+        damage, work, tiny_base, tmp_path, monkeypatch, capsys):
+    """A checkpoint damaged after it was written is not loaded: the stage names it, starts from step 0, and
+    ends with the weights of an uninterrupted run."""
+    from stages.models.train import checkpoint_dir
+
+    p = tiny_params()
+    p["dapt"].update(steps=6, checkpoint_every=2)
+    params_file = write_params(tmp_path / "params.yaml", p)
+
+    def run_dapt(out):
+        dapt.main(["--params", str(params_file), "--base", str(tiny_base), "--champion", str(work / "champion"),
+                   "--replay", str(work / "replay"), "--data-gate", str(work / "pass.json"), "--out", str(out),
+                   "--history", str(out.with_suffix(".json"))])
+
+    run_dapt(tmp_path / "whole")
+    crash_at_step_5(run_dapt, tmp_path / "resumed", monkeypatch)
+    ckpt = checkpoint_dir(tmp_path / "resumed")
+    if damage == "truncated weights":
+        f = ckpt / "trainable.safetensors"
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif damage == "flipped bit in the optimizer":
+        f = ckpt / "optimizer.pt"
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        f.write_bytes(bytes(data))
+    else:
+        f = ckpt / "state.json"
+        f.write_text(f.read_text()[:-40])
+    capsys.readouterr()
+    run_dapt(tmp_path / "resumed")
+    said = capsys.readouterr().out
+    assert f"ignoring {ckpt}" in said and "damaged" in said and "starts from step 0" in said
+    assert "resuming" not in said
+    whole, resumed = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "resumed"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert read_json(tmp_path / "whole.json") == read_json(tmp_path / "resumed.json")
 
 
@@ -374,6 +420,7 @@ def test_a_model_with_one_layer_scrambled_fails_its_gate_and_the_intact_one_pass
         w = weights[name]
         weights[name] = w.flatten()[torch.randperm(w.numel(), generator=g)].reshape(w.shape).contiguous()
     save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    (damaged / "lineage.json").unlink()  # a model as a faulty stage could write it, not one edited afterwards
 
     cfg = params.load(work / "params.yaml", "eval")[0]
     intact = run_suite("hf", str(dapt_model), str(prepared), cfg, eval_sets=str(ROOT / "data/eval"))
@@ -385,3 +432,30 @@ def test_a_model_with_one_layer_scrambled_fails_its_gate_and_the_intact_one_pass
     worse = decide(broken["scores"], rules, {"shipped": intact["scores"]})
     assert not any(f["passed"] for f in worse), [f["reason"] for f in worse]
     assert all(f["resolved"] for f in worse if f["metric"] == "domain_ppl" and f["source"] is None)
+
+
+def test_a_model_folder_changed_after_it_was_written_is_refused_by_the_stages_that_read_it(work, dapt_model,
+                                                                                          sft_adapter, tmp_path):
+    """One byte of the dapt weights changed: sft, distill and the gate each refuse it, naming the folder."""
+    from stages.models.evaluate import run_suite
+
+    bad = tmp_path / "dapt"
+    shutil.copytree(dapt_model, bad)
+    weights = bad / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    modeling.load_model(dapt_model)  # the intact folder loads
+    with pytest.raises(SystemExit, match=f"{bad}: its files do not match its lineage.json"):
+        sft.main(["--params", str(work / "params.yaml"), "--dapt", str(bad), "--base", str(work / "champion"),
+                  "--champion", str(work / "champion"), "--fisher", str(work / "fisher"),
+                  "--replay", str(work / "replay"), "--gate", str(work / "pass.json"),
+                  "--out", str(tmp_path / "sft"), "--history", str(tmp_path / "sft.json")])
+    with pytest.raises(SystemExit, match=f"{bad}: its files do not match"):
+        distill.main(["--params", str(work / "params.yaml"), "--dapt", str(bad), "--sft", str(sft_adapter),
+                      "--replay", str(work / "replay"), "--gate", str(work / "pass.json"),
+                      "--out", str(tmp_path / "student"), "--history", str(tmp_path / "d.json")])
+    cfg = params.load(work / "params.yaml", "eval")[0]
+    with pytest.raises(SystemExit, match=f"{bad}: its files do not match"):
+        run_suite("hf", str(bad), str(work / "prepared"), cfg)
+    assert not (tmp_path / "sft").exists() and not (tmp_path / "student").exists()

@@ -17,6 +17,7 @@ import numpy as np
 from ..core.io import read_jsonl, sha256_text, write_jsonl
 
 from . import scores
+from .lineage import verify_artifact
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 # held-out text of a role in the prepared data, scored per source
@@ -201,6 +202,8 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    for folder in (path, adapter_of) if adapter_of else (path,):
+        verify_artifact(folder)  # the model scored is the model its lineage describes
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     tasks = tasks if tasks is not None else task_data(data, eval_sets, cfg)
     with tempfile.TemporaryDirectory(prefix="ratchet-eval-") as scratch:

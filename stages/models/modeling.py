@@ -76,8 +76,12 @@ def load_tokenizer(path: str | Path):
 
 
 def load_model(path: str | Path, dtype=torch.float32):
+    """A model folder, refused when its files no longer match its lineage.json."""
     from transformers import AutoModelForCausalLM
 
+    from .lineage import verify_artifact
+
+    verify_artifact(path)
     return AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
 
@@ -109,5 +113,8 @@ def load_sft_merged(adapter: str | Path, base: str | Path):
     """The fine-tuned model as one plain model: base + LoRA, merged."""
     from peft import PeftModel
 
+    from .lineage import verify_artifact
+
+    verify_artifact(adapter)
     model = PeftModel.from_pretrained(load_model(base), adapter)
     return model.merge_and_unload()

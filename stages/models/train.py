@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from ..core.io import sha256_file
 from .lineage import artifact_hash
 from .losses import lr_at
 
@@ -36,6 +37,9 @@ def checkpoint_dir(out: str | Path) -> Path:
 def discard_checkpoint(out: str | Path) -> None:
     """Called once `out` is written: its checkpoint has served."""
     shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+
+
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "rng.pt")
 
 
 def rng_state() -> dict:
@@ -78,24 +82,37 @@ def save_checkpoint(path: Path, model, opt, step: int, history: list[dict], fing
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
     rng = rng_state()
     torch.save({k: rng.pop(k) for k in ("torch", "cuda") if k in rng}, tmp / "rng.pt")
+    files = {f: sha256_file(tmp / f) for f in CHECKPOINT_FILES}
     (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, "history": history,
-                                                "rng": rng}))
+                                                "rng": rng, "files": files}))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path, model, opt, fingerprint: str) -> tuple[int, list[dict], dict | None]:
     """Restore a checkpoint made with the same inputs and params: (step, history, the RNG states to set once
-    the data order is replayed); (0, [], None) when there is none to resume."""
+    the data order is replayed); (0, [], None) when there is none to resume. A checkpoint whose files do not
+    hash to what its state.json recorded (truncated, bit-flipped, half-copied) is named and ignored before
+    anything is loaded from it."""
     from safetensors.torch import load_file
 
     state_file = path / "state.json"
     if not state_file.is_file():
         return 0, [], None
-    state = json.loads(state_file.read_text())
-    if state["fingerprint"] != fingerprint:
+    try:
+        state = json.loads(state_file.read_text())
+        recorded = state["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        print(f"[train] ignoring {path}: {state_file} is damaged ({e}); training starts from step 0", flush=True)
+        return 0, [], None
+    if state.get("fingerprint") != fingerprint:
         print(f"[train] ignoring {path}: made with other inputs or params", flush=True)
         return 0, [], None
+    for f in CHECKPOINT_FILES:
+        if not (path / f).is_file() or sha256_file(path / f) != recorded.get(f):
+            print(f"[train] ignoring {path}: {path / f} is missing or damaged (its sha256 is not the one recorded "
+                  "when it was written); training starts from step 0", flush=True)
+            return 0, [], None
     weights = load_file(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     with torch.no_grad():
