@@ -342,6 +342,7 @@ class EvalConfig(Section):
     mc_items: int
     answer_items: int
     answer_tokens: int
+    answer_batch: int
     canary_candidates: int
     bootstrap: int
     confidence: float
@@ -356,6 +357,8 @@ class EvalConfig(Section):
             out.append("eval.answer_items: must be >= 1 (held-out questions every answering model is asked)")
         if self.canary_candidates < 20:
             out.append("eval.canary_candidates: must be >= 20 random look-alikes per canary (its exposure's sample)")
+        if self.answer_batch < 1:
+            out.append("eval.answer_batch: must be >= 1 (held-out questions a PyTorch model answers together)")
         if not 8 <= self.answer_tokens <= 512:
             out.append("eval.answer_tokens: must be in [8, 512] (the longest answer generated, in tokens)")
         if self.bootstrap < 100:

@@ -93,7 +93,7 @@ def next_line_items(records: list[dict], per_doc: int, choices: int = 4) -> list
 
 
 def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int,
-               dtype: str = "float32") -> tuple[str, dict]:
+               dtype: str = "float32", answer_batch: int | None = None) -> tuple[str, dict]:
     """lm-eval model name and args for a plain model, a LoRA adapter, or an ONNX folder."""
     if kind == "onnx":
         from . import onnx_lm  # lm-eval's onnxruntime model, generating too
@@ -102,7 +102,7 @@ def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int,
     from . import shared_context  # lm-eval's HF model, each shared context run once
 
     args = {"pretrained": adapter_of or path, "dtype": dtype, "max_length": max_length,
-            "trust_remote_code": False}
+            "trust_remote_code": False, **({"answer_batch": answer_batch} if answer_batch else {})}
     if adapter_of:
         args["peft"] = path
     return shared_context.register_hf(), args
@@ -216,7 +216,7 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
             write_jsonl(scratch / f"{task}.jsonl", rows)
             yaml = (TASKS_DIR / f"{task}.yaml").read_text().replace("__MAX_TOKENS__", str(cfg.answer_tokens))
             (scratch / f"{task}.yaml").write_text(yaml.replace("__DATA__", str(scratch / f"{task}.jsonl")))
-        name, args = model_spec(kind, path, adapter_of, cfg.max_length, cfg.dtype)
+        name, args = model_spec(kind, path, adapter_of, cfg.max_length, cfg.dtype, cfg.answer_batch)
         lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
             args, {"batch_size": cfg.batch_size, "device": "cpu"}))
         out = lm_eval.simple_evaluate(

@@ -136,12 +136,21 @@ def register_hf() -> str:
                     self.cache_hook.add_partial("loglikelihood", key, result)
             return results
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, answer_batch: int | None = None, **kwargs):
             HFLM.__init__(self, *args, **kwargs)
+            self.answer_batch = int(answer_batch or self.batch_size)
             if hasattr(self._model, "merge_and_unload"):  # a LoRA adapter: scored merged, as it ships
                 self._model = self._model.merge_and_unload()
 
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            """Answers `answer_batch` at a time: decoding reads every weight once per step whatever the batch."""
+            batch_size, self.batch_size_per_gpu = self.batch_size_per_gpu, self.answer_batch
+            try:
+                return HFLM.generate_until(self, requests, disable_tqdm)
+            finally:
+                self.batch_size_per_gpu = batch_size
+
         register_model(HF_NAME)(type("SharedContextHFLM", (HFLM,), {
-            "__init__": __init__, "_loglikelihood_tokens": _loglikelihood_tokens}))
+            "__init__": __init__, "_loglikelihood_tokens": _loglikelihood_tokens, "generate_until": generate_until}))
         _registered = True
     return HF_NAME
