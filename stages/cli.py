@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def run_ingest(path: str, week: str | None, role: str | None) -> int:
         return 2
     except ingest.TrackError as e:
         print(f"ratchet ingest: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"ratchet ingest: the disk is full (writing {e.filename or 'a file'}). Files copied aside were "
+              "removed and the audit log is as it was. Free some space and rerun.", file=sys.stderr)
         return 1
     print(*lines, sep="\n")
     return 0

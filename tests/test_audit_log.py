@@ -79,3 +79,54 @@ def test_a_swap_cut_short_is_restored_and_a_half_built_champion_removed(tmp_path
     swap(champion, built)
     assert (champion / "champion.json").read_text() == '{"cycle": 2}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["champion"]
+
+
+def test_a_full_disk_during_an_append_leaves_the_log_as_it_was(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    log = tmp_path / "log.jsonl"
+    audit_log.append(log, "gate", verdict="pass")
+    before = log.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device", str(log))
+
+    with monkeypatch.context() as m:
+        m.setattr(audit_log.os, "fsync", full)
+        try:
+            audit_log.append(log, "gate", verdict="fail")
+            raise AssertionError("the append should have failed")
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    assert log.read_bytes() == before, "no half-written entry is left"
+    audit_log.append(log, "gate", verdict="fail")
+    assert audit_log.verify(log) == [] and len(audit_log.entries(log)) == 2
+    assert os.path.getsize(log) > len(before)
+
+
+def test_a_stage_that_fills_the_disk_exits_with_a_clear_message_and_the_previous_output_intact(tmp_path,
+                                                                                              monkeypatch):
+    import errno
+    import types
+
+    import pytest
+
+    import stages.__main__ as launcher
+    from stages.core.io import atomic_dir
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "weights").write_text("the previous model")
+
+    def main(argv):
+        with atomic_dir(out) as tmp:
+            (tmp / "weights").write_text("half of the new")
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "weights"))
+
+    monkeypatch.setattr(launcher.importlib, "import_module", lambda name: types.SimpleNamespace(main=main))
+    monkeypatch.setattr(launcher.runtime, "start", lambda: None)
+    with pytest.raises(SystemExit, match="disk is full .*Nothing was half-written"):
+        launcher.launch(["dapt"])
+    assert (out / "weights").read_text() == "the previous model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"], "the scratch folder is gone"

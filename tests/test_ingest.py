@@ -215,3 +215,34 @@ def test_the_default_week_is_the_current_iso_week_and_bad_weeks_are_refused():
     for bad in ("2026-48", "2026-W7", "2025-W53", "2026-W00"):
         with pytest.raises(drops.IngestError, match="YYYY-Www"):
             drops.check_week(bad)
+
+
+def test_a_full_disk_during_the_copy_leaves_nothing_behind_and_says_so(repo, inputs, monkeypatch, capsys):
+    """The second file's copy runs out of space half-way: no file lands, no scratch copy is left, the audit log
+    is untouched, and `ratchet ingest` says the disk is full and exits 1."""
+    import errno
+    import os
+    import shutil
+
+    from stages.cli import main
+
+    real_copy, copies = shutil.copyfile, []
+
+    def copy_then_fill_the_disk(src, dst, *a, **k):
+        copies.append(dst)
+        if len(copies) == 2:
+            with open(dst, "wb") as f:
+                f.write(open(src, "rb").read()[:10])
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_copy(src, dst, *a, **k)
+
+    before = {p for p in (repo / "data/drops").rglob("*")}
+    monkeypatch.setattr(drops.shutil, "copyfile", copy_then_fill_the_disk)
+    monkeypatch.chdir(repo)
+    assert main(["ingest", str(inputs), "--role", "domain", "--week", WEEK]) == 1
+    assert "the disk is full" in capsys.readouterr().err
+    assert len(copies) == 2
+    left = [p for p in (repo / "data/drops").rglob("*") if p.is_file() and p not in before]
+    assert left == [], left
+    assert not (repo / LOG).exists() or audit_log.entries(repo / LOG) == []
+    assert not os.path.exists(repo / f"data/drops/{WEEK}.dvc")

@@ -30,8 +30,9 @@ def entries(path: str | Path) -> list[dict]:
 
 
 def append(path: str | Path, event: str, **fields) -> dict:
-    """Append one event; the file is flushed and fsynced before returning. Appends from several processes
-    take turns (a lock on the log file), so each entry chains onto the one really before it."""
+    """Append one event; the file is flushed and fsynced before returning, or left as it was if the write
+    fails (a full disk). Appends from several processes take turns (a lock on the log file), so each entry
+    chains onto the one really before it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
@@ -41,9 +42,14 @@ def append(path: str | Path, event: str, **fields) -> dict:
                  "event": event, **fields, "prev": prior[-1]["hash"] if prior else GENESIS}
         entry["hash"] = _digest(entry)
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            size = f.tell()
+            try:
+                f.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            except BaseException:  # a full disk or a kill: no half line is left to break the chain
+                f.truncate(size)
+                raise
     return entry
 
 

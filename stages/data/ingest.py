@@ -215,8 +215,8 @@ def copy_atomically(pairs: list[tuple[Path, Path]]) -> None:
         for src, dst in pairs:
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+            staged.append((tmp, dst))  # before the copy: a copy cut short (a full disk) is removed too
             shutil.copyfile(src, tmp)
-            staged.append((tmp, dst))
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
