@@ -18,6 +18,7 @@ from pathlib import Path
 from .core import audit_log
 from .core.io import dir_size, one_line, read_json, sha256_tree, write_json, write_text
 from .core.runtime import log
+from .models.lineage import intact
 
 
 def check_lineage(folder: Path) -> tuple[dict, list[str]]:
@@ -26,7 +27,7 @@ def check_lineage(folder: Path) -> tuple[dict, list[str]]:
     if not path.is_file():
         return {}, [f"{folder}: no lineage.json"]
     lin = read_json(path)
-    if sha256_tree(folder) != lin["artifact"]["sha256"]:
+    if not intact(folder):
         problems.append(f"{folder}: content differs from the hash in its lineage.json")
     for role, parent in lin["parents"].items():
         # the parent's content, not the hash its own lineage.json claims: a rebuilt or edited parent shows either way

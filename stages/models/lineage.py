@@ -50,17 +50,20 @@ def artifact_hash(path: str | Path) -> str:
     return sha256_tree(path)
 
 
+def intact(path: str | Path) -> bool:
+    """Whether a folder's files still hash to what its lineage.json recorded (True without a lineage.json)."""
+    path = Path(path)
+    return not (path / "lineage.json").is_file() or sha256_tree(path) == artifact_hash(path)
+
+
 def verify_artifact(path: str | Path) -> None:
     """Refuse a model folder whose files no longer hash to what its lineage.json recorded when it was written
     (a file edited, truncated or swapped since): SystemExit naming the folder and the fix. A folder without
     lineage.json (the pretrained source) is not checked."""
     path = Path(path)
-    if not (path / "lineage.json").is_file():
-        return
-    recorded, now = artifact_hash(path), sha256_tree(path)
-    if recorded != now:
-        raise SystemExit(f"{path}: its files do not match its lineage.json (sha256 {now[:12]}, recorded "
-                         f"{recorded[:12]}): a file was changed, truncated or replaced after it was written. "
+    if not intact(path):
+        raise SystemExit(f"{path}: its files do not match its lineage.json: a file was changed, truncated or "
+                         "replaced after it was written. "
                          f"Restore it (`dvc checkout {path}`) or rebuild it (`dvc repro --force` of the stage "
                          "that writes it).")
 
