@@ -1,0 +1,118 @@
+"""Students straight after pruning, before any training: fewer layers against narrower MLPs.
+
+    python benchmarks/bench_pruning.py --run . --layers 28 26 24 20 --channels 1331 1126
+
+`--run` is a repository whose pipeline has run up to sft (models/dapt, models/sft,
+data/prepared, data/replay). The tuned teacher (dapt + sft merged) is scored
+against itself pruned two ways, on the gate suite's domain and general
+perplexity tasks (word perplexity, lower is better):
+
+- depth: each layer choice of the distill stage (angular distance, block
+  influence) keeping `--layers` of the teacher's layers, scored on 16 blocks of
+  256 tokens (8 domain, 8 general), as the stage does;
+- width: every layer keeps the `--channels` MLP channels with the largest mean
+  |activation| (the input of down_proj) on the same blocks.
+
+Prints one table with each student's parameters; the students are written to a
+scratch folder (`--keep` to choose it).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from stages import distill  # noqa: E402
+from stages.core import params  # noqa: E402
+from stages.models import modeling  # noqa: E402
+from stages.models.batches import pack, texts  # noqa: E402
+
+
+def mlp_importance(model, blocks: torch.Tensor) -> list[torch.Tensor]:
+    """Mean |activation| of each MLP channel (down_proj's input) per layer over the blocks."""
+    sums = [0] * len(model.model.layers)
+
+    def hook(i):
+        def record(_module, inputs, _output):
+            sums[i] = sums[i] + inputs[0].abs().float().sum((0, 1))
+        return record
+
+    handles = [layer.mlp.down_proj.register_forward_hook(hook(i)) for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        for batch in blocks.split(4):
+            model(input_ids=batch)
+    for h in handles:
+        h.remove()
+    return sums
+
+
+def narrower(teacher, importance: list[torch.Tensor], channels: int):
+    """The teacher with each MLP cut to its `channels` most active channels."""
+    student = copy.deepcopy(teacher)
+    for layer, imp in zip(student.model.layers, importance):
+        keep = imp.argsort(descending=True)[:channels].sort().values
+        mlp = layer.mlp
+        for name in ("gate_proj", "up_proj"):
+            old = getattr(mlp, name)
+            new = torch.nn.Linear(old.in_features, channels, bias=False)
+            new.weight.data = old.weight.data[keep].clone()
+            setattr(mlp, name, new)
+        new = torch.nn.Linear(channels, mlp.down_proj.out_features, bias=False)
+        new.weight.data = mlp.down_proj.weight.data[:, keep].clone()
+        mlp.down_proj = new
+    student.config.intermediate_size = channels
+    return student
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="repository whose pipeline ran up to sft")
+    ap.add_argument("--layers", type=int, nargs="*", default=[28, 26, 24])
+    ap.add_argument("--channels", type=int, nargs="*", default=[1331, 1126])
+    ap.add_argument("--keep", help="folder to keep the students in (default: a scratch folder)")
+    args = ap.parse_args()
+    from stages.models.evaluate import run_suite, task_data
+
+    run_dir = Path(args.run).resolve()
+    ecfg, dcfg = params.load(ROOT / "params.yaml", "eval", "distill")
+    data = str(run_dir / "data/prepared")
+    tasks = {k: v for k, v in task_data(data, str(run_dir / "data/eval"), ecfg).items()
+             if k in ("ratchet_domain_ppl", "ratchet_general_ppl")}
+    tok = modeling.load_tokenizer(run_dir / "models/sft")
+    teacher = modeling.load_sft_merged(run_dir / "models/sft", run_dir / "models/dapt").eval()
+    domain = [json.loads(line)["text"] for line in open(run_dir / "data/prepared/domain/train.jsonl")][:200]
+    general = texts(run_dir / "data/replay/buffer/general.jsonl")[:400]
+    blocks = torch.cat([pack(tok, domain, 256)[:8], pack(tok, general, 256)[:8]])
+    scratch = Path(args.keep or tempfile.mkdtemp(prefix="bench-pruning-"))
+
+    students = [("teacher", "-", teacher)]
+    sim = distill.layer_similarity(teacher, blocks)
+    n = teacher.config.num_hidden_layers
+    for layers in args.layers:
+        for choice in ("angular", "block_influence"):
+            keep, _ = distill.layers_to_keep(n, dcfg.model_copy(update={"student_layers": layers,
+                                                                         "layer_choice": choice}), sim)
+            students.append((f"{layers} layers, {choice}", str(keep), distill.student_from(teacher, keep)))
+    importance = mlp_importance(teacher, blocks)
+    for channels in args.channels:
+        students.append((f"{channels} MLP channels", "all layers", narrower(teacher, importance, channels)))
+
+    print("| student | kept | parameters | domain ppl | general ppl |\n|---|---|---:|---:|---:|")
+    for i, (name, kept, model) in enumerate(students):
+        folder = scratch / f"student-{i}"
+        modeling.save_model(model, tok, folder)
+        m = run_suite("hf", str(folder), data, ecfg, tasks=tasks)["metrics"]
+        params_m = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"| {name} | {kept} | {params_m:.1f}M | {m['domain_ppl']:.1f} | {m['general_ppl']:.1f} |", flush=True)
+    print(f"\nstudents in {scratch}")
+
+
+if __name__ == "__main__":
+    main()
