@@ -40,8 +40,13 @@ def run_ingest(path: str, week: str | None, role: str | None) -> int:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        print(f"ratchet ingest: the disk is full (writing {e.filename or 'a file'}). Files copied aside were "
-              "removed and the audit log is as it was. Free some space and rerun.", file=sys.stderr)
+        if (vcs.repo_root(Path.cwd()) / ingest.DROPS / ingest.PENDING).is_file():
+            done = (f"The files are copied; tracking and logging them is left pending in {ingest.DROPS}/"
+                    f"{ingest.PENDING}, and the next `ratchet ingest` finishes it.")
+        else:
+            done = "Files copied aside were removed and the audit log is as it was."
+        print(f"ratchet ingest: the disk is full (writing {e.filename or 'a file'}). {done} Free some space and "
+              "rerun.", file=sys.stderr)
         return 1
     print(*lines, sep="\n")
     return 0

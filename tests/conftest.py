@@ -125,3 +125,61 @@ def fresh_accelerator_state():
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, tiny_base, prepared):
+    """Params with enough steps to see learning, a passing data gate, and an empty champion."""
+    from stages import replay
+    from stages.core.io import write_json
+
+    root = tmp_path_factory.mktemp("train")
+    # A small instruction set that SFT sees several times: a tiny random model
+    # learns too little from single passes to tell learning from noise.
+    shutil.copytree(prepared, root / "prepared")
+    sft_rows = (root / "prepared/sft/train.jsonl").read_text().splitlines()[:16]
+    (root / "prepared/sft/train.jsonl").write_text("\n".join(sft_rows) + "\n")
+    p = tiny_params()
+    for section in ("dapt", "sft", "distill"):
+        p[section].update(steps=16, log_every=8)
+    p["sft"].update(steps=24, lr=1e-2)
+    write_params(root / "params.yaml", p)
+    write_json(root / "pass.json", {"verdict": "pass"})
+    (root / "champion").mkdir()
+    replay.main(["--params", str(root / "params.yaml"), "--data", str(root / "prepared"), "--out", str(root / "replay")])
+    return root
+
+
+@pytest.fixture(scope="module")
+def dapt_model(work, tiny_base, prepared):
+    from stages import dapt
+
+    out = work / "dapt"
+    dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
+               str(work / "champion"), "--replay", str(work / "replay"), "--data-gate", str(work / "pass.json"),
+               "--out", str(out), "--history", str(work / "dapt_history.json")])
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(work, tiny_base, dapt_model):
+    from stages import fisher, sft
+
+    fisher.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
+                 str(work / "champion"), "--replay", str(work / "replay"), "--out", str(work / "fisher")])
+    out = work / "sft"
+    sft.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--base", str(tiny_base),
+              "--champion", str(work / "champion"), "--fisher", str(work / "fisher"), "--replay", str(work / "replay"),
+              "--gate", str(work / "pass.json"), "--out", str(out), "--history", str(work / "sft_history.json")])
+    return out
+
+
+@pytest.fixture(scope="module")
+def student(work, dapt_model, sft_adapter, prepared):
+    from stages import distill
+
+    out = work / "student"
+    distill.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--sft", str(sft_adapter),
+                  "--replay", str(work / "replay"), "--gate", str(work / "pass.json"), "--out", str(out),
+                  "--history", str(work / "distill_history.json")])
+    return out

@@ -130,3 +130,37 @@ def test_a_stage_that_fills_the_disk_exits_with_a_clear_message_and_the_previous
         launcher.launch(["dapt"])
     assert (out / "weights").read_text() == "the previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "the scratch folder is gone"
+
+
+def test_an_append_cut_short_is_reported_then_removed_by_the_next_append(tmp_path):
+    """A kill mid-write leaves a last line without its newline: verify names it, the next append cuts it off
+    (it was never acknowledged) and chains onto the last whole entry."""
+    log = tmp_path / "log.jsonl"
+    audit_log.append(log, "first")
+    with open(log, "a", encoding="utf-8") as f:
+        f.write('{"seq": 1, "event": "cut sh')
+    assert [e["event"] for e in audit_log.entries(log)] == ["first"]
+    assert audit_log.verify(log) == [f"{log}: the last line is unfinished: an append cut short by a crash (the "
+                                     "next append removes it) or the file was cut"]
+    audit_log.append(log, "second")
+    assert [e["event"] for e in audit_log.entries(log)] == ["first", "second"] and audit_log.verify(log) == []
+
+
+def test_what_a_killed_writer_left_beside_a_folder_is_cleared_and_a_moved_aside_folder_restored(tmp_path):
+    """Killed between moving the previous folder aside and renaming the new one in: the previous one comes
+    back; the scratch copy is removed. Leftovers of a running process are not touched."""
+    import os
+    import subprocess
+
+    from stages.core.io import clear_leftovers
+
+    dead = subprocess.Popen(["true"])  # a process that has ended: its pid is free
+    dead.wait()
+    out = tmp_path / "model"
+    for kind in ("old", "tmp"):
+        (tmp_path / f".model.{kind}-{dead.pid}").mkdir()
+        (tmp_path / f".model.{kind}-{dead.pid}" / "weights").write_text(kind)
+    (tmp_path / f".model.tmp-{os.getpid()}").mkdir()  # a live writer's scratch
+    notes = clear_leftovers(out)
+    assert (out / "weights").read_text() == "old" and len(notes) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".model.tmp-{os.getpid()}", "model"]

@@ -246,3 +246,35 @@ def test_a_full_disk_during_the_copy_leaves_nothing_behind_and_says_so(repo, inp
     assert left == [], left
     assert not (repo / LOG).exists() or audit_log.entries(repo / LOG) == []
     assert not os.path.exists(repo / f"data/drops/{WEEK}.dvc")
+
+
+def test_an_ingest_cut_short_after_its_copy_is_finished_by_the_next_one(repo, inputs, monkeypatch, capsys):
+    """The disk fills at the audit entry, after the copy and `dvc add`: ingest says the drop is pending and
+    exits 1; the next ingest (of anything) tracks and logs it, once, and its own files after it."""
+    import errno
+
+    from stages.cli import main
+
+    real_append = audit_log.append
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(repo / LOG))
+
+    monkeypatch.chdir(repo)
+    with monkeypatch.context() as m:
+        m.setattr(drops.audit_log, "append", full)
+        assert main(["ingest", str(inputs / "notes.jsonl"), "--role", "domain", "--week", WEEK]) == 1
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and f"data/drops/{drops.PENDING}" in err and "finishes it" in err
+    assert (repo / "data/drops" / drops.PENDING).is_file() and audit_log.entries(repo / LOG) == []
+    assert drop_files(repo) == {f"{WEEK}/domain/notes.jsonl"}
+
+    assert drops.audit_log.append is real_append
+    assert main(["ingest", str(inputs / "general.txt"), "--role", "general", "--week", "2026-W49"]) == 0
+    out = capsys.readouterr().out
+    assert f"finished the ingest of week {WEEK}" in out
+    assert not (repo / "data/drops" / drops.PENDING).exists()
+    log = audit_log.entries(repo / LOG)
+    assert [(e["event"], e["week"]) for e in log] == [("data_drop", WEEK), ("data_drop", "2026-W49")]
+    assert [f["path"] for f in log[0]["files"]] == [f"data/drops/{WEEK}/domain/notes.jsonl"]
+    assert (repo / f"data/drops/{WEEK}.dvc").is_file() and audit_log.verify(repo / LOG) == []

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages import dapt, distill, fisher, quantize, replay, sft
+from stages import dapt, distill, quantize, sft
 from stages.core import params
 from stages.core.io import read_json, sha256_tree, write_json
 from stages.models import modeling
@@ -23,47 +23,6 @@ MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "to
 def falling(history: list[dict], key: str = "loss") -> bool:
     first, last = [h[key] for h in history[:3]], [h[key] for h in history[-3:]]
     return all(torch.isfinite(torch.tensor(first + last))) and sum(last) / 3 < sum(first) / 3
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory, tiny_base, prepared):
-    """Params with enough steps to see learning, a passing data gate, and an empty champion."""
-    root = tmp_path_factory.mktemp("train")
-    # A small instruction set that SFT sees several times: a tiny random model
-    # learns too little from single passes to tell learning from noise.
-    shutil.copytree(prepared, root / "prepared")
-    sft_rows = (root / "prepared/sft/train.jsonl").read_text().splitlines()[:16]
-    (root / "prepared/sft/train.jsonl").write_text("\n".join(sft_rows) + "\n")
-    p = tiny_params()
-    for section in ("dapt", "sft", "distill"):
-        p[section].update(steps=16, log_every=8)
-    p["sft"].update(steps=24, lr=1e-2)
-    write_params(root / "params.yaml", p)
-    write_json(root / "pass.json", {"verdict": "pass"})
-    (root / "champion").mkdir()
-    replay.main(["--params", str(root / "params.yaml"), "--data", str(root / "prepared"), "--out", str(root / "replay")])
-    return root
-
-
-@pytest.fixture(scope="module")
-def dapt_model(work, tiny_base, prepared):
-    out = work / "dapt"
-    dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-               str(work / "champion"), "--replay", str(work / "replay"), "--data-gate", str(work / "pass.json"),
-               "--out", str(out), "--history", str(work / "dapt_history.json")])
-    return out
-
-
-@pytest.fixture(scope="module")
-def sft_adapter(work, tiny_base, dapt_model):
-    prepared = work / "prepared"
-    fisher.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-                 str(work / "champion"), "--replay", str(work / "replay"), "--out", str(work / "fisher")])
-    out = work / "sft"
-    sft.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--base", str(tiny_base),
-              "--champion", str(work / "champion"), "--fisher", str(work / "fisher"), "--replay", str(work / "replay"),
-              "--gate", str(work / "pass.json"), "--out", str(out), "--history", str(work / "sft_history.json")])
-    return out
 
 
 def test_dapt_learns_and_writes_a_complete_model_folder(work, tiny_base, dapt_model):
@@ -156,15 +115,6 @@ def test_sft_loss_falls_on_the_assistant_reply_only(tiny_base):
     assert (labels[: (labels != IGNORE).nonzero()[0, 0]] == IGNORE).all(), "prompt tokens carry no loss"
     batch = collate([(ids, labels), (ids[:5], ids[:5].clone())], tok.pad_token_id)
     assert (batch["labels"][1, 5:] == IGNORE).all() and (batch["attention_mask"][1, 5:] == 0).all()
-
-
-@pytest.fixture(scope="module")
-def student(work, dapt_model, sft_adapter, prepared):
-    out = work / "student"
-    distill.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--sft", str(sft_adapter),
-                  "--replay", str(work / "replay"), "--gate", str(work / "pass.json"), "--out", str(out),
-                  "--history", str(work / "distill_history.json")])
-    return out
 
 
 def test_distill_builds_a_smaller_student_that_learns(work, student):

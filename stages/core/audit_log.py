@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,11 +23,20 @@ def _digest(entry: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def entries(path: str | Path) -> list[dict]:
-    path = Path(path)
+def _lines(path: Path) -> tuple[list[str], int | None]:
+    """The log's complete lines, and the byte offset of an unfinished last line (no newline: an append cut
+    short by a kill or a crash before it was acknowledged), or None."""
     if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [], None
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    lines = [line for line in data[:end].decode("utf-8").split("\n") if line.strip()]
+    return lines, (end if end < len(data) else None)
+
+
+def entries(path: str | Path) -> list[dict]:
+    """The log's entries; an unfinished last line is not one (verify reports it, the next append removes it)."""
+    return [json.loads(line) for line in _lines(Path(path))[0]]
 
 
 def append(path: str | Path, event: str, **fields) -> dict:
@@ -37,6 +47,11 @@ def append(path: str | Path, event: str, **fields) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     with locked(path):
+        _, torn = _lines(path)
+        if torn is not None:  # never acknowledged, so never part of the chain: cut it off before appending
+            os.truncate(path, torn)
+            print(f"audit log {path}: removed an unfinished last line (an append cut short by a crash)",
+                  file=sys.stderr)
         prior = entries(path)
         entry = {"seq": len(prior), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "event": event, **fields, "prev": prior[-1]["hash"] if prior else GENESIS}
@@ -60,6 +75,9 @@ def verify(path: str | Path) -> list[str]:
         log = entries(path)
     except json.JSONDecodeError as e:
         return [f"{path}: line {e.lineno if hasattr(e, 'lineno') else '?'} is not valid JSON"]
+    if _lines(Path(path))[1] is not None:
+        problems.append(f"{path}: the last line is unfinished: an append cut short by a crash (the next append "
+                        "removes it) or the file was cut")
     for i, entry in enumerate(log):
         if entry.get("seq") != i:
             problems.append(f"entry {i}: sequence number {entry.get('seq')} (entries removed or reordered)")

@@ -14,11 +14,52 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+def clear_leftovers(out: str | Path) -> list[str]:
+    """Put right what a writer of `out` killed mid-write (SIGKILL, power loss) left beside it: its scratch
+    copy `.<name>.tmp-<pid>` is removed; a previous `out` it had moved aside (`.<name>.old-<pid>`) to rename
+    the new one in is put back if `out` is missing, removed otherwise. Only leftovers of processes that are no
+    longer running are touched. Returns what was done, one line each."""
+    out = Path(out)
+    notes = []
+    if not out.parent.is_dir():
+        return notes
+    for p in sorted(out.parent.glob(f".{out.name}.*-*"), key=lambda p: ".old-" not in p.name):  # olds first
+        kind, _, pid = p.name[len(out.name) + 2:].rpartition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists() and not out.is_symlink():
+            os.replace(p, out)
+            notes.append(f"{out}: restored the previous version a killed writer had moved aside")
+        else:
+            _remove(p)
+            notes.append(f"{out}: removed {p.name}, left by a killed writer")
+    return notes
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a scratch folder next to `out`; on success it replaces `out`."""
+    """Yield a scratch folder next to `out`; on success it replaces `out`.
+
+    The swap is two renames (the previous `out` aside, the new one in), then the previous one is deleted: a
+    kill at any moment leaves `out` either the previous version, the new one, or missing, never half-deleted.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -27,9 +68,12 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists() or out.is_symlink():
+        os.replace(out, old)
     os.replace(tmp, out)
+    if old.exists() or old.is_symlink():
+        _remove(old)
 
 
 @contextlib.contextmanager
@@ -53,6 +97,7 @@ def locked(path: str | Path) -> Iterator[None]:
 def write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -76,6 +121,7 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import audit_log, vcs
-from ..core.io import locked, sha256_file
+from ..core.io import clear_leftovers, locked, read_json, sha256_file, write_json
 from ..core.params import ROLES
 # ingest reads files with prepare's own reader, so a file it accepts is one prepare reads the same way
 from .records import TEXT_ROLES, RecordFileError, read_records
@@ -208,8 +208,10 @@ def destinations(week_dir: Path, files: list[DropFile]) -> list[Path]:
     return out
 
 
-def copy_atomically(pairs: list[tuple[Path, Path]]) -> None:
-    """Copy every file aside first, then rename all: a failed copy leaves no file that looks ingested."""
+def copy_aside(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Copy every file next to its destination under a hidden scratch name: [(scratch, destination)]. A copy
+    that fails (a full disk) removes them all; one killed outright leaves scratch files the next ingest removes
+    (clear_staged), none that looks ingested."""
     staged = []
     try:
         for src, dst in pairs:
@@ -221,8 +223,58 @@ def copy_atomically(pairs: list[tuple[Path, Path]]) -> None:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    for tmp, dst in staged:
-        os.replace(tmp, dst)
+    return staged
+
+
+def clear_staged(drops: Path) -> list[str]:
+    """Scratch copies under data/drops that a killed ingest left (the caller holds the drops lock)."""
+    notes = []
+    for week in sorted(p for p in drops.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for p in sorted(week.glob("*/.*.tmp-*")):
+            notes.extend(clear_leftovers(p.with_name(p.name[1:p.name.rindex(".tmp-")])))
+    return notes
+
+
+# An ingest past its copy writes down what it is doing before it renames, tracks and logs: a run killed
+# between those steps is finished by the next ingest, so no drop is ever in data/drops untracked or unlogged.
+PENDING = ".ingest-pending.json"
+
+
+def _log_drop(root: Path, pending: dict) -> dict:
+    """The drop's audit entry: the one already in the log if a killed run got that far, else a new one."""
+    log = root / AUDIT_LOG
+    for e in reversed(audit_log.entries(log)):
+        if e["event"] == "data_drop" and e.get("week") == pending["week"] and e.get("files") == pending["files"]:
+            return e
+    return audit_log.append(log, "data_drop", week=pending["week"], source=pending["source"],
+                            files=pending["files"], skipped=pending["skipped"])
+
+
+def _complete(root: Path, pending: dict) -> dict:
+    """Rename the staged files in, `dvc add` the week, log it, then drop the note: every step may be redone."""
+    for f in pending["files"]:
+        dst, tmp = root / f["path"], root / f["staged"]
+        if tmp.is_file():
+            os.replace(tmp, dst)
+        if not dst.is_file() or sha256_file(dst) != f["sha256"]:
+            raise TrackError(f"{DROPS / PENDING}: {f['path']} is missing or changed since it was copied; restore "
+                             f"it, or remove {DROPS / PENDING} and the week's files and ingest the drop again")
+    dvc_add(root, DROPS / pending["week"])
+    entry = _log_drop(root, {**pending, "files": [{k: v for k, v in f.items() if k != "staged"}
+                                                  for f in pending["files"]]})
+    (root / DROPS / PENDING).unlink()
+    return entry
+
+
+def finish_pending(root: Path) -> list[str]:
+    """Finish an ingest a kill or crash cut short after its copy (the caller holds the drops lock)."""
+    note = root / DROPS / PENDING
+    if not note.is_file():
+        return []
+    pending = read_json(note)
+    entry = _complete(root, pending)
+    return [f"finished the ingest of week {pending['week']} ({pending['source']}) that a crash had cut short: "
+            f"{len(pending['files'])} file(s) tracked, audit entry {entry['seq']}"]
 
 
 def dvc_add(root: Path, target: Path) -> None:
@@ -256,8 +308,9 @@ def ingest(path: Path, week: str, role: str | None, cwd: Path) -> list[str]:
     checked = check_all(candidates(path, role))
     drops = root / DROPS
     with locked(drops):  # two ingests at once take turns: neither copies, tracks or logs over the other
-        new, skipped = plan(checked, existing_hashes(drops))
         out = [f"ingest {path} as week {week}"]
+        out += [f"  {line}" for line in finish_pending(root) + clear_staged(drops)]
+        new, skipped = plan(checked, existing_hashes(drops))
         out += [f"  skipped {f.source}: same content as {_shown(where, root)}" for f, where in skipped]
         out += [f"  note: {DROPS}/{w} is tracked but not in the workspace (dvc pull it); its files were not "
                 "compared for duplicates" for w in untracked_weeks(drops)]
@@ -265,13 +318,20 @@ def ingest(path: Path, week: str, role: str | None, cwd: Path) -> list[str]:
             return out + ["every file is already in data/drops: nothing to do"]
 
         targets = destinations(drops / week, new)
-        pairs = [(f.source, dst) for f, dst in zip(new, targets)]
-        copy_atomically(pairs)
-        dvc_add(root, DROPS / week)
-        files = [{"path": dst.relative_to(root).as_posix(), "role": f.role, "sha256": f.sha256, "records": f.records}
-                 for f, dst in zip(new, targets)]
-        entry = audit_log.append(root / AUDIT_LOG, "data_drop", week=week, source=str(path), files=files,
-                                 skipped=[{"source": str(f.source), "sha256": f.sha256} for f, _ in skipped])
+        staged = copy_aside([(f.source, dst) for f, dst in zip(new, targets)])
+        pending = {"week": week, "source": str(path),
+                   "files": [{"path": dst.relative_to(root).as_posix(), "role": f.role, "sha256": f.sha256,
+                              "records": f.records, "staged": tmp.relative_to(root).as_posix()}
+                             for f, (tmp, dst) in zip(new, staged)],
+                   "skipped": [{"source": str(f.source), "sha256": f.sha256} for f, _ in skipped]}
+        try:
+            write_json(drops / PENDING, pending)
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        entry = _complete(root, pending)
+        files = entry["files"]
 
     out += [f"  added {e['path']}  role={e['role']}  records={e['records']}" for e in files]
     roles = sorted({e["role"] for e in files})
