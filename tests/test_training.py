@@ -409,3 +409,27 @@ def test_a_model_folder_changed_after_it_was_written_is_refused_by_the_stages_th
     with pytest.raises(SystemExit, match=f"{bad}: its files do not match"):
         run_suite("hf", str(bad), str(work / "prepared"), cfg)
     assert not (tmp_path / "sft").exists() and not (tmp_path / "student").exists()
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated, lineage gone"])
+def test_a_damaged_onnx_file_fails_its_gate_with_the_file_named(damage, work, student, prepared, tmp_path):
+    """The shipped ONNX folder damaged after quantize wrote it: a byte flipped in model.onnx is caught by its
+    lineage; a file cut short with no lineage left to check is named when it fails to load."""
+    from stages.models.evaluate import run_suite
+
+    out = tmp_path / "onnx"
+    quantize.main(["--params", str(work / "params.yaml"), "--student", str(student), "--data", str(prepared),
+                   "--gate", str(work / "pass.json"), "--out", str(out), "--report", str(tmp_path / "q.json")])
+    onnx = out / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    if damage == "flipped byte":
+        data[len(data) // 2] ^= 0x01
+        expected = f"{out}: its files do not match its lineage.json"
+    else:
+        data = data[: len(data) // 3]
+        (out / "lineage.json").unlink()
+        expected = f"{out}: the model cannot be loaded"
+    onnx.write_bytes(bytes(data))
+    cfg = params.load(work / "params.yaml", "eval")[0]
+    with pytest.raises(SystemExit, match=expected):
+        run_suite("onnx", str(out), str(prepared), cfg)

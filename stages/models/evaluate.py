@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.io import read_jsonl, sha256_text, write_jsonl
+from ..core.io import one_line, read_jsonl, sha256_text, write_jsonl
 
 from . import scores
 from .lineage import verify_artifact
@@ -217,8 +217,13 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
             yaml = (TASKS_DIR / f"{task}.yaml").read_text().replace("__MAX_TOKENS__", str(cfg.answer_tokens))
             (scratch / f"{task}.yaml").write_text(yaml.replace("__DATA__", str(scratch / f"{task}.jsonl")))
         name, args = model_spec(kind, path, adapter_of, cfg.max_length, cfg.dtype, cfg.answer_batch)
-        lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
-            args, {"batch_size": cfg.batch_size, "device": "cpu"}))
+        try:
+            lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
+                args, {"batch_size": cfg.batch_size, "device": "cpu"}))
+        except Exception as e:  # a damaged file: name it, whatever the library's words
+            raise SystemExit(f"{path}: the model cannot be loaded ({type(e).__name__}: {one_line(str(e))}). "
+                             f"Restore it (`dvc checkout {path}`) or rebuild it (`dvc repro --force` of the stage "
+                             "that writes it).") from None
         out = lm_eval.simple_evaluate(
             model=lm, tasks=list(tasks), log_samples=True,
             task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
