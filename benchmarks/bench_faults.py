@@ -36,8 +36,8 @@ def main() -> None:
 
     run_dir, rng = Path(args.run).resolve(), random.Random(args.seed)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    print("| stage | undisturbed s | killed at s | half-written after the kill | kill to finished s | "
-          "equal to undisturbed | leftovers |\n|---|---:|---:|---|---:|---|---|", flush=True)
+    print("| stage | undisturbed s | killed at s | half-written after the kill | rerun s | start to finished s | "
+          "equal to undisturbed | leftovers |\n|---|---:|---:|---|---:|---:|---|---|", flush=True)
     for stage in args.stage:
         cmd, outs = faults.stage_cmd(run_dir, stage), faults.stage_outs(run_dir, stage)
         seconds = faults.run(cmd, run_dir, env)
@@ -48,7 +48,7 @@ def main() -> None:
             rerun = faults.run(cmd, run_dir, env)
             same = faults.outcome(outs) == reference
             print(f"| {stage} | {seconds:.0f} | {'ended first' if at is None else f'{at:.0f}'} | "
-                  f"{'; '.join(half) or 'none'} | {(at or 0) + rerun:.0f} | {'yes' if same else 'NO'} | "
+                  f"{'; '.join(half) or 'none'} | {rerun:.0f} | {(at or 0) + rerun:.0f} | {'yes' if same else 'NO'} | "
                   f"{', '.join(faults.leftovers(outs)) or 'none'} |", flush=True)
     log = run_dir / "reports/audit/log.jsonl"
     print(f"\naudit log {log}: {len(audit_log.entries(log))} entries, "

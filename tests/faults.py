@@ -4,13 +4,15 @@ A stage is its dvc.yaml command, run in a repository whose pipeline has run.
 `run_killed` starts it in a process group of its own and sends SIGKILL to the
 group (the stage and anything it started) after a delay. `outcome` is what a
 run produced, in a form two runs can be compared in: content hashes of model
-folders (lineage.json aside, it records times), and JSON reports with their
-clock fields removed. `half_written` lists outputs that look whole and are not.
+folders (lineage.json aside, it records times), and JSON and Markdown reports
+with their clock fields removed. `half_written` lists outputs that look whole
+and are not.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -20,6 +22,7 @@ import yaml
 
 # fields that record when or how long, not what: they differ between any two runs
 CLOCK_KEYS = ("time", "seconds", "started", "finished", "duration", "elapsed", "date", "wall")
+CLOCK_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ|\bin \d+(\.\d+)? ?s\b")
 
 
 def stage_cmd(repo: Path, stage: str) -> str:
@@ -80,6 +83,8 @@ def outcome(paths: list[Path]) -> dict[str, str]:
             out[p.name] = sha256_tree(p)
         elif p.suffix == ".json" and p.is_file():
             out[p.name] = json.dumps(_unclocked(json.loads(p.read_text())), sort_keys=True)
+        elif p.suffix == ".md" and p.is_file():  # a report's rendering: "scored <UTC time> in <N> s"
+            out[p.name] = CLOCK_TEXT.sub("<clock>", p.read_text())
         elif p.is_file():
             out[p.name] = sha256_file(p)
         else:

@@ -140,7 +140,7 @@ def test_training_export_and_gate_killed_at_random_moments_end_as_an_undisturbed
                        tiny_base, "--data", prepared,
                        "--eval-sets", ROOT / "data/eval", "--verdict", tmp_path / "gate.json", "--metrics",
                        tmp_path / "metrics.json", "--audit-log", tmp_path / "log.jsonl"),
-                 [tmp_path / "gate.json", tmp_path / "metrics.json"]),
+                 [tmp_path / "gate.json", tmp_path / "gate.md", tmp_path / "metrics.json"]),
     }
     for name, (cmd, outs) in runs.items():
         seconds = faults.run(cmd, ROOT, env())
