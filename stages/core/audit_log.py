@@ -34,9 +34,14 @@ def _lines(path: Path) -> tuple[list[str], int | None]:
     return lines, (end if end < len(data) else None)
 
 
+def _read(path: Path) -> tuple[list[dict], int | None]:
+    lines, torn = _lines(path)
+    return [json.loads(line) for line in lines], torn
+
+
 def entries(path: str | Path) -> list[dict]:
     """The log's entries; an unfinished last line is not one (verify reports it, the next append removes it)."""
-    return [json.loads(line) for line in _lines(Path(path))[0]]
+    return _read(Path(path))[0]
 
 
 def append(path: str | Path, event: str, **fields) -> dict:
@@ -47,12 +52,11 @@ def append(path: str | Path, event: str, **fields) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     with locked(path):
-        _, torn = _lines(path)
+        prior, torn = _read(path)
         if torn is not None:  # never acknowledged, so never part of the chain: cut it off before appending
             os.truncate(path, torn)
             print(f"audit log {path}: removed an unfinished last line (an append cut short by a crash)",
                   file=sys.stderr)
-        prior = entries(path)
         entry = {"seq": len(prior), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "event": event, **fields, "prev": prior[-1]["hash"] if prior else GENESIS}
         entry["hash"] = _digest(entry)
@@ -72,10 +76,10 @@ def verify(path: str | Path) -> list[str]:
     """Problems found in the chain; an empty list means the log is intact."""
     problems, prev = [], GENESIS
     try:
-        log = entries(path)
+        log, torn = _read(Path(path))
     except json.JSONDecodeError as e:
         return [f"{path}: line {e.lineno if hasattr(e, 'lineno') else '?'} is not valid JSON"]
-    if _lines(Path(path))[1] is not None:
+    if torn is not None:
         problems.append(f"{path}: the last line is unfinished: an append cut short by a crash (the next append "
                         "removes it) or the file was cut")
     for i, entry in enumerate(log):
