@@ -30,9 +30,9 @@ def stage_cmd(repo: Path, stage: str) -> str:
 
 
 def stage_outs(repo: Path, stage: str) -> list[Path]:
-    outs = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage].get("outs", [])
-    metrics = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage].get("metrics", [])
-    return [repo / (o if isinstance(o, str) else next(iter(o))) for o in outs + metrics]
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]
+    return [repo / (o if isinstance(o, str) else next(iter(o)))
+            for o in declared.get("outs", []) + declared.get("metrics", [])]
 
 
 def run_killed(cmd: str, cwd: Path, delay: float, env: dict | None = None) -> float | None:
