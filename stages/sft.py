@@ -16,16 +16,18 @@ NF4 (QLoRA) needs a GPU: on CPU it is refused before any work (see base_quantiza
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
 from .core import params
-from .core.io import atomic_dir, write_json
+from .core.io import atomic_dir, write_json, write_jsonl
 from .core.runtime import log, seed_everything
-from .models import modeling
+from .models import modeling, sdft
 from .models.champion import teacher_or_base
 from .models.batches import chat_example, collate, cycle_conversations, pack, replay_texts, Sampler
 from .models.verdict import require_pass
@@ -77,8 +79,9 @@ def base_quantization(bits: int, cuda: bool):
 
 
 def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Path, fisher_dir: Path,
-          replay: str, checkpoint: Path | None = None) -> tuple[object, object, list[dict]]:
-    """dapt + a LoRA adapter trained on the instruction data: (peft model, tokenizer, history)."""
+          replay: str, checkpoint: Path | None = None) -> tuple[object, object, list[dict], list[dict]]:
+    """dapt + a LoRA adapter trained on the instruction data: (peft model, tokenizer, history, the
+    self-distilled targets as sdft.self_distill records them; empty when sft.self_distill is off)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -88,6 +91,16 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
     base = AutoModelForCausalLM.from_pretrained(dapt, dtype=torch.float32, quantization_config=quant,
                                                 trust_remote_code=False, use_safetensors=True)
     base.config.use_cache = False
+    conversations = cycle_conversations(replay)
+    n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
+    fp = fingerprint(cfg, dapt, champion, fisher_dir, replay)
+    targets = []
+    if cfg.self_distill:
+        drawn = sorted(set(Sampler(len(conversations), run.seed).take((cfg.batch_size - n_replay) * cfg.steps)))
+        targets = self_distilled_targets(cfg, base, tok, conversations, drawn, checkpoint, fp)
+        for row in targets:
+            conversations[row["index"]] = [*conversations[row["index"]][:-1],
+                                           {"role": "assistant", "content": row["reply"]}]
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
     model = get_peft_model(base, lora)
@@ -106,9 +119,8 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
     offsets = {k: now[k] - ref[k] for k in layers}
     del ref, now
 
-    examples = [chat_example(tok, conv, cfg.seq_len) for conv in cycle_conversations(replay)]
+    examples = [chat_example(tok, conv, cfg.seq_len) for conv in conversations]
     general = pack(tok, replay_texts(replay), cfg.seq_len)
-    n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     draw_sft, draw_general = Sampler(len(examples), run.seed), Sampler(len(general), run.seed + 1)
     log("sft", f"{len(examples)} instruction examples, {len(general)} replay blocks; "
                f"{cfg.batch_size - n_replay}+{n_replay} rows per batch; EWC lambda={cfg.ewc_lambda}")
@@ -127,9 +139,30 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
         ewc = ewc_penalty(deltas, offsets, fisher)
         return lm + cfg.ewc_lambda / 2 * ewc, {"lm": lm.item(), "ewc": ewc.item()}
 
-    history = train_loop("sft", model, cfg, next_batch, compute_loss, checkpoint=checkpoint,
-                         fingerprint=fingerprint(cfg, dapt, champion, fisher_dir, replay))
-    return model, tok, history
+    history = train_loop("sft", model, cfg, next_batch, compute_loss, checkpoint=checkpoint, fingerprint=fp)
+    return model, tok, history, targets
+
+
+def self_distilled_targets(cfg: params.SftConfig, model, tok, conversations: list[list[dict]], drawn: list[int],
+                           checkpoint: Path | None, fp: str) -> list[dict]:
+    """The model's own rewrites of the replies training will draw (sdft.self_distill), kept beside the
+    checkpoint so a resumed run trains on the same targets without generating them again."""
+    saved = checkpoint.with_name(checkpoint.name + ".targets.json") if checkpoint else None
+    if saved and saved.is_file():
+        state = json.loads(saved.read_text())
+        if state.get("fingerprint") == fp:
+            return state["rows"]
+    started = time.time()
+    rows = sdft.self_distill(model, tok, conversations, drawn, min_chrf=cfg.self_distill_min_chrf,
+                             max_new_tokens=cfg.self_distill_tokens, max_reference_tokens=cfg.seq_len,
+                             batch=cfg.self_distill_batch)
+    why = Counter(r["used"] for r in rows)
+    log("sft", f"self-distilled targets: {why['rewrite']} of {len(rows)} replies rewritten by the model "
+               f"({', '.join(f'{n} {k}' for k, n in sorted(why.items()) if k != 'rewrite') or 'none kept'} "
+               f"kept as written) in {time.time() - started:.0f}s")
+    if saved:
+        write_json(saved, {"fingerprint": fp, "rows": rows})
+    return rows
 
 
 def main(argv=None) -> None:
@@ -144,19 +177,29 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
     dapt, champion = Path(args.dapt), teacher_or_base(args.champion, args.base)
-    model, tok, history = train(cfg, run, dapt, champion, Path(args.fisher), args.replay, checkpoint_dir(args.out))
+    model, tok, history, targets = train(cfg, run, dapt, champion, Path(args.fisher), args.replay,
+                                         checkpoint_dir(args.out))
 
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         modeling.point_adapter_at(tmp, dapt)
+        if targets:
+            write_jsonl(tmp / sdft.TARGETS_FILE, targets)
+        used = dict(Counter(r["used"] for r in targets))
         write_lineage(tmp, name=args.out, card="LoRA adapter (peft) for the dapt model, fine-tuned on instruction data with loss on the "
-                           "reply only, replay of earlier and general text and an EWC penalty towards the champion.",
+                           "reply only, replay of earlier and general text and an EWC penalty towards the champion."
+                           + (f" {used.get('rewrite', 0)} of the {len(targets)} replies it trained on were rewritten "
+                              f"by the dapt model from the reference (model-generated, self-distillation: "
+                              f"{sdft.TARGETS_FILE})." if targets else ""),
                       library="peft", stage="sft", params={"sft": params.as_dict(cfg)},
                       parents={"dapt": dapt, "champion": champion, "fisher": args.fisher},
                       data={"sft": f"{args.replay}/new/sft.jsonl", "replay": f"{args.replay}/buffer"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(dapt),
-                      extra={"final_loss": history[-1]["loss"], "adapter_of": str(dapt)})
+                      extra={"final_loss": history[-1]["loss"], "adapter_of": str(dapt),
+                             **({"self_distilled": {"file": sdft.TARGETS_FILE, "generated_by": str(dapt),
+                                                    "model_generated": True, "replies": len(targets), **used}}
+                                if targets else {})})
     discard_checkpoint(args.out)
     write_json(args.history, history)
     log("sft", f"wrote adapter {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "

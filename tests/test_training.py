@@ -80,7 +80,7 @@ def test_sft_on_an_8bit_base_learns_and_4bit_is_refused_on_cpu(work, tiny_base, 
 
     run, cfg = params.load(work / "params.yaml", "run", "sft")
     cfg = cfg.model_copy(update={"steps": 8, "base_bits": 8})
-    model, _, history = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"))
+    model, _, history, _ = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"))
     assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules()), "the frozen base is held in 8 bits"
     assert falling(history) and all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
@@ -92,7 +92,7 @@ def test_sft_moves_only_lora_weights_in_memory(work, tiny_base, dapt_model):
     """After training, every weight of the model that is not LoRA equals dapt's: the base stays frozen."""
     run, cfg = params.load(work / "params.yaml", "run", "sft")
     cfg = cfg.model_copy(update={"steps": 4})
-    model, _, _ = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"))
+    model, _, _, _ = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"))
     frozen = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p
               for n, p in model.named_parameters() if "lora_" not in n}
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
@@ -433,3 +433,67 @@ def test_a_damaged_onnx_file_fails_its_gate_with_the_file_named(damage, work, st
     cfg = params.load(work / "params.yaml", "eval")[0]
     with pytest.raises(SystemExit, match=expected):
         run_suite("onnx", str(out), str(prepared), cfg)
+
+
+def test_a_rewrite_replaces_its_reference_only_when_faithful_finished_and_not_looping():
+    from stages.models.sdft import choose
+
+    ref = "Return a copy of the string with leading and trailing whitespace removed."
+    good = "The `str.strip` method returns a copy of the string with leading and trailing whitespace removed."
+    assert choose(ref, good, True, 40)[:2] == (good, "rewrite")
+    assert choose(ref, good, False, 40)[:2] == (ref, "unfinished")
+    assert choose(ref, "", True, 40)[:2] == (ref, "empty")
+    assert choose(ref, "It removes whitespace. " * 6, True, 0)[:2] == (ref, "repetitive")
+    stray = "The code is designed to accept a string and return the number of characters in that string."
+    reply, why, chrf = choose(ref, stray, True, 40)
+    assert (reply, why) == (ref, "strays") and chrf < 40
+
+
+def faithful_rewrites(model, tok, prompts, max_new_tokens, batch):
+    """Stands in for generation: each prompt's reference, reworded the way the model words an answer."""
+    import re
+
+    return [("In short: " + re.search(r"Reference answer: (.*)\n\nRewrite", p, re.S).group(1), True) for p in prompts]
+
+
+def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_base, dapt_model, monkeypatch):
+    from stages.models import sdft
+    from stages.models.batches import Sampler, cycle_conversations
+
+    run, cfg = params.load(work / "params.yaml", "run", "sft")
+    cfg = cfg.model_copy(update={"steps": 4, "self_distill_min_chrf": 40.0})
+    monkeypatch.setattr(sdft, "generate", faithful_rewrites)
+    trained_on = []
+    real_example = sft.chat_example
+    monkeypatch.setattr(sft, "chat_example", lambda tok, conv, n: trained_on.append(conv) or real_example(tok, conv, n))
+    _, _, _, targets = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"))
+
+    convs = cycle_conversations(work / "replay")
+    rows_per_step = cfg.batch_size - sft.replay_rows(cfg.batch_size, cfg.replay_fraction)
+    drawn = sorted(set(Sampler(len(convs), run.seed).take(rows_per_step * cfg.steps)))
+    assert [t["index"] for t in targets] == drawn and 0 < len(drawn) < len(convs)
+    assert all(t["used"] == "rewrite" and t["reply"].startswith("In short: ") for t in targets)
+    replies = [c[-1]["content"] for c in trained_on]
+    assert all(replies[i].startswith("In short: ") for i in drawn)
+    assert all(replies[i] == convs[i][-1]["content"] for i in set(range(len(convs))) - set(drawn))
+
+
+def test_a_resumed_sft_trains_on_the_targets_it_generated_before(work, tiny_base, dapt_model, monkeypatch, tmp_path):
+    from stages.models import sdft
+
+    run, cfg = params.load(work / "params.yaml", "run", "sft")
+    cfg = cfg.model_copy(update={"steps": 2})
+    ckpt = tmp_path / ".sft.ckpt"
+    monkeypatch.setattr(sdft, "generate", faithful_rewrites)
+    _, _, _, first = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"), ckpt)
+    assert (tmp_path / ".sft.ckpt.targets.json").is_file()
+
+    def no_generation(*args):
+        raise AssertionError("a resumed run must not generate its targets again")
+
+    monkeypatch.setattr(sdft, "generate", no_generation)
+    _, _, _, again = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"), ckpt)
+    assert again == first
+    from stages.models.train import discard_checkpoint
+    discard_checkpoint(tmp_path / "sft")
+    assert not list(tmp_path.iterdir())

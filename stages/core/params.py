@@ -244,6 +244,10 @@ class SftConfig(TrainConfig):
     target_modules: list[str]
     ewc_lambda: float
     base_bits: int
+    self_distill: bool
+    self_distill_min_chrf: float
+    self_distill_tokens: int
+    self_distill_batch: int
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -259,6 +263,10 @@ class SftConfig(TrainConfig):
             out.append("sft.ewc_lambda: must be >= 0 (0 disables EWC)")
         if self.base_bits not in (32, 8, 4):
             out.append("sft.base_bits: 32 (fp32), 8 (bitsandbytes int8) or 4 (NF4, GPU only)")
+        if not 0.0 <= self.self_distill_min_chrf <= 100.0:
+            out.append("sft.self_distill_min_chrf: chrF points in [0, 100], e.g. 40")
+        if self.self_distill_tokens < 1 or self.self_distill_batch < 1:
+            out.append("sft.self_distill_tokens and sft.self_distill_batch: must be >= 1, e.g. 128 and 32")
         return out
 
 

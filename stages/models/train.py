@@ -5,6 +5,7 @@ here and under `accelerate launch` (DDP / FSDP / DeepSpeed) on a GPU node.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -35,8 +36,11 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 
 def discard_checkpoint(out: str | Path) -> None:
-    """Called once `out` is written: its checkpoint has served."""
-    shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+    """Called once `out` is written: its checkpoint has served, and so has anything kept beside it
+    (a half-written checkpoint, sft's self-distilled targets)."""
+    ckpt = checkpoint_dir(out)
+    for p in ckpt.parent.glob(glob.escape(ckpt.name) + "*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "rng.pt")
