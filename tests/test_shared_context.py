@@ -70,3 +70,25 @@ def test_the_onnx_file_scores_as_the_pytorch_model_it_was_exported_from(tiny_bas
     export_fp32(tiny_base, tmp_path / "onnx")
     same_scores(evaluate.run_suite("onnx", str(tmp_path / "onnx"), str(prepared), cfg, tasks=ll_tasks(prepared, cfg)),
                 torch_scores)
+
+
+def test_the_onnx_file_answers_as_the_pytorch_model_whatever_the_answer_batch(tiny_base, prepared, tiny_params_file,
+                                                                                 tmp_path):
+    """Greedy answers of the fp32 export, decoded one at a time and four at a time (left-padded, positions
+    per row), are the PyTorch model's answers word for word."""
+    from stages.quantize import export_fp32
+
+    cfg = params.load(tiny_params_file, "eval")[0].model_copy(update={"dtype": "float32", "answer_tokens": 24})
+    tasks = {evaluate.ANSWER_TASK: evaluate.task_data(str(prepared), None, cfg)[evaluate.ANSWER_TASK][:6]}
+    assert len({len(r["messages"][-1]["content"]) for r in tasks[evaluate.ANSWER_TASK]}) > 1  # padding is exercised
+    export_fp32(tiny_base, tmp_path / "onnx")
+
+    def answers(kind, path, batch):
+        out = evaluate.run_suite(kind, path, str(prepared), cfg.model_copy(update={"answer_batch": batch}),
+                                 tasks=tasks)
+        return [(r["id"], r["answer"]) for r in out["scores"][evaluate.ANSWER_TASK]]
+
+    torch_answers = answers("hf", str(tiny_base), 1)
+    assert all(a for _, a in torch_answers)
+    assert answers("onnx", str(tmp_path / "onnx"), 1) == torch_answers
+    assert answers("onnx", str(tmp_path / "onnx"), 4) == torch_answers

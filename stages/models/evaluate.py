@@ -98,7 +98,8 @@ def model_spec(kind: str, path: str, adapter_of: str | None, max_length: int,
     if kind == "onnx":
         from . import onnx_lm  # lm-eval's onnxruntime model, generating too
 
-        return onnx_lm.register(), {"pretrained": path, "execution_provider": "cpu", "max_length": max_length}
+        return onnx_lm.register(), {"pretrained": path, "execution_provider": "cpu", "max_length": max_length,
+                                    **({"answer_batch": answer_batch} if answer_batch else {})}
     from . import shared_context  # lm-eval's HF model, each shared context run once
 
     args = {"pretrained": adapter_of or path, "dtype": dtype, "max_length": max_length,

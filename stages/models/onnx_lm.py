@@ -1,15 +1,16 @@
 """lm-eval's ONNX Runtime model with greedy generation, so the shipped file answers questions in a gate too.
 
 lm-eval's `onnxruntime` backend scores log-likelihoods of an ONNX decoder but
-has no generation loop. This subclass adds one on the same session: the
-prompt in one pass with an empty KV cache, then one token per pass, feeding
-each pass's `present.*` outputs back as `past_key_values.*`. Log-likelihoods go through
+generates one prompt at a time. This subclass decodes `answer_batch` prompts
+together on the same session: the left-padded prompts in one pass with an
+empty KV cache, then one token per row per pass, feeding each pass's
+`present.*` outputs back as `past_key_values.*`. Log-likelihoods go through
 stages/models/shared_context.py: each shared context once, its cache repeated
 for the continuations in batches. Registered as `ratchet-onnx`.
 """
 from __future__ import annotations
 
-from typing import Any
+import json
 
 import numpy as np
 
@@ -26,65 +27,26 @@ def register() -> str:
         from lm_eval.models.onnxruntime_ort import ONNXRuntimeLM
 
         register_model(NAME)(type("GeneratingONNXLM", (ONNXRuntimeLM,), {
-            "__init__": _init, "_generate": _generate, "_loglikelihood_tokens": _loglikelihood_tokens}))
+            "__init__": _init, "generate_until": _generate_until, "_loglikelihood_tokens": _loglikelihood_tokens}))
         _registered = True
     return NAME
 
 
-def _init(self, *args, batch_size: int | str = 1, **kwargs):
-    """lm-eval's ONNX model runs one sequence at a time; the continuations of a shared context still run
-    `batch_size` at a time."""
+def _init(self, *args, batch_size: int | str = 1, answer_batch: int | str | None = None, **kwargs):
+    """lm-eval's ONNX model runs one sequence at a time; here the continuations of a shared context run
+    `batch_size` at a time and answers are generated `answer_batch` at a time (default: `batch_size`)."""
     from lm_eval.models.onnxruntime_ort import ONNXRuntimeLM
 
     ONNXRuntimeLM.__init__(self, *args, batch_size=1, **kwargs)
     self.rows_per_batch = int(batch_size)
+    self.answer_batch = int(answer_batch or batch_size)
 
 
-def _generate(self, tokens: list[int], gen_kwargs: dict[str, Any]) -> list[int]:
-    """Greedy generation on the model's session with its KV cache: the new tokens, without the prompt."""
-    if gen_kwargs.get("do_sample"):
-        raise ValueError("ratchet-onnx generates greedily only: set do_sample: false in the task")
-    new = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
-    ids = tokens[-max(1, self.max_length - new):]
+def _runner(self):
+    """(run(ids, mask, positions, past) -> {output: array}, the present-to-past name map): one session pass
+    over a batch; without `past`, an empty KV cache of the batch's size."""
     outputs = [o.name for o in self.session.get_outputs()]
-    presents = [n for n in outputs if n.startswith("present")]
-    past_of = {n: n.replace("present", "past_key_values", 1) for n in presents}
-    feeds: dict[str, np.ndarray] = {}
-    for name, dtype, shape in self._input_specs:
-        if name == "input_ids":
-            feeds[name] = np.asarray([ids], dtype=dtype)
-        elif name == "attention_mask":
-            feeds[name] = np.ones((1, len(ids)), dtype=dtype)
-        elif name == "position_ids":
-            feeds[name] = np.arange(len(ids), dtype=dtype)[None]
-        else:
-            feeds[name] = np.zeros([self._resolve_dim(d, len(ids)) for d in shape], dtype=dtype)
-    dtypes = {name: dtype for name, dtype, _ in self._input_specs}
-    out: list[int] = []
-    seen = len(ids)
-    for _ in range(new):
-        result = dict(zip(outputs, self.session.run(outputs, feeds)))
-        token = int(np.argmax(result[self._logits_name][0, -1]))
-        if token == self.eot_token_id:
-            break
-        out.append(token)
-        seen += 1
-        feeds = {past_of[n]: result[n] for n in presents}
-        feeds["input_ids"] = np.asarray([[token]], dtype=dtypes["input_ids"])
-        if "attention_mask" in dtypes:
-            feeds["attention_mask"] = np.ones((1, seen), dtype=dtypes["attention_mask"])
-        if "position_ids" in dtypes:
-            feeds["position_ids"] = np.asarray([[seen - 1]], dtype=dtypes["position_ids"])
-    return out
-
-
-def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-    """lm-eval's log-likelihood requests, scored with each shared context run once (shared_context.score)."""
-    from .shared_context import score
-
-    outputs = [o.name for o in self.session.get_outputs()]
-    presents = [n for n in outputs if n.startswith("present")]
-    past_of = {n: n.replace("present", "past_key_values", 1) for n in presents}
+    past_of = {n: n.replace("present", "past_key_values", 1) for n in outputs if n.startswith("present")}
 
     def run(ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: dict | None) -> dict:
         feeds: dict[str, np.ndarray] = {}
@@ -97,14 +59,78 @@ def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_b
                 feeds[name] = positions.astype(dtype)
             elif past is not None and name in past:
                 feeds[name] = past[name]
-            else:  # an empty cache of the batch's size
+            else:
                 dims = [self._resolve_dim(d, ids.shape[1]) for d in shape]
                 feeds[name] = np.zeros([len(ids), *dims[1:]], dtype=dtype)
         return dict(zip(outputs, self.session.run(outputs, feeds)))
 
+    return run, past_of
+
+
+def greedy(self, prompts: list[list[int]], new: int) -> list[list[int]]:
+    """Greedy continuations of `prompts` (token ids) decoded together: left-padded, each row's positions
+    counted from its first real token, the KV cache fed back every step; each row stops at end-of-text or
+    after `new` tokens. Returns the new tokens of each row, without the prompt."""
+    run, past_of = _runner(self)
+    width = max(map(len, prompts))
+    ids = np.full((len(prompts), width), self.eot_token_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), width), dtype=np.int64)
+    for row, tokens in enumerate(prompts):
+        ids[row, width - len(tokens):], mask[row, width - len(tokens):] = tokens, 1
+    positions = np.clip(mask.cumsum(1) - 1, 0, None)
+    result = run(ids, mask, positions, None)
+    out: list[list[int]] = [[] for _ in prompts]
+    done = np.zeros(len(prompts), dtype=bool)
+    for step in range(new):
+        tokens = np.asarray(result[self._logits_name][:, -1]).argmax(-1)
+        for row, token in enumerate(tokens.tolist()):
+            if not done[row]:
+                done[row] = token == self.eot_token_id
+                out[row] += [] if done[row] else [token]
+        if done.all() or step + 1 == new:
+            break
+        mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=mask.dtype)], axis=1)
+        positions = positions[:, -1:] + 1
+        result = run(tokens[:, None], mask, positions, {past_of[n]: result[n] for n in past_of})
+    return out
+
+
+def _generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+    """lm-eval's generate_until, `answer_batch` prompts at a time (longest first, so a batch pads little):
+    greedy, cut at the request's `until` strings."""
+    results: list[str | None] = [None] * len(requests)
+    groups: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(i)
+    for members in groups.values():
+        kwargs = dict(requests[members[0]].args[1])
+        if kwargs.get("do_sample"):
+            raise ValueError("ratchet-onnx generates greedily only: set do_sample: false in the task")
+        until = kwargs.pop("until", None) or []
+        until = [until] if isinstance(until, str) else until
+        new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
+        prompts = {i: self.tok_encode(requests[i].args[0])[-max(1, self.max_length - new):] for i in members}
+        order = sorted(members, key=lambda i: -len(prompts[i]))
+        for start in range(0, len(order), self.answer_batch):
+            rows = order[start:start + self.answer_batch]
+            for i, tokens in zip(rows, greedy(self, [prompts[i] for i in rows], new)):
+                text = self.tok_decode(tokens)
+                for stop in until:
+                    text = text[:text.index(stop)] if stop and stop in text else text
+                results[i] = text
+                self.cache_hook.add_partial("generate_until", requests[i].args, text)
+    return results
+
+
+def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+    """lm-eval's log-likelihood requests, scored with each shared context run once (shared_context.score)."""
+    from .shared_context import score
+
+    run, past_of = _runner(self)
+
     def prefix_fn(ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> dict:
         result = run(ids, mask, positions, None)
-        return {past_of[n]: result[n] for n in presents}
+        return {past_of[n]: result[n] for n in past_of}
 
     def rows_fn(cache, which, ids, mask, positions, targets) -> tuple[np.ndarray, np.ndarray]:
         past = None if cache is None else {k: v[which] for k, v in cache.items()}
