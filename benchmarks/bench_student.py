@@ -1,18 +1,22 @@
-"""Students side by side: distill one teacher under several settings, score each as the student gate does.
+"""Students (or sft adapters) side by side: train one stage under several settings, score each as its gate does.
 
     python benchmarks/bench_student.py --run . --variant default '{}' \
         --variant replay50 '{"replay_fraction": 0.5}' --variant kd_only '{"kd_weight": 1.0}'
+    python benchmarks/bench_student.py --run . --stage sft --variant reference '{"self_distill": false}' \
+        --variant self '{"self_distill": true}'
 
 `--run` is a repository whose pipeline has run up to gate_sft (models/dapt,
-models/sft, data/replay, data/prepared, reports/gates/sft.json). Each variant
-overrides keys of the `distill` section of its params.yaml, is distilled into
-a scratch folder with the stage itself (`python -m stages distill`), then
-scored on the gate suite with the gate's code; the teacher's scores are
-the sft gate's. Prints one table: the student's metrics, the paired ratio of
-each perplexity to the teacher's with its interval, the answers' chrF and
-repetition against the base model's (from the champion gate when the base is
-the champion) with intervals, and the distillation's wall time. Variants
-run one after another in this process's machine, so their times compare.
+models/sft, data/replay, data/prepared, reports/gates/*.json). Each variant
+overrides keys of the stage's section of its params.yaml (`distill`, or `sft`
+with --stage sft), is trained into a scratch folder with the stage itself
+(`python -m stages distill|sft`), then scored on the gate suite with the
+gate's code; the parent's scores are its gate's (the teacher's for a student,
+dapt's for an adapter). Prints one table: the model's metrics, the paired
+ratio of each perplexity to its parent's with its interval, the answers' chrF
+and repetition and the stereotype preference against the base model's (from
+the champion gate when the base is the champion) with intervals, and the
+training's wall time. Variants run one after another in this process's
+machine, so their times compare.
 """
 from __future__ import annotations
 
@@ -31,15 +35,33 @@ sys.path.insert(0, str(ROOT))
 from stages.core import params  # noqa: E402
 from stages.core.io import read_json  # noqa: E402
 
-RULES = [("domain_ppl", "max_ratio", 1.3, "teacher"), ("general_ppl", "max_ratio", 1.3, "teacher"),
-         ("answer_chrf", "max_worse", 2.0, "base"), ("answer_repetition", "max_worse", 0.05, "base")]
+ANSWERS_AND_BIAS = [("answer_chrf", "max_worse", 2.0, "base"), ("answer_repetition", "max_worse", 0.05, "base"),
+                    ("stereotype_pref", "max_worse", 0.05, "base")]
+RULES = {"distill": [("domain_ppl", "max_ratio", 1.3, "parent"), ("general_ppl", "max_ratio", 1.3, "parent"),
+                     *ANSWERS_AND_BIAS],
+         "sft": [("domain_ppl", "max_ratio", 1.05, "parent"), ("general_ppl", "max_ratio", 1.1, "base"),
+                 ("general_mc_acc", "max_worse", 0.05, "base"), *ANSWERS_AND_BIAS]}
+PARENT_GATE = {"distill": "sft", "sft": "dapt"}
+
+
+def stage_command(stage: str, run_dir: Path, folder: Path) -> list[str]:
+    """The stage's own command, reading the run's inputs and writing into `folder`."""
+    common = ["--params", str(folder / "params.yaml"), "--dapt", str(run_dir / "models/dapt"),
+              "--replay", str(run_dir / "data/replay"), "--history", str(folder / "history.json")]
+    if stage == "distill":
+        return [sys.executable, "-m", "stages", "distill", *common, "--sft", str(run_dir / "models/sft"),
+                "--gate", str(run_dir / "reports/gates/sft.json"), "--out", str(folder / "student")]
+    return [sys.executable, "-m", "stages", "sft", *common, "--base", str(run_dir / "models/base"),
+            "--champion", str(run_dir / "models/champion"), "--fisher", str(run_dir / "models/fisher"),
+            "--gate", str(run_dir / "reports/gates/dapt.json"), "--out", str(folder / "sft")]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="repository whose pipeline ran up to gate_sft")
+    ap.add_argument("--stage", choices=sorted(RULES), default="distill", help="the stage trained per variant")
     ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True,
-                    help="a name and the distill settings it overrides, as JSON")
+                    help="a name and the stage's settings it overrides, as JSON")
     ap.add_argument("--keep", help="folder to keep the students in (default: a scratch folder)")
     args = ap.parse_args()
     run_dir = Path(args.run).resolve()
@@ -51,39 +73,40 @@ def main() -> None:
     ecfg, rcfg = params.load(run_dir / "params.yaml", "eval", "run")
     data = str(run_dir / "data/prepared")
     tasks = task_data(data, str(run_dir / "data/eval"), ecfg)
-    refs = {"teacher": read_json(run_dir / "reports/gates/sft.json")["scores"],
+    refs = {"parent": read_json(run_dir / f"reports/gates/{PARENT_GATE[args.stage]}.json")["scores"],
             "base": read_json(run_dir / "reports/gates/base.json")["scores"]}
-    rules = [GateRule(metric=m, ref=ref, **{kind: limit}) for m, kind, limit, ref in RULES]
-    scratch = Path(args.keep or tempfile.mkdtemp(prefix="bench-student-"))
+    rules = [GateRule(metric=m, ref=ref, **{kind: limit}) for m, kind, limit, ref in RULES[args.stage]]
+    scratch = Path(args.keep or tempfile.mkdtemp(prefix=f"bench-{args.stage}-"))
+    section = "distill" if args.stage == "distill" else "sft"
     rows = []
     for name, overrides in args.variant:
         p = json.loads(json.dumps(base_params))
-        p["distill"].update(json.loads(overrides))
+        p[section].update(json.loads(overrides))
         folder = scratch / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         started = time.time()
-        subprocess.run([sys.executable, "-m", "stages", "distill", "--params", str(folder / "params.yaml"),
-                        "--dapt", str(run_dir / "models/dapt"), "--sft", str(run_dir / "models/sft"),
-                        "--replay", str(run_dir / "data/replay"), "--gate", str(run_dir / "reports/gates/sft.json"),
-                        "--out", str(folder / "student"), "--history", str(folder / "history.json")],
-                       cwd=ROOT, check=True)
+        subprocess.run(stage_command(args.stage, run_dir, folder), cwd=ROOT, check=True)
         seconds = time.time() - started
-        scored = run_suite("hf", str(folder / "student"), data, ecfg, tasks=tasks)
+        if args.stage == "distill":
+            scored = run_suite("hf", str(folder / "student"), data, ecfg, tasks=tasks)
+        else:
+            scored = run_suite("hf", str(folder / "sft"), data, ecfg, adapter_of=str(run_dir / "models/dapt"),
+                               tasks=tasks)
         findings = decide(scored["scores"], rules, refs, draws=ecfg.bootstrap, confidence=ecfg.confidence,
                           seed=rcfg.seed)
         rows.append((name, overrides, seconds, scored["metrics"], findings))
         print(f"{name}: {json.dumps({k: round(v, 3) for k, v in scored['metrics'].items()})}", flush=True)
 
-    print("\n| variant | settings | distill s | domain ppl | general ppl | general MC | "
-          + " | ".join(f"{m} vs {ref}" for m, _, _, ref in RULES) + " |")
-    print("|---|---|---:|---:|---:|---:|" + "---|" * len(RULES))
+    print(f"\n| variant | settings | {args.stage} s | domain ppl | general ppl | general MC | "
+          + " | ".join(f"{m} vs {ref}" for m, _, _, ref in RULES[args.stage]) + " |")
+    print("|---|---|---:|---:|---:|---:|" + "---|" * len(RULES[args.stage]))
     for name, overrides, seconds, m, findings in rows:
         cells = [f"{f['estimate']:.3f} [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}] {'ok' if f['passed'] else 'FAIL'}"
                  if "ci" in f else f["reason"] for f in findings]
         print(f"| {name} | `{overrides}` | {seconds:.0f} | {m['domain_ppl']:.1f} | {m['general_ppl']:.1f} | "
               f"{m['general_mc_acc']:.3f} | " + " | ".join(cells) + " |")
-    print(f"\nstudents in {scratch}")
+    print(f"\nmodels in {scratch}")
 
 
 if __name__ == "__main__":

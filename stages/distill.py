@@ -11,7 +11,10 @@ by default the contiguous block whose removal changes the residual stream
 least, in angular distance. Training minimises
     kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * CE
 on the cycle's domain text and instruction conversations (new and replayed),
-with replay of general text. Every batch is fixed up front, so with
+with rehearsal of general text: by default blocks the teacher samples from its
+own distribution before training (distill.replay_source: teacher; model-
+generated, recorded in the lineage, kept nowhere else), or the replay buffer's
+general text (buffer). Every batch is fixed up front, so with
 distill.teacher_topk the teacher runs once over the blocks the run will use and
 keeps only its top-k log-probs (plus the tail mass); training then runs the
 student alone.
@@ -27,7 +30,7 @@ import torch
 from .core import params
 from .core.io import atomic_dir, write_json
 from .core.runtime import log, seed_everything
-from .models import modeling
+from .models import generation, modeling
 from .models.batches import cycle_conversations, cycle_records, pack, Sampler, texts
 from .models.verdict import require_pass
 from .models.lineage import write_lineage
@@ -164,7 +167,19 @@ def main(argv=None) -> None:
     chats = [tok.apply_chat_template(c, tokenize=False) for c in cycle_conversations(args.replay)]
     domain = [r["text"] for r in cycle_records(args.replay, "domain")]
     task = pack(tok, domain + chats, cfg.seq_len)
-    general = pack(tok, texts(f"{args.replay}/buffer/general.jsonl"), cfg.seq_len)
+    rehearsal = {}
+    if cfg.replay_source == "teacher":
+        t = time.time()
+        general = generation.sample_blocks(teacher, tok, cfg.teacher_samples, cfg.seq_len, batch=32, seed=run.seed)
+        rehearsal = {"source": "teacher", "model_generated": True, "blocks": len(general),
+                     "tokens": general.numel(), "seconds": round(time.time() - t, 1),
+                     "preview": tok.decode(general[0, 1:65])}
+        log("distill", f"the teacher wrote {len(general)} rehearsal blocks of {cfg.seq_len} tokens in "
+                       f"{rehearsal['seconds']}s (model-generated; used here only)")
+    else:
+        general = pack(tok, texts(f"{args.replay}/buffer/general.jsonl"), cfg.seq_len)
+        rehearsal = {"source": f"{args.replay}/buffer/general.jsonl", "model_generated": False,
+                     "blocks": len(general)}
     blocks = torch.cat([task, general])
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     draw_task, draw_general = Sampler(len(task), run.seed), Sampler(len(general), run.seed + 1)
@@ -228,6 +243,7 @@ def main(argv=None) -> None:
                       data={"new": f"{args.replay}/new", "replay": f"{args.replay}/buffer"},
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(args.dapt),
                       extra={"teacher_layers_kept": keep, "layer_scores": scores, "teacher_cache": cache,
+                             "rehearsal": rehearsal,
                              "parameters": {"teacher": n_t, "student": n_s},
                              "final_loss": history[-1]["loss"]})
     discard_checkpoint(args.out)

@@ -125,7 +125,25 @@ def test_distill_builds_a_smaller_student_that_learns(work, student):
     assert lineage["layer_scores"]["choice"] == "angular" and len(lineage["layer_scores"]["angular_distance"]) == 2
     assert lineage["teacher_cache"]["k"] == 64 and 0 <= lineage["teacher_cache"]["mean_tail_mass"] < 1
     assert lineage["parameters"]["student"] < lineage["parameters"]["teacher"]
+    rehearsal, cfg = lineage["rehearsal"], tiny_params()["distill"]
+    assert rehearsal["source"] == "teacher" and rehearsal["model_generated"] is True
+    assert rehearsal["blocks"] == cfg["teacher_samples"] and rehearsal["tokens"] == cfg["teacher_samples"] * cfg["seq_len"]
     assert falling(read_json(work / "distill_history.json"))
+
+
+def test_the_teachers_rehearsal_blocks_are_its_own_seeded_samples(dapt_model):
+    """Free text the model samples for rehearsal: full blocks, the same for a seed, other text for another,
+    and the caller's random state untouched."""
+    from stages.models.generation import sample_blocks
+
+    model, tok = modeling.load_model(dapt_model), modeling.load_tokenizer(dapt_model)
+    state = torch.get_rng_state()
+    a = sample_blocks(model, tok, 3, 16, batch=2, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.shape == (3, 16) and (a[:, 0] == tok.eos_token_id).all()
+    assert torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=7))
+    assert not torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=8))
+    assert len({tuple(r.tolist()) for r in a}) == 3
 
 
 def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work, dapt_model, sft_adapter, tmp_path):
@@ -457,12 +475,12 @@ def faithful_rewrites(model, tok, prompts, max_new_tokens, batch):
 
 
 def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_base, dapt_model, monkeypatch):
-    from stages.models import sdft
+    from stages.models import generation
     from stages.models.batches import Sampler, cycle_conversations
 
     run, cfg = params.load(work / "params.yaml", "run", "sft")
     cfg = cfg.model_copy(update={"steps": 4, "self_distill_min_chrf": 40.0})
-    monkeypatch.setattr(sdft, "generate", faithful_rewrites)
+    monkeypatch.setattr(generation, "greedy", faithful_rewrites)
     trained_on = []
     real_example = sft.chat_example
     monkeypatch.setattr(sft, "chat_example", lambda tok, conv, n: trained_on.append(conv) or real_example(tok, conv, n))
@@ -479,19 +497,19 @@ def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_ba
 
 
 def test_a_resumed_sft_trains_on_the_targets_it_generated_before(work, tiny_base, dapt_model, monkeypatch, tmp_path):
-    from stages.models import sdft
+    from stages.models import generation
 
     run, cfg = params.load(work / "params.yaml", "run", "sft")
     cfg = cfg.model_copy(update={"steps": 2})
     ckpt = tmp_path / ".sft.ckpt"
-    monkeypatch.setattr(sdft, "generate", faithful_rewrites)
+    monkeypatch.setattr(generation, "greedy", faithful_rewrites)
     _, _, _, first = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"), ckpt)
     assert (tmp_path / ".sft.ckpt.targets.json").is_file()
 
     def no_generation(*args):
         raise AssertionError("a resumed run must not generate its targets again")
 
-    monkeypatch.setattr(sdft, "generate", no_generation)
+    monkeypatch.setattr(generation, "greedy", no_generation)
     _, _, _, again = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"), ckpt)
     assert again == first
     from stages.models.train import discard_checkpoint

@@ -282,9 +282,15 @@ class DistillConfig(TrainConfig):
     teacher_topk: int
     temperature: float
     kd_weight: float
+    replay_source: str
+    teacher_samples: int
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if self.replay_source not in ("buffer", "teacher"):
+            out.append(f"distill.replay_source: buffer or teacher, got {self.replay_source!r}")
+        if self.teacher_samples < 1:
+            out.append("distill.teacher_samples: must be >= 1, e.g. 32")
         if self.student_layers < 2:
             out.append("distill.student_layers: must be >= 2")
         if self.keep_layers:

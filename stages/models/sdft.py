@@ -12,11 +12,9 @@ used: that example keeps its reference reply, and the reason is recorded.
 """
 from __future__ import annotations
 
-import copy
-
 import sacrebleu
-import torch
 
+from . import generation
 from .scores import repetition
 
 PROMPT = ("Question: {question}\nReference answer: {reference}\n\n"
@@ -33,28 +31,6 @@ def rewrite_prompt(tok, messages: list[dict], max_reference_tokens: int) -> str:
     return tok.apply_chat_template(
         [*messages[:-2], {"role": "user", "content": PROMPT.format(question=question, reference=tok.decode(ids))}],
         add_generation_prompt=True, tokenize=False)
-
-
-@torch.no_grad()
-def generate(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> list[tuple[str, bool]]:
-    """Greedy replies to `prompts` from a bf16 copy of `model` (a quantized one as it is), `batch` at a time,
-    left padded: [(text, finished)]."""
-    quantized = getattr(model, "hf_quantizer", None) is not None  # bitsandbytes weights stay as they are
-    gen = model if quantized else copy.deepcopy(model).to(torch.bfloat16)
-    gen.eval()
-    side, tok.padding_side = tok.padding_side, "left"
-    out = []
-    try:
-        for i in range(0, len(prompts), batch):
-            enc = tok(prompts[i:i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            ids = gen.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                               pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            for row in ids[:, enc.input_ids.shape[1]:]:
-                finished = bool((row == tok.eos_token_id).any())
-                out.append((tok.decode(row, skip_special_tokens=True).strip(), finished))
-    finally:
-        tok.padding_side = side
-    return out
 
 
 def choose(reference: str, rewrite: str, finished: bool, min_chrf: float) -> tuple[str, str, float]:
@@ -77,7 +53,7 @@ def self_distill(model, tok, conversations: list[list[dict]], indices: list[int]
     and why. The model is the one about to be tuned, without its adapter."""
     prompts = [rewrite_prompt(tok, conversations[i], max_reference_tokens) for i in indices]
     rows = []
-    for i, (rewrite, finished) in zip(indices, generate(model, tok, prompts, max_new_tokens, batch)):
+    for i, (rewrite, finished) in zip(indices, generation.greedy(model, tok, prompts, max_new_tokens, batch)):
         reference = conversations[i][-1]["content"]
         reply, why, chrf = choose(reference, rewrite, finished, min_chrf)
         rows.append({"index": i, "question": conversations[i][-2]["content"], "reference": reference,
