@@ -474,7 +474,7 @@ def faithful_rewrites(model, tok, prompts, max_new_tokens, batch):
     return [("In short: " + re.search(r"Reference answer: (.*)\n\nRewrite", p, re.S).group(1), True) for p in prompts]
 
 
-def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_base, dapt_model, monkeypatch):
+def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_base, dapt_model, sft_adapter, monkeypatch):
     from stages.models import generation
     from stages.models.batches import Sampler, cycle_conversations
 
@@ -496,7 +496,8 @@ def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_ba
     assert all(replies[i] == convs[i][-1]["content"] for i in set(range(len(convs))) - set(drawn))
 
 
-def test_a_resumed_sft_trains_on_the_targets_it_generated_before(work, tiny_base, dapt_model, monkeypatch, tmp_path):
+def test_a_resumed_sft_trains_on_the_targets_it_generated_before(work, tiny_base, dapt_model, sft_adapter, monkeypatch,
+                                                                  tmp_path):
     from stages.models import generation
 
     run, cfg = params.load(work / "params.yaml", "run", "sft")

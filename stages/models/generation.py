@@ -13,11 +13,7 @@ def inference_copy(model):
     """A bf16 copy of `model` for generation (a bitsandbytes-quantized one as it is), with the KV cache on."""
     quantized = getattr(model, "hf_quantizer", None) is not None
     gen = model if quantized else copy.deepcopy(model).to(torch.bfloat16)
-    gen.eval()
-    try:
-        yield gen
-    finally:
-        del gen
+    yield gen.eval()
 
 
 @torch.no_grad()
