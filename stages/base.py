@@ -46,6 +46,7 @@ def main(argv=None) -> None:
                       stage="base", params={"base": params.as_dict(cfg)},
                       parents={}, data={}, seed=run.seed, threads=run.threads, started=started,
                       real=cfg.source != "tiny",
-                      extra={"model": {"parameters": n_params, "layers": model.config.num_hidden_layers}})
+                      extra={"source": modeling.source_record(cfg.source, run.seed),
+                             "model": {"parameters": n_params, "layers": model.config.num_hidden_layers}})
     log("base", f"wrote {args.out}: {n_params / 1e6:.1f}M parameters, {dir_size(args.out) / 1e6:.0f} MB")
 

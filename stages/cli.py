@@ -1,7 +1,13 @@
 """The `ratchet` command: operations around the pipeline that `dvc repro` runs.
 
     ratchet check                  validate params.yaml (every section) and exit
-    ratchet audit verify [--log]   check the audit log's hash chain
+    ratchet audit verify [--log]   check the audit log's hash chain, and the heads its git tags recorded
+    ratchet lineage PATH [--json]  the chain from an artifact back to the raw drop and seed files, each
+                                   hash checked against lineage.json, the manifests, dvc.lock and the
+                                   audit log (stages/trace.py); exit 1 naming every mismatch
+    ratchet verify-repro STAGE [--keep]
+                                   rerun a stage from its recorded inputs in a scratch worktree and
+                                   compare every output file with the recorded one (stages/reproduce.py)
     ratchet ingest PATH [--week 2026-W48] [--role domain|sft|general]
                                    add a weekly data drop (stages/data/ingest.py)
     ratchet promote [--no-commit]  make the run in the workspace the champion, or refuse it
@@ -78,6 +84,12 @@ def main(argv=None) -> int:
     audit_sub = audit.add_subparsers(dest="action", required=True)
     verify = audit_sub.add_parser("verify", help="check that the audit log has not been altered")
     verify.add_argument("--log", default="reports/audit/log.jsonl")
+    lin = sub.add_parser("lineage", help="trace an artifact back to the raw files, checking every hash")
+    lin.add_argument("path", help="a model folder, a file in one, a data folder or a report")
+    lin.add_argument("--json", action="store_true", help="the chain and its problems as JSON")
+    rep = sub.add_parser("verify-repro", help="rerun a stage in a scratch copy and compare its outputs")
+    rep.add_argument("stage", help="a stage of dvc.yaml, up to date with dvc.lock")
+    rep.add_argument("--keep", action="store_true", help="keep the scratch worktree to inspect it")
     add = sub.add_parser("ingest", help="add a weekly data drop under data/drops/<week>/<role>/")
     add.add_argument("path", help="a .jsonl or .txt file, or a folder of them (flat, or domain/ sft/ general/)")
     add.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
@@ -106,12 +118,24 @@ def main(argv=None) -> int:
         return 0
     if args.command == "audit" and args.action == "verify":
         problems = audit_log.verify(args.log)
-        n = len(audit_log.entries(args.log)) if not problems else None
+        tags = vcs.tag_messages(Path(args.log).resolve().parent)
+        if not problems:
+            problems = audit_log.anchored(args.log, tags)
         if problems:
             print(f"{args.log}: TAMPERED or corrupt:", *problems, sep="\n  - ", file=sys.stderr)
             return 1
-        print(f"{args.log}: {n} entries, hash chain intact")
+        anchors = sum(bool(audit_log.ANCHOR.search(t)) for t in tags.values())
+        print(f"{args.log}: {len(audit_log.entries(args.log))} entries, hash chain intact"
+              + (f", agrees with the head recorded in {anchors} git tags" if anchors else ""))
         return 0
+    if args.command == "lineage":
+        from . import trace
+
+        return trace.run(vcs.repo_root(Path.cwd()), args.path, args.json)
+    if args.command == "verify-repro":
+        from . import reproduce
+
+        return reproduce.run(vcs.repo_root(Path.cwd()), args.stage, args.keep)
     if args.command == "ingest":
         return run_ingest(args.path, args.week, args.role)
     if args.command == "promote":

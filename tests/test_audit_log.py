@@ -164,3 +164,35 @@ def test_what_a_killed_writer_left_beside_a_folder_is_cleared_and_a_moved_aside_
     notes = clear_leftovers(out)
     assert (out / "weights").read_text() == "old" and len(notes) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".model.tmp-{os.getpid()}", "model"]
+
+
+def test_a_cut_tail_or_a_rebuilt_log_disagrees_with_the_head_a_git_tag_recorded(tmp_path, capsys):
+    import subprocess
+
+    from stages.cli import main
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "--allow-empty", "-m", "init")
+    log = tmp_path / "log.jsonl"
+    for i in range(3):
+        head = audit_log.append(log, "gate", verdict="pass", i=i)
+    git("-c", "user.name=t", "-c", "user.email=t@t.invalid", "tag", "-a", "champion-1", "-m",
+        f"Promote\n\naudit entry {head['seq']}: {head['hash']}")
+    assert main(["audit", "verify", "--log", str(log)]) == 0
+    assert "agrees with the head recorded in 1 git tags" in capsys.readouterr().out
+
+    full = log.read_text()
+    log.write_text("".join(full.splitlines(keepends=True)[:2]))  # the chain of what is left is intact
+    assert audit_log.verify(log) == []
+    assert main(["audit", "verify", "--log", str(log)]) == 1
+    err = capsys.readouterr().err
+    assert "champion-1 records entry 2" in err and "its tail was cut off" in err
+
+    log.unlink()  # rebuilt from scratch: a consistent chain of other entries
+    for i in range(3):
+        audit_log.append(log, "gate", verdict="pass", i=i + 10)
+    assert main(["audit", "verify", "--log", str(log)]) == 1
+    assert "the log was rewritten" in capsys.readouterr().err

@@ -135,6 +135,77 @@ def test_second_repro_is_a_no_op(repo):
     assert ran(again.stdout) == []
 
 
+def lineage(repo, *args):
+    return run(["python", "-m", "stages.cli", "lineage", *args], repo, check=False)
+
+
+def test_lineage_traces_the_shipped_model_to_the_raw_files_and_names_every_mismatch(repo):
+    out = lineage(repo, "models/onnx/model.onnx")  # a file inside a model folder stands for the folder
+    assert out.returncode == 0, out.stdout + out.stderr
+    raw = sorted(p.relative_to(repo).as_posix() for p in (repo / "data/seed").glob("*/*.jsonl"))
+    for path in ["models/onnx", "models/student", "models/sft", "models/dapt", "models/base", "data/replay",
+                 "data/prepared", *raw]:
+        assert f"{path}  [" in out.stdout, f"{path} missing from the chain"
+    assert "gate onnx: pass" in out.stdout and "source: random weights" in out.stdout
+    assert "every hash agrees" in out.stdout
+
+    # a raw seed file edited after prepare read it: named by the manifest's hash and by dvc.lock
+    seed = repo / raw[0]
+    original = seed.read_bytes()
+    try:
+        seed.write_bytes(original + b"\n")
+        out = lineage(repo, "models/onnx", "--json")
+        assert out.returncode == 1
+        found = json.loads(out.stdout)["problems"]
+        assert f"data/prepared: raw input {raw[0]} changed since prepare read it" in found
+        assert any(p.startswith("data/prepared: dvc.lock stage prepare: changed deps data/seed") for p in found)
+    finally:
+        seed.write_bytes(original)
+
+    # the audit log's tail cut off (its chain is still intact): the shipped model's gate event is gone
+    log = repo / "reports/audit/log.jsonl"
+    entries = log.read_bytes()
+    try:
+        log.write_bytes(b"".join(entries.splitlines(keepends=True)[:-1]))
+        out = lineage(repo, "models/onnx")
+        assert out.returncode == 1
+        assert "models/onnx: no onnx gate event in reports/audit/log.jsonl scored this content" in out.stdout
+        assert "models/student: no" not in out.stdout
+    finally:
+        log.write_bytes(entries)
+    assert lineage(repo, "models/onnx").returncode == 0
+
+
+def test_verify_repro_reruns_a_stage_aside_and_finds_it_reproduced(repo):
+    before = run(["git", "worktree", "list"], repo).stdout
+    out = run(["python", "-m", "stages.cli", "verify-repro", "replay"], repo, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "replay: " in out.stdout and "0 differ: reproduced" in out.stdout
+    assert "identical data/replay/manifest.json" in out.stdout
+
+    # training stages: the same weights on this machine, up to the clock readings in their lineage.json; sft's
+    # adapter_config.json too, whose module list peft writes in hash order (each process its own)
+    for stage, weights in (("dapt", "models/dapt/model.safetensors"),
+                           ("sft", "models/sft/adapter_model.safetensors")):
+        out = run(["python", "-m", "stages.cli", "verify-repro", stage], repo, check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"identical {weights}" in out.stdout
+        assert f"clock     {weights.rsplit('/', 1)[0]}/lineage.json" in out.stdout
+
+    # an output edited since the stage ran: refused, since the workspace no longer holds what dvc.lock records
+    manifest = repo / "data/replay/manifest.json"
+    original = manifest.read_bytes()
+    try:
+        record = json.loads(original)
+        record["seed"] += 1
+        manifest.write_text(json.dumps(record))
+        out = run(["python", "-m", "stages.cli", "verify-repro", "replay"], repo, check=False)
+        assert out.returncode == 2 and "out of date with dvc.lock" in out.stderr  # refused: dvc sees the edit
+    finally:
+        manifest.write_bytes(original)
+    assert run(["git", "worktree", "list"], repo).stdout == before  # the scratch worktree is gone
+
+
 def stale(repo) -> set[str]:
     """Stages `dvc status` names as changed (their own deps, not what follows from them)."""
     out = json.loads(run(["dvc", "status", "--json"], repo).stdout or "{}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 from .io import locked
 
 GENESIS = "0" * 64
+# what a promotion's (or refusal's) git tag message records of the log: its head when the tag was made
+ANCHOR = re.compile(r"audit entry (\d+): ([0-9a-f]{64})")
 
 
 def _digest(entry: dict) -> str:
@@ -90,4 +93,24 @@ def verify(path: str | Path) -> list[str]:
         if entry.get("hash") != _digest(entry):
             problems.append(f"entry {i}: content does not match its hash (entry was altered)")
         prev = entry.get("hash")
+    return problems
+
+
+def anchored(path: str | Path, messages: dict[str, str]) -> list[str]:
+    """Problems between the log and the heads recorded outside it: `messages` maps a name (a git tag) to
+    its text, which may hold `audit entry N: HASH`. A chain stays intact when its tail is cut off or the whole
+    log is rebuilt; an entry a tag recorded that the log no longer holds shows either."""
+    log = entries(path)
+    problems = []
+    for name, text in sorted(messages.items()):
+        m = ANCHOR.search(text)
+        if not m:
+            continue
+        seq, digest = int(m.group(1)), m.group(2)
+        if seq >= len(log):
+            problems.append(f"{name} records entry {seq} ({digest[:12]}) but the log ends at entry {len(log) - 1}: "
+                            "its tail was cut off")
+        elif log[seq].get("hash") != digest:
+            problems.append(f"{name} records entry {seq} as {digest[:12]} but the log holds "
+                            f"{str(log[seq].get('hash'))[:12]}: the log was rewritten")
     return problems

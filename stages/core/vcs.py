@@ -48,6 +48,15 @@ def dvc(root: Path, *args: str, check: bool = True, stream: bool = False) -> sub
     return _run([sys.executable, "-m", "dvc", *args], root, check, stream)
 
 
+def tag_messages(folder: Path) -> dict[str, str]:
+    """{tag: its message} of the git repository holding `folder` ({} outside git)."""
+    r = _run(["git", "for-each-ref", "refs/tags", "--format=%(refname:short)%09%(contents)%00"], folder, False)
+    if r.returncode != 0:
+        return {}
+    pairs = (item.strip("\n").split("\t", 1) for item in r.stdout.split("\0") if item.strip())
+    return {p[0]: p[1] if len(p) > 1 else "" for p in pairs}
+
+
 def stale_stages(root: Path) -> dict:
     """{stage: what changed} for every pipeline stage `dvc status` finds out of date with dvc.lock."""
     out = dvc(root, "status", "--json").stdout.strip()

