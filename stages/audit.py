@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .core import audit_log
+from . import annex
+from .core import audit_log, params
 from .core.io import dir_size, one_line, read_json, sha256_tree, write_json, write_text
 from .core.runtime import log
 from .models.lineage import intact
@@ -45,13 +46,19 @@ def main(argv=None) -> None:
     ap.add_argument("--audit-log", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--markdown", required=True)
+    ap.add_argument("--annex", nargs=2, metavar=("MD", "HTML"), help="write the Annex IV documentation here")
+    ap.add_argument("--datasheets", default="reports/data/datasheets", help="the datasheets stage's folder")
+    ap.add_argument("--pii", default="reports/data/pii.json", help="prepare's PII report")
+    ap.add_argument("--governance", default=annex.GOVERNANCE, help="what only people can write (Annex IV)")
+    ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
     problems = [f"{args.audit_log}: {p}" for p in audit_log.verify(args.audit_log)]
     verdicts = {Path(v).stem: read_json(v) for v in args.verdicts}
-    rows = []
+    rows, lineages = [], {}
     for folder in map(Path, args.models):
         lin, found = check_lineage(folder)
+        lineages[folder.name] = lin
         problems += found
         # Before any promotion the base model stands in as champion: show its scores.
         verdict = verdicts.get(folder.name) or (
@@ -72,8 +79,21 @@ def main(argv=None) -> None:
                "gate_time_s": {name: v.get("wall_time_s") for name, v in verdicts.items()},
                "audit_log_entries": len(audit_log.entries(args.audit_log)), "problems": problems,
                "real": all(r["real"] for r in rows)}
+    summary["promotions"] = [{k: e.get(k) for k in ("seq", "time_utc", "cycle", "week")}
+                             for e in audit_log.entries(args.audit_log) if e.get("event") == "promotion"]
     write_json(args.out, summary)
     write_text(args.markdown, render(summary))
+    if args.annex:
+        cfgs = dict(zip(("gates", "promote", "eval", "prepare", "distill"), map(params.as_dict, params.load(
+            args.params, "gates", "promote", "eval", "prepare", "distill"))))
+        sections = annex.build(summary, verdicts, lineages, cfgs, Path(args.datasheets),
+                               Path(args.pii), Path(args.governance))
+        title = "Technical documentation (EU AI Act, Annex IV)" + ("" if summary["real"] else ": TEST PROFILE")
+        write_text(args.annex[0], annex.to_markdown(title, sections))
+        write_text(args.annex[1], annex.to_html(title, sections))
+        missing = annex.check(Path(args.governance))
+        log("audit", f"Annex IV -> {', '.join(args.annex)}"
+            + (f"; {len(missing)} mandatory parts NOT PROVIDED in {args.governance}" if missing else ""))
     if problems:
         raise SystemExit("audit: FAILED:\n  - " + "\n  - ".join(problems))
     log("audit", f"lineage of {len(rows)} artifacts verified; summary -> {args.markdown}")

@@ -8,6 +8,8 @@
     ratchet verify-repro STAGE [--keep]
                                    rerun a stage from its recorded inputs in a scratch worktree and
                                    compare every output file with the recorded one (stages/reproduce.py)
+    ratchet docs check             exit 1 while a mandatory part of the Annex IV documentation that only
+                                   people can write is empty in reports/governance.yaml (stages/annex.py)
     ratchet ingest PATH [--week 2026-W48] [--role domain|sft|general]
                                    add a weekly data drop (stages/data/ingest.py)
     ratchet promote [--no-commit]  make the run in the workspace the champion, or refuse it
@@ -90,6 +92,9 @@ def main(argv=None) -> int:
     rep = sub.add_parser("verify-repro", help="rerun a stage in a scratch copy and compare its outputs")
     rep.add_argument("stage", help="a stage of dvc.yaml, up to date with dvc.lock")
     rep.add_argument("--keep", action="store_true", help="keep the scratch worktree to inspect it")
+    docs = sub.add_parser("docs", help="the Annex IV technical documentation")
+    docs_sub = docs.add_subparsers(dest="action", required=True)
+    docs_sub.add_parser("check", help="exit 1 while a mandatory part of reports/governance.yaml is empty")
     add = sub.add_parser("ingest", help="add a weekly data drop under data/drops/<week>/<role>/")
     add.add_argument("path", help="a .jsonl or .txt file, or a folder of them (flat, or domain/ sft/ general/)")
     add.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
@@ -136,6 +141,16 @@ def main(argv=None) -> int:
         from . import reproduce
 
         return reproduce.run(vcs.repo_root(Path.cwd()), args.stage, args.keep)
+    if args.command == "docs" and args.action == "check":
+        from . import annex
+
+        missing = annex.check(vcs.repo_root(Path.cwd()) / annex.GOVERNANCE)
+        if missing:
+            print("Annex IV documentation incomplete: what only people can write is missing:", *missing,
+                  sep="\n  - ", file=sys.stderr)
+            return 1
+        print(f"{annex.GOVERNANCE}: every mandatory part is written")
+        return 0
     if args.command == "ingest":
         return run_ingest(args.path, args.week, args.role)
     if args.command == "promote":

@@ -65,7 +65,8 @@ def copy_repo(dst: Path, seed_records: int | None = None) -> Path:
                             capture_output=True, text=True, check=True).stdout.split("\n")
     for rel in filter(None, listed):
         src = ROOT / rel
-        if src.is_file() and not rel.startswith(("models/", "reports/")) or rel.startswith("models/champion/"):
+        inputs = rel.startswith("models/champion/") or rel == "reports/governance.yaml"  # not run outputs
+        if src.is_file() and not rel.startswith(("models/", "reports/")) or inputs:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
     if seed_records:

@@ -22,8 +22,8 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dapt", "--sft", "--fisher",
                "--student", "--replay", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
-               "--quantize", "--sources", "--pii", "--eval-sets", "--same-as"}
-OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report"}
+               "--quantize", "--sources", "--pii", "--eval-sets", "--same-as", "--datasheets", "--governance"}
+OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report", "--annex"}
 NOT_DVC = {"--audit-log"}  # the append-only audit trail lives outside the DAG, like the champion
 NOT_PATHS = {"--model"}
 WINGS = ("core", "data", "models")

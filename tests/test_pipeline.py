@@ -22,7 +22,8 @@ REPORTS = {
     "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
     "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
-    "summary.json", "summary.md", "audit/log.jsonl", "data/validation.md", "data/pii.json",
+    "summary.json", "summary.md", "annex_iv.md", "annex_iv.html", "governance.yaml", "audit/log.jsonl",
+    "data/validation.md", "data/pii.json",
     *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
     *(f"gates/{model}.md" for model in ("champion", "shipped", "base", "dapt", "sft", "student", "onnx")),
 }

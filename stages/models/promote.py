@@ -53,6 +53,7 @@ class Layout:
     manifest: Path
     replay: Path
     audit_log: Path
+    annex: tuple[Path, ...]  # the audit stage's Annex IV documentation (Markdown, HTML)
 
 
 def cmd_args(cmd: str) -> tuple[str, dict[str, list[str]]]:
@@ -82,7 +83,8 @@ def layout(root: Path) -> Layout:
         data_gate=root / by_module["validate"][0]["--out"][0], summary=root / by_module["audit"][0]["--out"][0],
         manifest=root / by_module["prepare"][0]["--out"][0] / "manifest.json",
         replay=root / by_module["replay"][0]["--out"][0] / "manifest.json",
-        audit_log=root / gates["dapt"]["--audit-log"][0])
+        audit_log=root / gates["dapt"]["--audit-log"][0],
+        annex=tuple(root / p for p in by_module["audit"][0].get("--annex", [])))
 
 
 # --------------------------------------------------------------------------- #
@@ -187,16 +189,43 @@ def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None,
         "real": all(read_json(p).get("real", True) for p in lay.verdicts.values()),
     }
     write_json(out / champ.RECORD, record)
-    write_text(out / "README.md", card(record))
+    for doc in lay.annex:  # every promoted model carries its own technical documentation
+        if doc.is_file():
+            shutil.copy2(doc, out / f"annex_iv{doc.suffix}")
+    base = read_json(lay.base / "lineage.json") if (lay.base / "lineage.json").is_file() else {}
+    write_text(out / "README.md", card(record, base.get("source", {}), sorted(manifest["inputs"])))
     return record
 
 
-def card(r: dict) -> str:
+# gate metric -> the metric type a model-index result names
+METRIC_TYPE = {"domain_ppl": "perplexity", "general_ppl": "perplexity", "domain_mc_acc": "accuracy",
+               "general_mc_acc": "accuracy", "answer_chrf": "chrf", "answer_repetition": "repetition",
+               "bbq_bias_ambig": "bias_score", "bbq_bias_disambig": "bias_score", "stereotype_pref": "preference",
+               "canary_leaks": "leaks", "canary_exposure": "exposure"}
+
+
+def card(r: dict, source: dict, inputs: list[str]) -> str:
+    """The champion's README.md: a Hugging Face model card whose metadata carries the base model, license,
+    datasets and the shipped model's gate results as a model-index."""
+    from . import scores
+
+    shipped = r["metrics"].get("onnx", {})
+    results = []
+    for task in dict.fromkeys(scores.METRICS[m].task for m in METRIC_TYPE if m in shipped):
+        results.append({"task": {"type": "text-generation"},
+                        "dataset": {"name": task, "type": task, "split": "held-out"},
+                        "metrics": [{"type": METRIC_TYPE[m], "name": m, "value": round(float(shipped[m]), 4),
+                                     "verified": False}
+                                    for m in METRIC_TYPE if m in shipped and scores.METRICS[m].task == task]})
+    meta = {"library_name": "transformers", "pipeline_tag": "text-generation", "license": source.get("license", "other"),
+            **({"base_model": source["model_id"]} if source.get("model_id") else {}),
+            "datasets": inputs, "tags": ["ratchet", "champion", "onnx", "int8"],
+            "model-index": [{"name": f"champion-{r['cycle']}", "results": results}]}
     m = r["metrics"]
     rows = [f"| {name} | {v.get('domain_ppl', float('nan')):.2f} | {v.get('general_ppl', float('nan')):.2f} |"
             for name, v in m.items()]
     return "\n".join([
-        "---", "library_name: transformers", "pipeline_tag: text-generation", "tags: [ratchet, champion]", "---", "",
+        "---", yaml.safe_dump(meta, sort_keys=False, width=120).strip(), "---", "",
         f"# Champion {r['cycle']}", "",
         ("" if r["real"] else "> **Tiny test model.** Random weights: nothing it produces is a real result.\n"),
         f"Promoted {r['promoted_utc']}" + (f" from week {r['week']}" if r["week"] else "") +
@@ -204,7 +233,10 @@ def card(r: dict) -> str:
         + (f"It replaced champion {r['previous']['cycle']}." if r["previous"] else "It is the first champion."), "",
         "- `teacher/`: the tuned teacher (dapt + sft merged, safetensors): the next cycle starts from it.",
         "- `onnx/`: the shipped int8 ONNX model: `ORTModelForCausalLM.from_pretrained(\"models/champion/onnx\")`.",
-        "- `verdicts/`: the data gate and every gate verdict of the run; `champion.json`: hashes of all of it.", "",
+        "- `verdicts/`: the data gate and every gate verdict of the run; `champion.json`: hashes of all of it.",
+        "- `annex_iv.md`, `annex_iv.html`: its technical documentation (EU AI Act, Annex IV).", "",
+        "The model-index above holds the shipped model's gate metrics (`verified: false`: measured by this "
+        "pipeline on its local held-out sets, see `verdicts/onnx.json` for every interval).", "",
         "| model | domain ppl | general ppl |", "|---|---:|---:|", *rows, ""])
 
 
