@@ -170,8 +170,10 @@ def main(argv=None) -> None:
     rehearsal = {}
     if cfg.replay_source == "teacher":
         t = time.time()
-        general = generation.sample_blocks(teacher, tok, cfg.teacher_samples, cfg.seq_len, batch=32, seed=run.seed)
+        general = generation.sample_blocks(teacher, tok, cfg.teacher_samples, cfg.seq_len, batch=32, seed=run.seed,
+                                           temperature=cfg.sample_temperature)
         rehearsal = {"source": "teacher", "model_generated": True, "blocks": len(general),
+                     "temperature": cfg.sample_temperature,
                      "tokens": general.numel(), "seconds": round(time.time() - t, 1),
                      "preview": tok.decode(general[0, 1:65])}
         log("distill", f"the teacher wrote {len(general)} rehearsal blocks of {cfg.seq_len} tokens in "

@@ -284,9 +284,12 @@ class DistillConfig(TrainConfig):
     kd_weight: float
     replay_source: str
     teacher_samples: int
+    sample_temperature: float
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if not 0 < self.sample_temperature <= 2:
+            out.append(f"distill.sample_temperature: in (0, 2], e.g. 1.0; got {self.sample_temperature}")
         if self.replay_source not in ("buffer", "teacher"):
             out.append(f"distill.replay_source: buffer or teacher, got {self.replay_source!r}")
         if self.teacher_samples < 1:

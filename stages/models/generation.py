@@ -36,9 +36,9 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> l
 
 
 @torch.no_grad()
-def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int) -> torch.Tensor:
-    """[n, length] token ids the model writes from an end-of-text token on, sampled from its whole
-    distribution (temperature 1, no top-k or top-p), never stopping early; the same for the same seed."""
+def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
+    """[n, length] token ids the model writes from an end-of-text token on, sampled at `temperature` (no top-k
+    or top-p), never stopping early; the same for the same seed."""
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     rows = []
@@ -47,7 +47,7 @@ def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int) -> tor
             for i in range(0, n, batch):
                 start = torch.full((min(batch, n - i), 1), tok.eos_token_id, dtype=torch.long)
                 rows.append(gen.generate(input_ids=start, attention_mask=torch.ones_like(start), do_sample=True,
-                                         temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=length - 1,
+                                         temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=length - 1,
                                          min_new_tokens=length - 1, pad_token_id=tok.pad_token_id, use_cache=True))
     finally:
         torch.set_rng_state(generator_state)
