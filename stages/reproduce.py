@@ -14,7 +14,6 @@ Exit 0 when nothing differs beyond clock readings, 1 otherwise, 2 when the stage
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,20 +27,13 @@ from pathlib import Path
 import yaml
 
 from .core import vcs
+from .core.io import sha256_file
 
 # readings of a clock in text (a Markdown report): time stamps and durations in seconds
 CLOCK_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ|\b\d+(?:\.\d+)? ?s\b")
 # keys whose values are readings of a clock, not results: they differ between any two runs
 CLOCK_KEYS = {"wall_time_s", "finished_utc", "time_utc", "started_utc", "seconds", "elapsed_s", "tok_per_s",
               "tokens_per_s"}
-
-
-def md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def files_of(path: Path) -> dict[str, Path]:
@@ -89,7 +81,7 @@ def weight_gap(a: Path, b: Path) -> str:
 
 def compare(recorded: Path, rerun: Path) -> tuple[str, str]:
     """(identical | clock | differs, detail) for one output file."""
-    if md5(recorded) == md5(rerun):
+    if sha256_file(recorded) == sha256_file(rerun):
         return "identical", ""
     if rerun.suffix in (".json", ".jsonl"):
         try:
