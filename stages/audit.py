@@ -3,12 +3,14 @@
     python -m stages audit --models models/base models/dapt models/sft models/student models/onnx \
         --verdicts reports/gates/{champion,shipped,dapt,sft,student,onnx}.json --data-gate reports/data/validation.json \
         --quantize reports/quantize.json --audit-log reports/audit/log.jsonl \
-        --out reports/summary.json --markdown reports/summary.md
+        --out reports/summary.json --markdown reports/summary.md \
+        --report reports/report.html --curves reports/train/{dapt,sft,distill}.json
 
 For every model folder: its lineage.json exists, its recorded content hash
 matches the folder, and each parent it names still has the hash recorded. The
 audit log's hash chain must be intact. Any mismatch fails the stage. The
 summary lists per model: wall time, size on disk, gate metrics and verdicts.
+With --report it also writes the HTML run report (stages/report.py).
 """
 from __future__ import annotations
 
@@ -50,6 +52,9 @@ def main(argv=None) -> None:
     ap.add_argument("--datasheets", default="reports/data/datasheets", help="the datasheets stage's folder")
     ap.add_argument("--pii", default="reports/data/pii.json", help="prepare's PII report")
     ap.add_argument("--governance", default=annex.GOVERNANCE, help="what only people can write (Annex IV)")
+    ap.add_argument("--report", help="write the HTML run report here")
+    ap.add_argument("--curves", nargs="*", default=[], help="training curves for the report, named <stage>.json")
+    ap.add_argument("--data", default="data/prepared", help="prepare's output: its manifest is the data funnel")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
 
@@ -94,6 +99,12 @@ def main(argv=None) -> None:
         missing = annex.check(Path(args.governance))
         log("audit", f"Annex IV -> {', '.join(args.annex)}"
             + (f"; {len(missing)} mandatory parts NOT PROVIDED in {args.governance}" if missing else ""))
+    if args.report:
+        from . import report
+
+        write_text(args.report, report.build(verdicts, {Path(c).stem: read_json(c) for c in args.curves},
+                                             read_json(Path(args.data) / "manifest.json"), audit_log.entries(args.audit_log),
+                                             quantize=summary["quantize"]))
     if problems:
         raise SystemExit("audit: FAILED:\n  - " + "\n  - ".join(problems))
     log("audit", f"lineage of {len(rows)} artifacts verified; summary -> {args.markdown}")

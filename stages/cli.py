@@ -65,6 +65,7 @@ def run_promote(params_path: str, commit: bool) -> int:
     try:
         root = vcs.repo_root(Path.cwd())
         outcome = promote.decide(root, params.load(root / params_path, "promote")[0])
+        outcome.lines.append(f"run report: {update.write_report(root)}")
         if commit and outcome.code == promote.PROMOTED:
             sha = promote.commit(root, outcome, f"Promote: {outcome.tag}", update.COMMITTED)
             outcome.lines.append(f"committed {sha[:12]}, tagged {outcome.tag}")
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
     prom = sub.add_parser("promote", help="promote the run in the workspace to champion, or refuse it (exit 3)")
     prom.add_argument("--params", default="params.yaml")
     prom.add_argument("--no-commit", action="store_true", help="swap and log, but leave committing to you")
+    rpt = sub.add_parser("report", help="write the HTML run report from what the last run left (stale verdicts marked)")
+    rpt.add_argument("--out", help="where to write it (default: the audit stage's --report in dvc.yaml)")
     upd = sub.add_parser("update", help="the weekly cycle: ingest, dvc repro, promote or refuse, commit, push")
     upd.add_argument("--drop", required=True, help="the new data drop: a file or folder, as for ratchet ingest")
     upd.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
@@ -141,6 +144,10 @@ def main(argv=None) -> int:
         from . import reproduce
 
         return reproduce.run(vcs.repo_root(Path.cwd()), args.stage, args.keep)
+    if args.command == "report":
+        root = vcs.repo_root(Path.cwd())
+        print(f"run report: {update.write_report(root, Path(args.out) if args.out else None)}")
+        return 0
     if args.command == "docs" and args.action == "check":
         from . import annex
 

@@ -134,10 +134,12 @@ def main(argv=None) -> None:
                                     scan=pii_values(pii_cfg) if "ratchet_canary_leak" in tasks else None)
     metrics = scored["metrics"]
     log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    # each metric's own interval: for the report and the log, so a metric can be followed across cycles
+    cis = scores.intervals(scored["scores"], metrics, draws=ecfg.bootstrap, confidence=ecfg.confidence, seed=run.seed)
 
     verdict = {"model": args.model, "path": str(path), "artifact_sha256": digest, "adapter_of": args.adapter_of,
                "eval_sha256": eval_sha256, **({"reused_from": args.same_as} if reuse else {}),
-               "metrics": metrics, "by_source": scored["by_source"], "eval_docs": scored["docs"],
+               "metrics": metrics, "intervals": cis, "by_source": scored["by_source"], "eval_docs": scored["docs"],
                "directions": {m: "higher" if scores.METRICS[m].higher_is_better else "lower" for m in metrics},
                "lm_eval": scored["lm_eval"],
                "eval_params": params.as_dict(ecfg), "real": real,
@@ -156,7 +158,8 @@ def main(argv=None) -> None:
                        reason="; ".join(failed) if failed else "every rule passed" + (
                            f" ({len(unresolved)} inside the noise: see unresolved)" if unresolved else ""))
         audit_log.append(args.audit_log, "gate", model=args.model, artifact_sha256=verdict["artifact_sha256"],
-                         verdict=verdict["verdict"], reason=verdict["reason"], metrics=metrics, real=real)
+                         verdict=verdict["verdict"], reason=verdict["reason"], metrics=metrics, intervals=cis,
+                         real=real)
     verdict["answers"] = side_by_side(args.model, scored["scores"], refs, tasks)
     verdict["scores"] = scored["scores"]  # last: the per-document rows are long
     write_json(args.verdict, verdict)
@@ -177,9 +180,12 @@ def render(v: dict) -> str:
              + ", ".join(f"{n} documents of {task}" for task, n in v["eval_docs"].items()) + ".", ""]
     if not v["real"]:
         lines += ["**Tiny test model: these numbers are not real results.**", ""]
-    lines += [f"**Verdict: {v['verdict']}** ({v['reason']})", "", "| metric | better | value |", "|---|---|---:|"]
-    lines += [f"| {m} | {v['directions'][m]} | {x:.4g} |" for m, x in v["metrics"].items()]
-    lines += [f"| domain_ppl[{src}] | lower | {x:.4g} |" for src, x in v["by_source"]["domain_ppl"].items()]
+    ci = v.get("intervals", {})
+    lines += [f"**Verdict: {v['verdict']}** ({v['reason']})", "",
+              f"| metric | better | value | {v['eval_params']['confidence']:.0%} interval |", "|---|---|---:|---|"]
+    lines += [f"| {m} | {v['directions'][m]} | {x:.4g} | "
+              + (f"{ci[m][0]:.4g} .. {ci[m][1]:.4g} |" if m in ci else "- |") for m, x in v["metrics"].items()]
+    lines += [f"| domain_ppl[{src}] | lower | {x:.4g} | - |" for src, x in v["by_source"]["domain_ppl"].items()]
     if v["findings"]:
         lines += ["", "Each rule is decided on a paired bootstrap interval of how much worse the model is than its "
                   "reference (larger is worse).", "",

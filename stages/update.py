@@ -17,6 +17,7 @@ running, 1 any other failure (the next run finishes the job).
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import time
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from . import report
 from .core import params, vcs
 from .core.io import read_json
 from .data import ingest
@@ -126,6 +128,7 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
     outcome = promote.decide(root, cfg, week=week, drop=drop)
     for line in outcome.lines:
         say(line)
+    say(f"run report: {write_report(root)}")
     what = "promoted " + outcome.tag if outcome.code == PROMOTED else "refused: " + "; ".join(outcome.entry["reasons"])
     sha = promote.commit(root, outcome, f"Weekly update {week}: {what}", COMMITTED)
     say(f"committed {sha[:12]}, tagged {outcome.tag}")
@@ -138,6 +141,14 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
             say(f"ratchet update: the outcome is committed, but dvc push failed; run `dvc push`:\n{e}")
             return FAILURE
     return outcome.code
+
+
+def write_report(root: Path, out: Path | None = None) -> Path | None:
+    """The HTML run report of the run in the workspace, its stale verdicts marked (committed with the outcome)."""
+    lay = promote.layout(root)
+    if out is not None:
+        lay = dataclasses.replace(lay, report=out)
+    return report.write(lay, promote.stale_verdicts(root, lay))
 
 
 def gate_failed_since(lay: promote.Layout, started: float) -> bool:

@@ -22,13 +22,14 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dapt", "--sft", "--fisher",
                "--student", "--replay", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
-               "--quantize", "--sources", "--pii", "--eval-sets", "--same-as", "--datasheets", "--governance"}
+               "--quantize", "--sources", "--pii", "--eval-sets", "--same-as", "--datasheets", "--governance",
+               "--curves"}
 OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report", "--annex"}
 NOT_DVC = {"--audit-log"}  # the append-only audit trail lives outside the DAG, like the champion
 NOT_PATHS = {"--model"}
 WINGS = ("core", "data", "models")
 # Non-code folders under stages/ a stage reads at run time.
-DATA_DEPS = {"gate": {"stages/tasks"}}
+DATA_DEPS = {"gate": {"stages/tasks"}, "audit": {"stages/report.html.j2"}}
 
 
 # --------------------------------------------------------------------------- #

@@ -11,6 +11,7 @@ from stages.core import audit_log
 from stages.core.io import read_json, sha256_tree
 
 from .conftest import copy_repo, run
+from .test_report import check_in_browser
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ REPORTS = {
     "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
     "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
-    "summary.json", "summary.md", "annex_iv.md", "annex_iv.html", "governance.yaml", "audit/log.jsonl",
+    "summary.json", "summary.md", "annex_iv.md", "annex_iv.html", "report.html", "governance.yaml", "audit/log.jsonl",
     "data/validation.md", "data/pii.json",
     *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
     *(f"gates/{model}.md" for model in ("champion", "shipped", "base", "dapt", "sft", "student", "onnx")),
@@ -237,6 +238,15 @@ def test_changing_one_param_reruns_only_what_depends_on_it(repo):
     assert ran(out.stdout) == ["distill", "gate_student", "quantize", "gate_onnx", "audit"]
 
 
+def test_the_run_report_shows_every_model_and_lays_out_in_a_browser(repo, tmp_path):
+    html = (repo / "reports/report.html").read_text()
+    assert "Every gate passed (dapt, sft, student, onnx)" in html and "Tiny test model" in html
+    for model in ("base", "dapt", "sft", "student", "onnx"):
+        assert f'<h3 id="gate-{model}">' in html or model == "base"
+        assert f"<td><code>models/{model}</code></td>" in html
+    check_in_browser(html, tmp_path, {"fig-metrics", "fig-curves", "fig-funnel"})
+
+
 def test_a_failing_gate_stops_the_pipeline_and_is_logged(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["gates"]["onnx"] = [{"metric": "domain_ppl", "max": 1.0}]  # no model reaches perplexity 1
@@ -251,6 +261,11 @@ def test_a_failing_gate_stops_the_pipeline_and_is_logged(repo):
     assert verdict["verdict"] == "fail" and "domain_ppl <= 1" in verdict["reason"]
     last = audit_log.entries(repo / "reports/audit/log.jsonl")[-1]
     assert (last["event"], last["model"], last["verdict"]) == ("gate", "onnx", "fail")
+    # the audit stage did not run: `ratchet report` draws the page that says why
+    (repo / "reports/report.html").unlink()
+    run(["python", "-m", "stages.cli", "report"], repo)
+    html = (repo / "reports/report.html").read_text()
+    assert 'id="decision">Stopped: the onnx gate refused the model.' in html and "domain_ppl &lt;= 1" in html
 
 
 def test_the_audit_stage_fails_on_a_tampered_artifact_and_on_a_tampered_parent(repo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,6 +166,12 @@ def test_a_cycle_that_fails_a_gate_is_refused_and_the_champion_stays(repo, cycle
     refusal = audit_log.entries(repo / LOG)[-1]
     assert refusal["event"] == "refusal" and refusal["failed_gates"] == ["student"]
     assert "champion-refused-1" in tags(repo)
+    # the committed run report says why, marks the verdicts the run never reached, and follows every cycle
+    html = run(["git", "show", "champion-refused-1:reports/report.html"], repo).stdout
+    assert 'id="decision">Stopped: the student gate refused the model.' in html
+    assert "onnx: stale" in html and '<figure id="fig-cycles">' in html
+    for week, outcome in (("2026-W40", "promotion"), ("2026-W41", "promotion"), ("2026-W42", "refusal")):
+        assert re.search(rf"<td>#\d+ {week}</td><td>[^<]*</td><td>{outcome}</td>", html), week
     again = update(repo, drops[3], "2026-W42")
     assert again.returncode == 3 and "processed before: refusal" in again.stdout
 

@@ -54,6 +54,9 @@ class Layout:
     replay: Path
     audit_log: Path
     annex: tuple[Path, ...]  # the audit stage's Annex IV documentation (Markdown, HTML)
+    report: Path | None  # the audit stage's HTML run report, and what it draws from
+    curves: tuple[Path, ...]
+    quantize: Path
 
 
 def cmd_args(cmd: str) -> tuple[str, dict[str, list[str]]]:
@@ -84,7 +87,26 @@ def layout(root: Path) -> Layout:
         manifest=root / by_module["prepare"][0]["--out"][0] / "manifest.json",
         replay=root / by_module["replay"][0]["--out"][0] / "manifest.json",
         audit_log=root / gates["dapt"]["--audit-log"][0],
-        annex=tuple(root / p for p in by_module["audit"][0].get("--annex", [])))
+        annex=tuple(root / p for p in by_module["audit"][0].get("--annex", [])),
+        report=next((root / p for p in by_module["audit"][0].get("--report", [])), None),
+        curves=tuple(root / p for p in by_module["audit"][0].get("--curves", [])),
+        quantize=root / by_module["audit"][0]["--quantize"][0])
+
+
+def stale_verdicts(root: Path, lay: Layout) -> set[str]:
+    """Models whose verdict file an earlier run wrote: the gate stage is out of date with dvc.lock and its verdict
+    is still the one dvc.lock recorded (a gate that failed in this run rewrote its verdict; one the run never
+    reached did not)."""
+    status, out = vcs.stale_stages(root), set()
+    for name, stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items():
+        module, args = cmd_args(stage["cmd"])
+        if module != "gate" or name not in status:
+            continue
+        rel = lay.verdicts[args["--model"][0]].relative_to(root).as_posix()
+        if not any(rel in change.get("changed outs", {}) for change in status[name] if isinstance(change, dict)):
+            out.add(args["--model"][0])
+    return out
+
 
 
 # --------------------------------------------------------------------------- #

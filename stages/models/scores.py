@@ -241,3 +241,15 @@ def worse_by(name: str, cand: dict, ref: dict | None, kind: str, *, source: str 
     finite = boot[np.isfinite(boot)]
     low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (float("nan"), float("nan"))
     return Estimate(point, float(low), float(high), len(ids))
+
+
+def intervals(docs: dict[str, list[dict]], names, *, draws: int, confidence: float, seed: int) -> dict:
+    """Each metric's own bootstrap interval over its documents: {name: [low, high]} in the metric's units."""
+    out = {}
+    for name in names:
+        if not docs.get(METRICS[name].task):
+            continue
+        est = worse_by(name, docs, None, "value", source=None, draws=draws, confidence=confidence, seed=seed)
+        low, high = (-est.high, -est.low) if METRICS[name].higher_is_better else (est.low, est.high)
+        out[name] = [low, high]
+    return out
