@@ -27,7 +27,7 @@ from .models.batches import pack, replay_texts, Sampler, texts
 from .models.verdict import require_pass
 from .models.lineage import write_lineage
 from .models.losses import masked_lm_loss, replay_rows
-from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
+from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, is_main_process, train_loop
 
 
 def main(argv=None) -> None:
@@ -68,6 +68,8 @@ def main(argv=None) -> None:
 
     history = train_loop("dapt", model, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
                          fingerprint=fingerprint(cfg, start, args.replay))
+    if not is_main_process():
+        return  # one of several training processes: rank 0 writes the outputs
 
     model.config.use_cache = True
     with atomic_dir(args.out) as tmp:

@@ -35,7 +35,7 @@ from .models.batches import cycle_conversations, cycle_records, pack, Sampler, t
 from .models.verdict import require_pass
 from .models.lineage import write_lineage
 from .models.losses import kd_loss, replay_rows, topk_kd_loss
-from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
+from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, is_main_process, train_loop
 
 
 @torch.inference_mode()
@@ -234,6 +234,8 @@ def main(argv=None) -> None:
 
     history = train_loop("distill", student, cfg, next_batch, compute_loss, checkpoint=checkpoint_dir(args.out),
                          fingerprint=fingerprint(cfg, args.dapt, args.sft, args.replay))
+    if not is_main_process():
+        return  # one of several training processes: rank 0 writes the outputs
 
     student.config.use_cache = True
     with atomic_dir(args.out) as tmp:

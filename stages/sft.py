@@ -33,7 +33,7 @@ from .models.batches import chat_example, collate, cycle_conversations, pack, re
 from .models.verdict import require_pass
 from .models.lineage import verify_artifact, write_lineage
 from .models.losses import ewc_penalty, masked_lm_loss, replay_rows
-from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, train_loop
+from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, is_main_process, train_loop
 
 
 def weights_of(folder, names) -> dict[str, torch.Tensor]:
@@ -160,7 +160,7 @@ def self_distilled_targets(cfg: params.SftConfig, model, tok, conversations: lis
     log("sft", f"self-distilled targets: {why['rewrite']} of {len(rows)} replies rewritten by the model "
                f"({', '.join(f'{n} {k}' for k, n in sorted(why.items()) if k != 'rewrite') or 'none kept'} "
                f"kept as written) in {time.time() - started:.0f}s")
-    if saved:
+    if saved and is_main_process():
         write_json(saved, {"fingerprint": fp, "rows": rows})
     return rows
 
@@ -179,6 +179,8 @@ def main(argv=None) -> None:
     dapt, champion = Path(args.dapt), teacher_or_base(args.champion, args.base)
     model, tok, history, targets = train(cfg, run, dapt, champion, Path(args.fisher), args.replay,
                                          checkpoint_dir(args.out))
+    if not is_main_process():
+        return  # one of several training processes: rank 0 writes the outputs
 
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

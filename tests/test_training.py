@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,7 +17,7 @@ from stages.core.io import read_json, sha256_tree, write_json
 from stages.models import modeling
 from stages.models.batches import IGNORE, chat_example, collate, conversations
 
-from .conftest import ROOT, tiny_params, write_params
+from .conftest import ROOT, env, tiny_params, write_params
 
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
@@ -35,6 +38,34 @@ def test_dapt_learns_and_writes_a_complete_model_folder(work, tiny_base, dapt_mo
     assert lineage["artifact"]["sha256"] == sha256_tree(dapt_model)
     assert lineage["parents"]["start"]["sha256"] == read_json(tiny_base / "lineage.json")["artifact"]["sha256"]
     assert lineage["real"] is False  # descends from the tiny test model
+
+
+def test_dapt_on_two_processes_matches_one_process_and_only_rank_0_writes(work, tiny_base, dapt_model, tmp_path):
+    """torchrun starts two CPU processes (DDP over gloo): each trains on half of every batch, the averaged
+    gradients make the same steps as one process on the whole batch, and one complete folder is written."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, history = tmp_path / "dapt", tmp_path / "dapt_history.json"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                        "127.0.0.1", "--master_port", str(port), "-m", "stages", "dapt",
+                        "--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
+                        str(work / "champion"), "--replay", str(work / "replay"), "--data-gate",
+                        str(work / "pass.json"), "--out", str(out), "--history", str(history)],
+                       cwd=ROOT, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2 processes (multi_cpu, cpu): 1 of each batch's 2 rows per process" in r.stdout
+    assert r.stdout.count("[dapt] wrote") == 1, "only rank 0 writes"
+    assert {p.name for p in tmp_path.iterdir()} == {"dapt", "dapt_history.json"}, "no checkpoint or scratch left"
+    assert {p.name for p in out.iterdir()} == MODEL_FILES
+
+    one, two = read_json(work / "dapt_history.json"), read_json(history)
+    assert [h["step"] for h in two] == [h["step"] for h in one]
+    assert max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(one, two)) < 0.01
+    start, w1, w2 = (load_file(m / "model.safetensors") for m in (tiny_base, dapt_model, out))
+    moved = sum(float((w1[k] - start[k]).float().norm() ** 2) for k in w1) ** 0.5
+    apart = sum(float((w2[k] - w1[k]).float().norm() ** 2) for k in w1) ** 0.5
+    assert moved > 0 and apart < 0.02 * moved, (apart, moved)
 
 
 def test_fisher_is_nonnegative_and_covers_every_lora_target(work, sft_adapter):

@@ -1,7 +1,11 @@
 """The training loop shared by dapt, sft and distill, and its resumable checkpoints.
 
 The loop goes through accelerate, so the same stage runs on one CPU process
-here and under `accelerate launch` (DDP / FSDP / DeepSpeed) on a GPU node.
+here and as several processes under `accelerate launch` (DDP / FSDP /
+DeepSpeed on GPUs) or `torchrun` (DDP over gloo on CPUs): every process builds
+the same batches from the same seed, trains on its own share of each batch's
+rows, and the gradients are averaged, so a step sees the whole batch as one
+process would. Only the main process writes checkpoints and outputs.
 """
 from __future__ import annotations
 
@@ -19,6 +23,19 @@ import torch
 from ..core.io import sha256_file
 from .lineage import artifact_hash
 from .losses import lr_at
+
+
+def distributed():
+    """accelerate's view of this process (rank, world size), the one train_loop's Accelerator shares: on a machine
+    without CUDA the processes `torchrun` starts train on the CPU over gloo."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the stage's outputs: always with one process, rank 0 of several."""
+    return distributed().is_main_process
 
 
 def fingerprint(cfg, *inputs: str | Path) -> str:
@@ -138,9 +155,23 @@ def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
     RNG restored, so the result equals an uninterrupted run bit for bit); the
     checkpoint is removed at the end.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedType
 
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
+    rank, world = acc.process_index, acc.num_processes
+    sharded = acc.distributed_type == DistributedType.FSDP or (
+        acc.distributed_type == DistributedType.DEEPSPEED and acc.state.deepspeed_plugin.zero_stage == 3)
+    if sharded:
+        raise SystemExit(f"{stage}: {acc.distributed_type.value} shards the weights across processes, and the stage "
+                         "writes the model from rank 0's memory, which would hold only its shard. Launch with DDP "
+                         "(accelerate launch --multi_gpu, or torchrun): a model of this size fits on one device")
+    if cfg.batch_size % world:
+        raise SystemExit(f"{stage}.batch_size {cfg.batch_size} does not split over {world} processes: make it a "
+                         f"multiple of {world}, or launch a number of processes that divides it")
+    share = cfg.batch_size // world
+    if world > 1 and acc.is_main_process:
+        print(f"[{stage}] {world} processes ({acc.distributed_type.value.lower()}, {acc.device.type}): "
+              f"{share} of each batch's {cfg.batch_size} rows per process", flush=True)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt = acc.prepare(model, opt)
@@ -158,7 +189,8 @@ def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
         lr = lr_at(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.lr_floor)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = {k: v.to(acc.device) for k, v in next_batch(step).items()}
+        # every process draws the whole batch (the samplers stay in step) and trains on its own rows of it
+        batch = {k: v[rank * share:(rank + 1) * share].to(acc.device) for k, v in next_batch(step).items()}
         with acc.autocast():
             loss, logs = compute_loss(model, batch)
         if not torch.isfinite(loss):
@@ -167,16 +199,21 @@ def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
         grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += int(batch["attention_mask"].sum())
-        row = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr,
+        tokens += int(batch["attention_mask"].sum()) * world
+        logged = torch.tensor([loss.item(), *logs.values()], dtype=torch.float64)
+        if world > 1:  # the history holds the whole batch's loss: the mean of the processes' equal shares
+            logged = acc.reduce(logged.to(acc.device), "mean").cpu()
+        loss_value, logs = float(logged[0]), dict(zip(logs, logged[1:].tolist()))
+        row = {"step": step + 1, "loss": round(loss_value, 5), "lr": lr,
                "grad_norm": round(float(grad_norm), 4), **{k: float(f"{v:.6g}") for k, v in logs.items()}}
         history.append(row)
-        if (step + 1) % cfg.log_every == 0 or step == start or step + 1 == cfg.steps:
+        if acc.is_main_process and ((step + 1) % cfg.log_every == 0 or step == start or step + 1 == cfg.steps):
             elapsed = time.time() - t0
             extra = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
-            print(f"[{stage}] step {step + 1:>4}/{cfg.steps} loss {loss.item():.4f} {extra} lr {lr:.2e} "
+            print(f"[{stage}] step {step + 1:>4}/{cfg.steps} loss {loss_value:.4f} {extra} lr {lr:.2e} "
                   f"gnorm {float(grad_norm):.2f} tok/s {tokens / elapsed:.0f} elapsed {elapsed:.0f}s", flush=True)
-        if checkpoint and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+        if (checkpoint and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps
+                and acc.is_main_process):
             save_checkpoint(checkpoint, acc.unwrap_model(model), opt, step + 1, history, fingerprint)
     model.eval()
     return history
