@@ -1,6 +1,6 @@
 """Students straight after pruning, before any training: fewer layers against narrower MLPs.
 
-    python benchmarks/bench_pruning.py --run . --layers 28 26 24 20 --channels 1331 1126
+    python benchmarks/bench_pruning.py --run . --layers 28 26 24 20 --channels 1331 1126 [--collapse]
 
 `--run` is a repository whose pipeline has run up to sft (models/dapt, models/sft,
 data/prepared, data/replay). The tuned teacher (dapt + sft merged) is scored
@@ -71,11 +71,28 @@ def narrower(teacher, importance: list[torch.Tensor], channels: int):
     return student
 
 
+def collapsed(teacher, keep: list[int]):
+    """The student that keeps `keep`, with each dropped block folded into the kept layer before it (LaCo's
+    reserving-differences merge, Yang et al., 2024): theta = theta_l + sum_k (theta_k - theta_l)."""
+    student = distill.student_from(teacher, keep)
+    layers, dropped = teacher.model.layers, [i for i in range(len(teacher.model.layers)) if i not in keep]
+    with torch.no_grad():
+        for i in dropped:
+            into = max((k for k in keep if k < i), default=min(keep))
+            target = dict(student.model.layers[keep.index(into)].named_parameters())
+            base = dict(layers[into].named_parameters())
+            for name, w in layers[i].named_parameters():
+                target[name].add_(w - base[name])
+    return student
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="repository whose pipeline ran up to sft")
     ap.add_argument("--layers", type=int, nargs="*", default=[28, 26, 24])
     ap.add_argument("--channels", type=int, nargs="*", default=[1331, 1126])
+    ap.add_argument("--collapse", action="store_true", help="also each depth choice with the dropped layers merged "
+                    "into the kept layer before them (LaCo)")
     ap.add_argument("--keep", help="folder to keep the students in (default: a scratch folder)")
     args = ap.parse_args()
     from stages.models.evaluate import run_suite, task_data
@@ -100,6 +117,9 @@ def main() -> None:
             keep, _ = distill.layers_to_keep(n, dcfg.model_copy(update={"student_layers": layers,
                                                                          "layer_choice": choice}), sim)
             students.append((f"{layers} layers, {choice}", str(keep), distill.student_from(teacher, keep)))
+            if args.collapse:
+                students.append((f"{layers} layers, {choice}, dropped layers merged in", str(keep),
+                                 collapsed(teacher, keep)))
     importance = mlp_importance(teacher, blocks)
     for channels in args.channels:
         students.append((f"{channels} MLP channels", "all layers", narrower(teacher, importance, channels)))

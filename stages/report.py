@@ -135,7 +135,7 @@ def funnel_figure(rows: list[dict]) -> str | None:
     ax.set_yticks(range(len(rows)), [row["drop"] for row in rows])
     ax.invert_yaxis()
     ax.set_xlabel("records")
-    ax.legend(fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.legend(fontsize=7, frameon=False, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.02))  # clear of the axis
     fig.tight_layout()
     return svg(fig)
 
