@@ -1,11 +1,12 @@
 """The training loop shared by dapt, sft and distill, and its resumable checkpoints.
 
 The loop goes through accelerate, so the same stage runs on one CPU process
-here and as several processes under `accelerate launch` (DDP / FSDP /
-DeepSpeed on GPUs) or `torchrun` (DDP over gloo on CPUs): every process builds
-the same batches from the same seed, trains on its own share of each batch's
-rows, and the gradients are averaged, so a step sees the whole batch as one
-process would. Only the main process writes checkpoints and outputs.
+here and as several DDP processes under `accelerate launch --multi_gpu` or
+`torchrun` (over gloo on CPUs): every process builds the same batches from the
+same seed, trains on its own share of each batch's rows, and the gradients are
+averaged, so a step sees the whole batch as one process would. Only the main
+process writes checkpoints and outputs, so FSDP and ZeRO-3, which leave each
+process a shard of the weights, are refused.
 """
 from __future__ import annotations
 
