@@ -252,5 +252,5 @@ def write(lay, stale=()) -> Path | None:
         verdicts, {p.stem: read_json(p) for p in lay.curves if p.is_file()},
         read_json(lay.manifest) if lay.manifest.is_file() else {},
         audit_log.entries(lay.audit_log) if lay.audit_log.is_file() else [],
-        quantize=read_json(lay.quantize) if lay.quantize.is_file() else None, stale=stale))
+        quantize=read_json(lay.quantize) if lay.quantize and lay.quantize.is_file() else None, stale=stale))
     return lay.report

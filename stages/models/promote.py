@@ -54,9 +54,9 @@ class Layout:
     replay: Path
     audit_log: Path
     annex: tuple[Path, ...]  # the audit stage's Annex IV documentation (Markdown, HTML)
-    report: Path | None  # the audit stage's HTML run report, and what it draws from
-    curves: tuple[Path, ...]
-    quantize: Path
+    report: Path | None = None  # the audit stage's HTML run report, and what it draws from
+    curves: tuple[Path, ...] = ()
+    quantize: Path | None = None
 
 
 def cmd_args(cmd: str) -> tuple[str, dict[str, list[str]]]:
