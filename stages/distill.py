@@ -35,6 +35,7 @@ from .models.batches import cycle_conversations, cycle_records, pack, Sampler, t
 from .models.verdict import require_pass
 from .models.lineage import write_lineage
 from .models.losses import kd_loss, replay_rows, topk_kd_loss
+from .models.rehearsal import teacher_topk
 from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, is_main_process, train_loop
 
 
@@ -105,23 +106,6 @@ def layers_to_keep(n_teacher: int, cfg: params.DistillConfig, sim: dict | None =
     dropped = sorted(range(n_teacher), key=influence.__getitem__)[:drop]
     return ([i for i in range(n_teacher) if i not in dropped],
             {"choice": "block_influence", "block_influence": [round(x, 5) for x in influence]})
-
-
-def teacher_topk(teacher, blocks: torch.Tensor, k: int, temperature: float, bf16: bool,
-                 batch_size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's top-k next-token log-probs at temperature T for every position of every block, once.
-
-    idx int32 and logp fp16, [blocks, seq_len - 1, k]: position s predicts token s + 1, as logits[:, :-1].
-    """
-    n, width = blocks.shape
-    idx = torch.empty(n, width - 1, k, dtype=torch.int32)
-    logp = torch.empty(n, width - 1, k, dtype=torch.float16)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for b in range(0, n, batch_size):
-            logits = teacher(input_ids=blocks[b:b + batch_size]).logits[:, :-1]
-            top = (logits.float() / temperature).log_softmax(-1).topk(k, dim=-1)
-            idx[b:b + batch_size], logp[b:b + batch_size] = top.indices.int(), top.values.half()
-    return idx, logp
 
 
 def student_from(teacher, keep: list[int]):

@@ -6,7 +6,8 @@
 F_i = E[(d log p(x) / d theta_i)^2], estimated from single-sequence gradients
 of the champion on the replay buffer (general text and the earlier sources'
 domain text: what the champion knew before this cycle), for the weights sft adapts with LoRA
-(sft.target_modules). sft's EWC penalty keeps those weights near the champion
+(sft.target_modules). The EWC penalties of dapt (the weights themselves) and
+sft (dapt's offset plus the LoRA delta) keep those weights near the champion
 where F says they matter for that text. It reruns only when the champion,
 the replay buffer or these params change.
 """
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .core import params
@@ -49,6 +52,18 @@ def fisher_diagonal(model, blocks: torch.Tensor, weights: dict[str, torch.nn.Par
     return {name: f / len(blocks) for name, f in fisher.items()}
 
 
+def load_fisher(fisher_dir: str | Path) -> tuple[dict[str, torch.Tensor], int]:
+    """The fisher stage's output: F per weight matrix, and the tokens per sample it was averaged over (the T of
+    losses.ewc_weight)."""
+    path = Path(fisher_dir) / "fisher.safetensors"
+    with safe_open(path, framework="pt") as st:
+        tokens = (st.metadata() or {}).get("tokens_per_sample")
+        if not tokens:
+            raise SystemExit(f"{path} does not say how many tokens each sample had (written by an older fisher "
+                             "stage): rerun the fisher stage (dvc repro does)")
+        return {k: st.get_tensor(k) for k in st.keys()}, int(tokens)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -75,7 +90,8 @@ def main(argv=None) -> None:
     total = sum(f.sum().item() for f in fisher.values())
     with atomic_dir(args.out) as tmp:
         save_file({k: v.contiguous() for k, v in fisher.items()}, tmp / "fisher.safetensors",
-                  metadata={"champion": str(champion), "samples": str(len(blocks))})
+                  metadata={"champion": str(champion), "samples": str(len(blocks)),
+                            "tokens_per_sample": str(blocks.shape[1])})
         write_lineage(tmp, name=args.out, stage="fisher",
                       params={"fisher": params.as_dict(cfg), "sft.target_modules": sft.target_modules},
                       parents={"champion": champion}, data={"replay": f"{args.replay}/buffer"},

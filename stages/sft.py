@@ -8,8 +8,10 @@ The adapted model is dapt + LoRA (peft), trained on the newest drop's
 instruction pairs and the replay buffer's earlier ones. Loss is on the
 assistant's final reply only; the prompt and chat scaffolding carry none.
 Against forgetting, each batch mixes in replay-buffer text and the loss adds EWC:
-    lambda/2 * sum_i F_i (theta_i - theta_champion_i)^2
-over the LoRA-adapted weights, with F from the fisher stage. With
+    lambda * T/2 * sum_i F_i (theta_i - theta_champion_i)^2
+over the LoRA-adapted weights, with F from the fisher stage over samples of T
+tokens: lambda weighs the predicted rise of the loss on the champion's text
+against the loss on the new pairs (losses.ewc_weight). With
 sft.base_bits 8 the frozen base is held in 8 bits (bitsandbytes LLM.int8); 4-bit
 NF4 (QLoRA) needs a GPU: on CPU it is refused before any work (see base_quantization).
 """
@@ -32,7 +34,8 @@ from .models.champion import teacher_or_base
 from .models.batches import chat_example, collate, cycle_conversations, pack, replay_texts, Sampler
 from .models.verdict import require_pass
 from .models.lineage import verify_artifact, write_lineage
-from .models.losses import ewc_penalty, masked_lm_loss, replay_rows
+from .fisher import load_fisher
+from .models.losses import ewc_penalty, ewc_weight, masked_lm_loss, replay_rows
 from .models.train import checkpoint_dir, discard_checkpoint, fingerprint, is_main_process, train_loop
 
 
@@ -109,8 +112,7 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
                f"trainable parameters; base in {cfg.base_bits} bits from {dapt}")
 
     # EWC: the fixed distance of dapt's weights from the champion's, and F.
-    with safe_open(fisher_dir / "fisher.safetensors", framework="pt") as st:
-        fisher = {k: st.get_tensor(k) for k in st.keys()}
+    fisher, fisher_tokens = load_fisher(fisher_dir)
     layers = {k: m for k, m in lora_modules(model).items() if k in fisher}
     if cfg.ewc_lambda > 0 and len(layers) != len(lora_modules(model)):
         raise SystemExit(f"{fisher_dir} lacks Fisher information for some LoRA targets; rerun the fisher "
@@ -137,7 +139,7 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
             return lm, {"lm": lm.item()}
         deltas = {k: m.get_delta_weight("default").float() for k, m in layers.items()}
         ewc = ewc_penalty(deltas, offsets, fisher)
-        return lm + cfg.ewc_lambda / 2 * ewc, {"lm": lm.item(), "ewc": ewc.item()}
+        return lm + ewc_weight(cfg.ewc_lambda, fisher_tokens) * ewc, {"lm": lm.item(), "ewc": ewc.item()}
 
     history = train_loop("sft", model, cfg, next_batch, compute_loss, checkpoint=checkpoint, fingerprint=fp)
     return model, tok, history, targets

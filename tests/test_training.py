@@ -68,6 +68,29 @@ def test_dapt_on_two_processes_matches_one_process_and_only_rank_0_writes(work, 
     assert moved > 0 and apart < 0.02 * moved, (apart, moved)
 
 
+def test_dapt_rehearses_the_champions_own_text_and_ewc_holds_the_weights(work, tiny_base, sft_adapter):
+    """replay_source champion: the champion writes its rehearsal blocks and the KL to its cached distribution
+    starts near zero (the model is the champion at step 1; a cache misaligned by one position would not be);
+    EWC with a large lambda keeps the weights that matter (by F) much nearer the champion than no EWC."""
+    run, cfg = params.load(work / "params.yaml", "run", "dapt")
+    cfg = cfg.model_copy(update={"steps": 6, "replay_source": "champion", "rehearsal_blocks": 4,
+                                 "replay_fraction": 0.5})
+    start = load_file(tiny_base / "model.safetensors")
+    moved = {}
+    for lam in (0.0, 1e4):
+        model, _, history, record = dapt.train(cfg.model_copy(update={"ewc_lambda": lam}), run, tiny_base,
+                                               work / "replay", work / "fisher")
+        assert record["rehearsal"]["model_generated"] and record["rehearsal"]["blocks"] == 4
+        assert history[0]["kl"] < 0.05 < history[0]["ce"], history[0]
+        assert ("ewc" in history[0]) == (lam > 0) and ("ewc" in record) == (lam > 0)
+        fisher = load_file(work / "fisher/fisher.safetensors")
+        weights = dict(model.named_parameters())
+        moved[lam] = sum((fisher[k] * (weights[k].detach() - start[k]).pow(2)).sum().item() for k in fisher)
+    assert moved[1e4] < 0.5 * moved[0.0], moved  # the Fisher-weighted distance EWC penalises
+    with pytest.raises(SystemExit, match="--fisher"):
+        dapt.train(cfg.model_copy(update={"ewc_lambda": 1.0}), run, tiny_base, work / "replay")
+
+
 def test_fisher_is_nonnegative_and_covers_every_lora_target(work, sft_adapter):
     f = load_file(work / "fisher" / "fisher.safetensors")
     targets = tiny_params()["sft"]["target_modules"]

@@ -222,8 +222,28 @@ class TrainConfig(Section):
         return out
 
 
+REPLAY_SOURCES = ("buffer", "champion")
+
+
 class DaptConfig(TrainConfig):
     section = "dapt"
+    replay_source: str
+    rehearsal_blocks: int
+    rehearsal_topk: int
+    sample_temperature: float
+    ewc_lambda: float
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.replay_source not in REPLAY_SOURCES:
+            out.append(f"dapt.replay_source: buffer or champion, got {self.replay_source!r}")
+        if self.rehearsal_blocks < 1 or self.rehearsal_topk < 1:
+            out.append("dapt.rehearsal_blocks and dapt.rehearsal_topk: must be >= 1, e.g. 64 and 64")
+        if not 0 < self.sample_temperature <= 2:
+            out.append(f"dapt.sample_temperature: in (0, 2], e.g. 1.0; got {self.sample_temperature}")
+        if self.ewc_lambda < 0:
+            out.append("dapt.ewc_lambda: must be >= 0 (0 disables EWC)")
+        return out
 
 
 class FisherConfig(Section):

@@ -44,19 +44,36 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return kd_weight * kl + (1.0 - kd_weight) * ce, {"kl": kl.item(), "ce": ce.item()}
 
 
-def ewc_penalty(deltas: dict[str, torch.Tensor], offsets: dict[str, torch.Tensor],
+def ewc_penalty(deltas: dict[str, torch.Tensor], offsets: dict[str, torch.Tensor] | None,
                 fisher: dict[str, torch.Tensor]) -> torch.Tensor:
     """sum_i F_i (theta_i - theta*_i)^2 over the named weights (Kirkpatrick et al., 2017).
 
     theta - theta* = offset + delta: `offset` is the fixed distance of the frozen
     weights from the reference (champion), `delta` the trainable change (LoRA's
-    B @ A * scale). Multiply by lambda / 2 at the call site.
+    B @ A * scale); without offsets, delta is the whole distance (full-parameter
+    training). Multiply by ewc_weight(...) at the call site.
     """
     total = None
     for name, d in deltas.items():
-        term = (fisher[name] * (offsets[name] + d).pow(2)).sum()
+        term = (fisher[name] * (d if offsets is None else offsets[name] + d).pow(2)).sum()
         total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
+
+
+def ewc_weight(ewc_lambda: float, tokens_per_sample: int) -> float:
+    """The factor on ewc_penalty that makes lambda scale-free: the weight of the champion's text against the new.
+
+    The fisher stage averages squared gradients of each sample's mean per-token loss. Were the tokens drawn
+    from the model, gradients at different positions would be uncorrelated (each has mean zero given what
+    came before) and that Fisher would be the per-token Fisher divided by the tokens per sample, T; on
+    the text's own tokens (the empirical Fisher, what the stage computes) this holds near a model that
+    fits the text. Near the champion the rise of
+    the per-token loss on its text is, to second order and on the diagonal, (T / 2) * sum_i F_i d_i^2.
+    Weighted by lambda, the objective is new-text loss + lambda * that rise: lambda = 1 counts the old
+    text as much as the new, whatever the Fisher's sample count or sequence length. The diagonal ignores
+    how weights act together, so it underestimates the rise; lambda > 1 makes up for that.
+    """
+    return ewc_lambda * tokens_per_sample / 2
 
 
 def lr_at(step: int, steps: int, warmup: int, peak: float, floor: float) -> float:
