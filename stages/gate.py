@@ -15,7 +15,10 @@ it), appended to the audit log, and a failed gate exits non-zero with the
 reason, which stops `dvc repro` before any downstream stage. Two references are only scored, on the same evaluation set
 as every candidate: `--model champion`, the champion's tuned teacher (ref
 `champion`), and `--model shipped`, the champion's shipped int8 model (ref
-`shipped`); before the first promotion the base model stands in for both.
+`shipped`); before the first promotion the base model stands in for both. A
+candidate is scored only on the tasks its rules, or later rules that take it as
+reference, read (dapt, which answers no question, generates no answers); the
+verdict names the tasks it left out.
 """
 from __future__ import annotations
 
@@ -44,6 +47,14 @@ def pii_values(cfg: params.PiiConfig):
     def scan(text: str) -> list[str]:
         return [text[f.start:f.end] for f in scanner.scan([text])[0]]
     return scan
+
+
+def tasks_read(model: str, cfg) -> set[str] | None:
+    """The evaluation tasks a candidate's gate needs: those its own rules read and those of any later rule that
+    takes it as `ref`; None (every task) for a reference model, which any gate may read."""
+    if model in REFERENCES:
+        return None
+    return {scores.METRICS[r.metric].task for m in cfg.models() for r in cfg.rules(m) if m == model or r.ref == model}
 
 
 def side_by_side(model: str, docs: dict, refs: dict[str, dict], tasks: dict) -> list[dict]:
@@ -118,6 +129,9 @@ def main(argv=None) -> None:
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
     digest = artifact_hash(path)
     tasks = evaluate.task_data(args.data, args.eval_sets, ecfg)
+    read = tasks_read(args.model, load_rules(args.params))
+    skipped = sorted(t for t in tasks if read is not None and t not in read)
+    tasks = {t: rows for t, rows in tasks.items() if t not in skipped}
     eval_sha256 = sha256_text(json.dumps(tasks, sort_keys=True))
     same = read_json(args.same_as) if args.same_as and Path(args.same_as).is_file() else {}
     reuse = (same.get("artifact_sha256"), same.get("eval_sha256"), same.get("eval_params"),
@@ -139,6 +153,7 @@ def main(argv=None) -> None:
 
     verdict = {"model": args.model, "path": str(path), "artifact_sha256": digest, "adapter_of": args.adapter_of,
                "eval_sha256": eval_sha256, **({"reused_from": args.same_as} if reuse else {}),
+               **({"not_scored": skipped} if skipped else {}),
                "metrics": metrics, "intervals": cis, "by_source": scored["by_source"], "eval_docs": scored["docs"],
                "directions": {m: "higher" if scores.METRICS[m].higher_is_better else "lower" for m in metrics},
                "lm_eval": scored["lm_eval"],
@@ -177,7 +192,9 @@ def render(v: dict) -> str:
     """The verdict for a person: what was measured, every rule with its interval, and the decision."""
     lines = [f"# Gate: {v['model']}", "", f"`{v['path']}` (sha256 {v['artifact_sha256'][:16]}), scored "
              f"{v['time_utc']} in {v['wall_time_s']:.0f} s on "
-             + ", ".join(f"{n} documents of {task}" for task, n in v["eval_docs"].items()) + ".", ""]
+             + ", ".join(f"{n} documents of {task}" for task, n in v["eval_docs"].items()) + "."
+             + (f" Not scored, as no rule of this gate reads them: {', '.join(v['not_scored'])}."
+                if v.get("not_scored") else ""), ""]
     if not v["real"]:
         lines += ["**Tiny test model: these numbers are not real results.**", ""]
     ci = v.get("intervals", {})

@@ -357,3 +357,21 @@ def test_tiny_profile_results_never_certify_a_champion(tmp_path, monkeypatch):
         assert problems == ([] if real else [f"gate {m}: the results come from the tiny test model and are not real"
                                              for m in params.GatesConfig.models()])
         assert promote.check(tmp_path, lay, lenient).problems == []
+
+
+def test_a_candidate_is_scored_only_on_the_tasks_its_rules_and_later_rules_on_it_read():
+    """dapt answers no question: its gate generates no answers. A model a later rule takes as reference is
+    scored on what that rule reads; a reference model on everything."""
+    from stages.gate import tasks_read
+    from stages.models.gates import load_rules
+    from .conftest import ROOT
+
+    cfg = load_rules(ROOT / "params.yaml")
+    dapt = tasks_read("dapt", cfg)
+    assert "ratchet_answers" not in dapt
+    assert {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender", "ratchet_canary_leak"} <= dapt
+    assert "ratchet_answers" in tasks_read("sft", cfg) and "ratchet_answers" in tasks_read("student", cfg)
+    assert tasks_read("champion", cfg) is None and tasks_read("base", cfg) is None
+    # a rule elsewhere that reads dapt's answers makes dapt's gate score them
+    more = cfg.model_copy(update={"sft": [*cfg.sft, GateRule(metric="answer_chrf", max_worse=2.0, ref="dapt")]})
+    assert "ratchet_answers" in tasks_read("dapt", more)
