@@ -22,13 +22,13 @@ dapt settings except:
   self          the champion's own samples with a KL term toward it (replay_source champion)
   self+ewc      both
 
-EWC's lambda is set by a measured, scale-free rule (--ewc-lambda auto): the
-factor by which the diagonal Fisher underestimates the loss rise naive training
-causes on the champion's text (cycle 1: the rise of the replay blocks' mean
-per-token loss, measured, over losses.ewc_weight's quadratic prediction; 0 if
-naive training did not raise it), so that the penalty weighs that rise as much
-as the new text's loss. The Fisher's
-spread across seeds is measured at that same displacement, for 8 and 32 samples.
+EWC's lambda is scale-free (losses.ewc_weight: the weight of the predicted loss
+rise on the champion's text against the new text's loss); --ewc-lambda sets it,
+params' sft.ewc_lambda by default. To see what the diagonal Fisher's prediction
+is worth, the benchmark measures, on cycle 1's naive run, the rise of the
+champion's replay text's mean per-token loss next to what the Fisher predicts for
+that displacement (the lambda that would make the two equal: --ewc-lambda
+calibrated), and the prediction's spread across seeds for 8 and 32 samples.
 
 Every model is then scored with the gates' lm-eval suite on the last cycle's
 held-out data (the same documents for all, so every comparison is paired, with
@@ -173,7 +173,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="the tiny test profile: the mechanics in minutes")
     ap.add_argument("--resume", action="store_true", help="keep <work> and reuse what is done")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--ewc-lambda", default="auto", help="auto (the measured rule above) or a number")
+    ap.add_argument("--ewc-lambda", default="sft",
+                    help="sft (params' sft.ewc_lambda), calibrated (measured rise / predicted rise) or a number")
     args = ap.parse_args()
     runtime.start()
     work = Path(args.work).resolve()
@@ -216,9 +217,11 @@ def main() -> None:
         calib = {"measured_rise": rise, "predicted_rise": predicted, "lambda": float(f"{max(rise, 0.0) / predicted:.2g}"),
                  "spread": spread}
         write_json(calib_file, calib)
-    lam = calib["lambda"] if args.ewc_lambda == "auto" else float(args.ewc_lambda)
+    named = {"sft": sft.ewc_lambda, "calibrated": calib["lambda"]}
+    lam = named[args.ewc_lambda] if args.ewc_lambda in named else float(args.ewc_lambda)
     print(f"EWC: naive training raised the champion's replay-text loss by {calib['measured_rise']:.4f} nats; the "
-          f"diagonal Fisher predicts {calib['predicted_rise']:.2e}: lambda {lam}", flush=True)
+          f"diagonal Fisher predicts {calib['predicted_rise']:.2e} (calibrated lambda {calib['lambda']}); "
+          f"lambda used {lam}", flush=True)
 
     rows = {}
     for m in args.methods:
