@@ -78,7 +78,10 @@ def main(argv=None) -> None:
     champion = verdicts["champion"]
     shipped = verdicts.get("shipped", champion)
     questions = next((v["answers"] for v in verdicts.values() if v.get("answers")), [])
-    summary = {"models": rows, "questions": [{k: q[k] for k in ("id", "question", "reference")} for q in questions], "champion": {"path": champion["path"], "metrics": champion["metrics"]},
+    summary = {"models": rows, "questions": [{k: q[k] for k in ("id", "question", "reference")} for q in questions], "champion": {"path": champion["path"], "metrics": champion["metrics"],
+                            "by_source": champion.get("by_source", {}).get("domain_ppl", {})},
+               **({"base": {"path": verdicts["base"]["path"], "metrics": verdicts["base"]["metrics"]}}
+                  if "base" in verdicts else {}),
                "shipped": {"path": shipped["path"], "metrics": shipped["metrics"]},
                "data_gate": read_json(args.data_gate)["verdict"], "quantize": read_json(args.quantize),
                "gate_time_s": {name: v.get("wall_time_s") for name, v in verdicts.items()},
@@ -110,6 +113,36 @@ def main(argv=None) -> None:
     log("audit", f"lineage of {len(rows)} artifacts verified; summary -> {args.markdown}")
 
 
+FORGETTING = (("general_ppl", "ratio"), ("general_mc_acc", "diff"), ("answer_chrf", "diff"))
+
+
+def forgetting(s: dict) -> list[str]:
+    """What each model kept of what it knew: general text, general knowledge and answers against the untuned base
+    and the champion, and every source's domain text against the champion (backward transfer)."""
+    refs = {name: s[name] for name in ("base", "champion") if name in s}
+    sources = sorted(s["champion"].get("by_source", {}))
+    cols = [(m, kind, ref) for m, kind in FORGETTING for ref in refs if m in refs[ref]["metrics"]]
+    rows = [r for r in s["models"] if r["stage"] and r["metrics"]]
+    if not cols or not rows:
+        return []
+
+    def cell(value, ref, kind):
+        if value is None or ref is None:
+            return "-"
+        return f"{value / ref:.3f}x" if kind == "ratio" else f"{value - ref:+.3f}"
+    out = ["", "What each model kept (perplexity as a ratio to the reference, above 1 is worse; accuracy and chrF as "
+           "a difference, below 0 is worse; domain text per source against the champion: backward transfer):", "",
+           "| model | " + " | ".join(f"{m} vs {ref}" for m, _, ref in cols)
+           + "".join(f" | domain[{src}] vs champion" for src in sources) + " |",
+           "|---|" + "---:|" * (len(cols) + len(sources))]
+    for r in rows:
+        out.append(f"| {r['model']} | " + " | ".join(cell(r["metrics"].get(m), refs[ref]["metrics"].get(m), kind)
+                                                   for m, kind, ref in cols)
+                   + "".join(f" | {cell(r['by_source'].get(src), s['champion']['by_source'][src], 'ratio')}"
+                             for src in sources) + " |")
+    return out
+
+
 def render(s: dict) -> str:
     lines = ["# Run summary", ""]
     if not s["real"]:
@@ -136,6 +169,7 @@ def render(s: dict) -> str:
     if times:
         lines += ["", f"Gate time: {sum(times.values()):.0f} s in all ("
                   + ", ".join(f"{name} {t:.0f} s" for name, t in times.items()) + ")."]
+    lines += forgetting(s)
     flagged = [(r["model"], rule) for r in s["models"] for rule in r.get("unresolved", [])]
     if flagged:
         lines += ["", "Rules decided inside the noise (the interval spans the limit; more held-out documents "

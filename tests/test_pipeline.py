@@ -72,6 +72,12 @@ def test_every_gate_passed_and_says_its_numbers_are_not_real(repo):
         assert v["findings"] and all(f["passed"] for f in v["findings"])
     summary = (repo / "reports/summary.md").read_text()
     assert "not real results" in summary
+    # forgetting against the base and the champion, and per source (backward transfer)
+    kept = summary[summary.index("What each model kept"):]
+    dapt_row = next(line for line in kept.splitlines() if line.startswith("| dapt |"))
+    gates = {m: read_json(repo / f"reports/gates/{m}.json") for m in ("champion", "dapt")}
+    ratio = gates["dapt"]["metrics"]["general_ppl"] / gates["champion"]["metrics"]["general_ppl"]
+    assert f"| {ratio:.3f}x |" in dapt_row and "domain[seed] vs champion" in kept
     # every model's answer to the first held-out questions, side by side, in the summary and each verdict
     times = read_json(repo / "reports/summary.json")["gate_time_s"]
     assert all(times[model] > 0 for model in ("champion", "dapt", "sft", "student", "onnx"))
