@@ -199,8 +199,9 @@ class LlamaCpp:
         r.reset()
         r.eval(ids.tolist())
         out = []
-        for _ in range(n):
-            t = int(np.argmax(r.scores[r.n_tokens - 1]))
+        vocab = r.n_vocab()
+        for _ in range(n):  # the last position's logits (llama-cpp-python keeps them only with logits_all)
+            t = int(np.argmax(np.ctypeslib.as_array(r._ctx.get_logits(), shape=(vocab,))))
             out.append(t)
             if len(out) < n:
                 r.eval([t])
@@ -328,6 +329,10 @@ def main() -> None:
     print(f"\nrows writing the teacher's {NEW_TOKENS} tokens exactly: {', '.join(same)}")
     for name in rows:
         print(f"  {name}: {tok.decode(outputs[name][:24])!r}")
+    for r, _ in rows.values():  # before interpreter exit, where llama-cpp-python's own cleanup fails
+        for llm in (getattr(r, "scorer", None), getattr(r, "runner", None)):
+            if llm is not None:
+                llm.close()
 
 
 if __name__ == "__main__":
