@@ -143,6 +143,12 @@ def build(summary: dict, verdicts: dict[str, dict], lineages: dict[str, dict], p
             rows.append([role, "-", "-", "-", acc.get("in"), acc.get("kept"), acc.get("redacted"),
                          acc.get("quarantined")])
     s.table(["role", "file", "license", "origin", "in", "kept", "redacted", "quarantined"], rows)
+    generated = model_generated(lineages)
+    s.p("Model-generated text used in training (10(2)(b)): made by a model during the run, used by one stage, "
+        "recorded in that artifact's lineage.json, never kept as data nor fed back as a later cycle's domain data."
+        + ("" if generated else " None in this run."))
+    if generated:
+        s.table(["artifact", "what", "written by", "amount"], generated)
     s.p("Known gaps, skews and assumptions per source (10(2)(d), (h)), as data/sources.yaml records them:")
     s.table(["file", "what", "notes"], [[f.get("file"), f.get("what"), f.get("notes")] for sheet in sheets.values()
                                         for f in sheet.get("collection", {}).get("sources", [])])
@@ -234,6 +240,23 @@ def build(summary: dict, verdicts: dict[str, dict], lineages: dict[str, dict], p
         "records years later.")
     out.append(s)
     return out
+
+
+def model_generated(lineages: dict[str, dict]) -> list[list]:
+    """Rows for the text models wrote for training, as the stages' lineage records it: sft's self-distilled
+    replies, and the rehearsal blocks of dapt (the champion's) and distill (the teacher's)."""
+    rows = []
+    for name, lin in lineages.items():
+        sd = lin.get("self_distilled") or {}
+        if sd.get("model_generated"):
+            rows.append([name, "instruction replies rewritten from their references (self-distillation)",
+                         sd.get("generated_by"), f"{sd.get('rewrite', sd.get('replies'))} replies"])
+        reh = lin.get("rehearsal") or {}
+        if reh.get("model_generated"):
+            rows.append([name, f"rehearsal text sampled at temperature {reh.get('temperature')}",
+                         reh.get("source") or lin.get("parents", {}).get("sft", {}).get("path", "the teacher"),
+                         f"{reh.get('blocks')} blocks, {reh.get('tokens')} tokens"])
+    return rows
 
 
 def _rule(r: dict) -> str:

@@ -23,3 +23,20 @@ def test_docs_check_names_every_empty_mandatory_part_until_people_write_it(tmp_p
     empty = annex.Section("7").human({}, "standards_applied")
     html = annex.to_html("doc", [empty])
     assert "NOT PROVIDED" in annex.to_markdown("doc", [empty]) and 'class="missing"' in html
+
+
+def test_model_generated_training_text_is_listed_from_the_lineages():
+    """Self-distilled replies and rehearsal blocks a model wrote are named in 2(d); text from a file is not."""
+    from stages.annex import model_generated
+
+    lineages = {
+        "dapt": {"rehearsal": {"source": "models/champion (its own samples)", "model_generated": True,
+                               "blocks": 64, "tokens": 16384, "temperature": 1.0}},
+        "sft": {"self_distilled": {"model_generated": True, "generated_by": "models/dapt", "replies": 120,
+                                   "rewrite": 57}},
+        "student": {"rehearsal": {"source": "data/replay/buffer/general.jsonl", "model_generated": False}},
+        "base": {},
+    }
+    rows = model_generated(lineages)
+    assert [r[0] for r in rows] == ["dapt", "sft"]
+    assert rows[0][3] == "64 blocks, 16384 tokens" and rows[1][3] == "57 replies"
