@@ -372,6 +372,7 @@ def test_a_candidate_is_scored_only_on_the_tasks_its_rules_and_later_rules_on_it
     assert {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender", "ratchet_canary_leak"} <= dapt
     assert "ratchet_answers" in tasks_read("sft", cfg) and "ratchet_answers" in tasks_read("student", cfg)
     assert tasks_read("champion", cfg) is None and tasks_read("base", cfg) is None
+    assert tasks_read("onnx", cfg) is None  # the shipped file's card reports every metric
     # a rule elsewhere that reads dapt's answers makes dapt's gate score them
     more = cfg.model_copy(update={"sft": [*cfg.sft, GateRule(metric="answer_chrf", max_worse=2.0, ref="dapt")]})
     assert "ratchet_answers" in tasks_read("dapt", more)
