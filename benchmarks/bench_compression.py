@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from stages.core import runtime  # noqa: E402
 from stages.core.io import dir_size, read_jsonl  # noqa: E402
 from stages.models import modeling  # noqa: E402
+from stages.models.batches import pack  # noqa: E402
 from stages.quantize import export_fp32, quantize_weights, token_nll  # noqa: E402
 
 PROMPT_TOKENS, NEW_TOKENS, BLOCKS, BLOCK = 256, 64, 16, 256
@@ -209,14 +210,12 @@ class LlamaCpp:
 
 
 def blocks(tok, docs: list[str]) -> list[torch.Tensor]:
-    out = []
-    for d in docs:
-        ids = tok(d, add_special_tokens=False).input_ids
-        for i in range(0, len(ids) - BLOCK + 1, BLOCK):
-            out.append(torch.tensor(ids[i:i + BLOCK]))
-            if len(out) == BLOCKS:
-                return out
-    raise SystemExit(f"fewer than {BLOCKS} blocks of {BLOCK} tokens in the held-out text")
+    """The first BLOCKS blocks of BLOCK tokens of the documents, concatenated (each ended by EOS) as training
+    packs them: the general text's glosses are far shorter than a block."""
+    packed = pack(tok, docs, BLOCK)
+    if len(packed) < BLOCKS:
+        raise SystemExit(f"fewer than {BLOCKS} blocks of {BLOCK} tokens in the held-out text")
+    return list(packed[:BLOCKS])
 
 
 def main() -> None:

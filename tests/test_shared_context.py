@@ -92,3 +92,35 @@ def test_the_onnx_file_answers_as_the_pytorch_model_whatever_the_answer_batch(ti
     assert all(a for _, a in torch_answers)
     assert answers("onnx", str(tmp_path / "onnx"), 1) == torch_answers
     assert answers("onnx", str(tmp_path / "onnx"), 4) == torch_answers
+
+
+def test_answers_decoded_together_are_each_answer_decoded_alone_and_done_rows_leave_the_batch(tiny_base):
+    """generation.greedy_tokens: prompts of different lengths decoded in one batch give each prompt's greedy
+    answer decoded alone (which is transformers' own greedy generate), a row stops at a stop token without
+    keeping it, and rows that are done leave the batch: later passes run fewer rows."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stages.models.generation import greedy_tokens, torch_decoder
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, torch_dtype=torch.float32).eval()
+    prompts = [tok.encode(t, add_special_tokens=False) for t in
+               ("def join(a, b):", "Return the path", "What does os.path.join do in Python? Explain", "x")]
+    run, select = torch_decoder(model)
+    alone = [greedy_tokens([p], 12, set(), run, select)[0] for p in prompts]
+    reference = model.generate(torch.tensor([prompts[2]]), attention_mask=torch.ones(1, len(prompts[2]), dtype=torch.long),
+                               max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert alone[2] == reference[0, len(prompts[2]):].tolist()
+
+    stop = {alone[1][3]}  # the second prompt's answer ends by its fourth token
+    rows_per_pass = []
+
+    def counting(ids, mask, positions, past):
+        rows_per_pass.append(len(ids))
+        return run(ids, mask, positions, past)
+
+    together = greedy_tokens(prompts, 12, stop, counting, select)
+    expected = [next((a[:i] for i, t in enumerate(a) if t in stop), a) for a in alone]
+    assert together == expected
+    assert len(together[1]) <= 3 and rows_per_pass[0] == 4 and min(rows_per_pass) < 4

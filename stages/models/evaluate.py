@@ -226,7 +226,7 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
                              f"Restore it (`dvc checkout {path}`) or rebuild it (`dvc repro --force` of the stage "
                              "that writes it).") from None
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(tasks), log_samples=True,
+            model=lm, tasks=list(tasks), log_samples=True, bootstrap_iters=0,  # the gates bootstrap their own intervals
             task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
     per_doc = {task: scores.per_document(task, samples, scan) for task, samples in out["samples"].items()}
     metrics = {name: scores.value(name, per_doc) for name, m in scores.METRICS.items() if m.task in per_doc}

@@ -1,11 +1,20 @@
-"""Text the model being trained writes itself: greedy replies to prompts (sft's self-distilled targets) and
-seeded samples of free text (distill's rehearsal blocks). Both run on a bf16 copy of the model, batched."""
+"""Text models write: greedy replies to prompts (sft's self-distilled targets), seeded samples of free text
+(distill's rehearsal blocks), both on a bf16 copy of the model being trained, and the gates' answers to
+held-out questions (lm-eval's generate_until, for the HF and the ONNX model alike)."""
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
+from typing import Callable
 
+import numpy as np
 import torch
+
+# run(ids, mask, positions, past or None) -> (logits at each row's last position [rows, vocab], past)
+Run = Callable[[np.ndarray, np.ndarray, np.ndarray, object], tuple[np.ndarray, object]]
+# select(past, rows) -> the past of those rows only
+Select = Callable[[object, np.ndarray], object]
 
 
 @contextlib.contextmanager
@@ -52,3 +61,82 @@ def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int, temper
     finally:
         torch.set_rng_state(generator_state)
     return torch.cat(rows)
+
+
+def greedy_tokens(prompts: list[list[int]], new: int, stop: set[int], run: Run, select: Select) -> list[list[int]]:
+    """Greedy continuations of `prompts` (token ids) decoded together: left-padded, each row's positions
+    counted from its first real token, the KV cache fed back every step. A row is done when it writes a
+    `stop` token (not kept) or its `new`-th token, and then leaves the batch: the cache keeps only the rows
+    still decoding, so a few long answers do not keep every row of their batch running."""
+    width = max(map(len, prompts))
+    ids = np.zeros((len(prompts), width), dtype=np.int64)
+    mask = np.zeros((len(prompts), width), dtype=np.int64)
+    for row, tokens in enumerate(prompts):
+        ids[row, width - len(tokens):], mask[row, width - len(tokens):] = tokens, 1
+    positions = np.clip(mask.cumsum(1) - 1, 0, None)
+    logits, past = run(ids, mask, positions, None)
+    out: list[list[int]] = [[] for _ in prompts]
+    active = np.arange(len(prompts))
+    for _ in range(new):
+        tokens = logits.argmax(-1)
+        going = []
+        for at, (row, token) in enumerate(zip(active.tolist(), tokens.tolist())):
+            if token not in stop:
+                out[row].append(token)
+                if len(out[row]) < new:
+                    going.append(at)
+        if not going:
+            break
+        if len(going) < len(active):
+            keep = np.array(going)
+            past, mask, positions, tokens, active = select(past, keep), mask[keep], positions[keep], tokens[keep], active[keep]
+        mask = np.concatenate([mask, np.ones((len(active), 1), dtype=mask.dtype)], axis=1)
+        positions = positions[:, -1:] + 1
+        logits, past = run(tokens[:, None], mask, positions, past)
+    return out
+
+
+def torch_decoder(model) -> tuple[Run, Select]:
+    """run and select for greedy_tokens on a transformers causal LM (logits of the last position only)."""
+    @torch.no_grad()
+    def run(ids, mask, positions, past):
+        out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                    position_ids=torch.from_numpy(positions), past_key_values=past, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float().numpy(), out.past_key_values
+
+    def select(past, rows):
+        past.batch_select_indices(torch.from_numpy(rows))
+        return past
+
+    return run, select
+
+
+def answer_requests(lm, requests, run: Run, select: Select, batch: int) -> list[str]:
+    """lm-eval's generate_until for `lm` (an HF or ONNX lm-eval model), greedy, `batch` prompts decoded
+    together (longest first, so a batch pads little): each prompt left-truncated to leave room for the new
+    tokens, decoding stopped at end-of-text and at any `until` string that is one token, and the text cut at
+    the first `until` string."""
+    results: list[str | None] = [None] * len(requests)
+    groups: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(i)
+    for members in groups.values():
+        kwargs = dict(requests[members[0]].args[1])
+        if kwargs.get("do_sample"):
+            raise ValueError("the gates generate greedily only: set do_sample: false in the task")
+        until = kwargs.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        stop = {lm.eot_token_id} | {ids[0] for ids in (lm.tokenizer.encode(u, add_special_tokens=False)
+                                                       for u in until if u) if len(ids) == 1}
+        new = int(kwargs.get("max_gen_toks", lm.max_gen_toks))
+        prompts = {i: lm.tok_encode(requests[i].args[0])[-max(1, lm.max_length - new):] for i in members}
+        order = sorted(members, key=lambda i: -len(prompts[i]))
+        for start in range(0, len(order), batch):
+            rows = order[start:start + batch]
+            for i, tokens in zip(rows, greedy_tokens([prompts[i] for i in rows], new, stop, run, select)):
+                text = lm.tok_decode(tokens)
+                for u in until:
+                    text = text[:text.index(u)] if u and u in text else text
+                results[i] = text
+                lm.cache_hook.add_partial("generate_until", requests[i].args, text)
+    return results  # type: ignore[return-value]

@@ -2,19 +2,21 @@
 
 lm-eval's `onnxruntime` backend scores log-likelihoods of an ONNX decoder but
 generates one prompt at a time. This subclass decodes `answer_batch` prompts
-together on the same session: the left-padded prompts in one pass with an
-empty KV cache, then one token per row per pass, feeding each pass's
-`present.*` outputs back as `past_key_values.*`. Log-likelihoods go through
+together on the same session (stages/models/generation.py): the left-padded
+prompts in one pass with an empty KV cache, then one token per row still
+decoding per pass, feeding each pass's `present.*` outputs back as
+`past_key_values.*`. Log-likelihoods go through
 stages/models/shared_context.py: each shared context once, its cache repeated
 for the continuations in batches. Registered as `ratchet-onnx`.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 NAME = "ratchet-onnx"
+# prompts run through the session together before decoding: its logits at every position of 32 prompts of
+# 100 tokens are 630 MB for SmolLM2's vocabulary
+PREFILL_ROWS = 32
 _registered = False
 
 
@@ -67,59 +69,21 @@ def _runner(self):
     return run, past_of
 
 
-def greedy(self, prompts: list[list[int]], new: int) -> list[list[int]]:
-    """Greedy continuations of `prompts` (token ids) decoded together: left-padded, each row's positions
-    counted from its first real token, the KV cache fed back every step; each row stops at end-of-text or
-    after `new` tokens. Returns the new tokens of each row, without the prompt."""
-    run, past_of = _runner(self)
-    width = max(map(len, prompts))
-    ids = np.full((len(prompts), width), self.eot_token_id, dtype=np.int64)
-    mask = np.zeros((len(prompts), width), dtype=np.int64)
-    for row, tokens in enumerate(prompts):
-        ids[row, width - len(tokens):], mask[row, width - len(tokens):] = tokens, 1
-    positions = np.clip(mask.cumsum(1) - 1, 0, None)
-    result = run(ids, mask, positions, None)
-    out: list[list[int]] = [[] for _ in prompts]
-    done = np.zeros(len(prompts), dtype=bool)
-    for step in range(new):
-        tokens = np.asarray(result[self._logits_name][:, -1]).argmax(-1)
-        for row, token in enumerate(tokens.tolist()):
-            if not done[row]:
-                done[row] = token == self.eot_token_id
-                out[row] += [] if done[row] else [token]
-        if done.all() or step + 1 == new:
-            break
-        mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=mask.dtype)], axis=1)
-        positions = positions[:, -1:] + 1
-        result = run(tokens[:, None], mask, positions, {past_of[n]: result[n] for n in past_of})
-    return out
-
-
 def _generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-    """lm-eval's generate_until, `answer_batch` prompts at a time (longest first, so a batch pads little):
-    greedy, cut at the request's `until` strings."""
-    results: list[str | None] = [None] * len(requests)
-    groups: dict[str, list[int]] = {}
-    for i, request in enumerate(requests):
-        groups.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(i)
-    for members in groups.values():
-        kwargs = dict(requests[members[0]].args[1])
-        if kwargs.get("do_sample"):
-            raise ValueError("ratchet-onnx generates greedily only: set do_sample: false in the task")
-        until = kwargs.pop("until", None) or []
-        until = [until] if isinstance(until, str) else until
-        new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
-        prompts = {i: self.tok_encode(requests[i].args[0])[-max(1, self.max_length - new):] for i in members}
-        order = sorted(members, key=lambda i: -len(prompts[i]))
-        for start in range(0, len(order), self.answer_batch):
-            rows = order[start:start + self.answer_batch]
-            for i, tokens in zip(rows, greedy(self, [prompts[i] for i in rows], new)):
-                text = self.tok_decode(tokens)
-                for stop in until:
-                    text = text[:text.index(stop)] if stop and stop in text else text
-                results[i] = text
-                self.cache_hook.add_partial("generate_until", requests[i].args, text)
-    return results
+    """lm-eval's generate_until, `answer_batch` prompts decoded together (generation.answer_requests)."""
+    from .generation import answer_requests
+
+    run, past_of = _runner(self)
+
+    def last_logits(ids, mask, positions, past):
+        # the export returns logits at every position: a wide prompt batch runs PREFILL_ROWS rows at a time
+        step = len(ids) if past is not None else PREFILL_ROWS
+        parts = [run(ids[i:i + step], mask[i:i + step], positions[i:i + step], past) for i in range(0, len(ids), step)]
+        return (np.concatenate([np.asarray(r[self._logits_name][:, -1], dtype=np.float32) for r in parts]),
+                {past_of[n]: np.concatenate([r[n] for r in parts]) for n in past_of})
+
+    return answer_requests(self, requests, last_logits, lambda past, rows: {k: v[rows] for k, v in past.items()},
+                           self.answer_batch)
 
 
 def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):

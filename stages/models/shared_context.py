@@ -143,12 +143,11 @@ def register_hf() -> str:
                 self._model = self._model.merge_and_unload()
 
         def generate_until(self, requests, disable_tqdm: bool = False):
-            """Answers `answer_batch` at a time: decoding reads every weight once per step whatever the batch."""
-            batch_size, self.batch_size_per_gpu = self.batch_size_per_gpu, self.answer_batch
-            try:
-                return HFLM.generate_until(self, requests, disable_tqdm)
-            finally:
-                self.batch_size_per_gpu = batch_size
+            """Answers `answer_batch` at a time, each row leaving the batch when it is done
+            (generation.answer_requests): a decoding step reads every weight once whatever the batch."""
+            from .generation import answer_requests, torch_decoder
+
+            return answer_requests(self, requests, *torch_decoder(self.model), self.answer_batch)
 
         register_model(HF_NAME)(type("SharedContextHFLM", (HFLM,), {
             "__init__": __init__, "_loglikelihood_tokens": _loglikelihood_tokens, "generate_until": generate_until}))
