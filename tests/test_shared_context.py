@@ -124,3 +124,40 @@ def test_answers_decoded_together_are_each_answer_decoded_alone_and_done_rows_le
     expected = [next((a[:i] for i, t in enumerate(a) if t in stop), a) for a in alone]
     assert together == expected
     assert len(together[1]) <= 3 and rows_per_pass[0] == 4 and min(rows_per_pass) < 4
+
+
+def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_text(tiny_base, monkeypatch):
+    """generation.greedy (sft's self-distilled rewrites): replies decoded longest prompt first, in batches, come
+    back in the prompts' order, each the reply transformers' greedy generate writes for its prompt alone; a reply
+    is finished when end-of-text came within the budget."""
+    import contextlib
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stages.models import generation
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, torch_dtype=torch.float32).eval()
+    monkeypatch.setattr(generation, "inference_copy", contextlib.nullcontext)  # fp32, so batching changes no tie
+    prompts = ["x", "def join(a, b):", "What does os.path.join do in Python? Explain", "Return the path"]
+
+    def alone(prompt, eos):
+        ids = torch.tensor([tok.encode(prompt, add_special_tokens=False)])
+        row = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                             eos_token_id=eos, pad_token_id=0)[0, ids.shape[1]:].tolist()
+        return row
+
+    rows = [alone(p, None) for p in prompts]
+    eos = rows[3][2]  # taken as end-of-text: the last prompt's reply ends at its third token
+
+    class Ending(type(tok)):  # the tokenizer, with that end-of-text
+        eos_token_id = eos
+
+    tok.__class__ = Ending
+    replies = generation.greedy(model, tok, prompts, max_new_tokens=10, batch=3)
+    for prompt, row, (text, finished) in zip(prompts, rows, replies):
+        ended = eos in row
+        kept = row[:row.index(eos)] if ended else row
+        assert text == tok.decode(kept, skip_special_tokens=True).strip() and finished == ended, prompt
+    assert replies[3][1] and not all(f for _, f in replies), "both a finished and an unfinished reply are checked"

@@ -25,22 +25,20 @@ def inference_copy(model):
     yield gen.eval()
 
 
-@torch.no_grad()
 def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> list[tuple[str, bool]]:
-    """Greedy replies to `prompts`, `batch` at a time, left padded: [(text, finished)]."""
-    side, tok.padding_side = tok.padding_side, "left"
-    out = []
-    try:
-        with inference_copy(model) as gen:
-            for i in range(0, len(prompts), batch):
-                enc = tok(prompts[i:i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-                ids = gen.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                for row in ids[:, enc.input_ids.shape[1]:]:
-                    finished = bool((row == tok.eos_token_id).any())
-                    out.append((tok.decode(row, skip_special_tokens=True).strip(), finished))
-    finally:
-        tok.padding_side = side
+    """Greedy replies to `prompts`, `batch` at a time (longest first, so a batch pads little), each ended at
+    end-of-text or after max_new_tokens: [(text, finished)], in the prompts' order. A reply that is done leaves
+    its batch (greedy_tokens)."""
+    ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    out: list[tuple[str, bool]] = [("", False)] * len(ids)
+    with inference_copy(model) as gen:
+        run, select = torch_decoder(gen)
+        for start in range(0, len(order), batch):
+            rows = order[start:start + batch]
+            for i, tokens in zip(rows, greedy_tokens([ids[i] for i in rows], max_new_tokens, {tok.eos_token_id},
+                                                     run, select)):
+                out[i] = (tok.decode(tokens, skip_special_tokens=True).strip(), len(tokens) < max_new_tokens)
     return out
 
 
