@@ -155,7 +155,7 @@ def main(argv=None) -> None:
     if cfg.replay_source == "teacher":
         t = time.time()
         general = generation.sample_blocks(teacher, tok, cfg.teacher_samples, cfg.seq_len, batch=32, seed=run.seed,
-                                           temperature=cfg.sample_temperature)
+                                           temperature=cfg.sample_temperature, bf16=cfg.bf16)
         rehearsal = {"source": "teacher", "model_generated": True, "blocks": len(general),
                      "temperature": cfg.sample_temperature,
                      "tokens": general.numel(), "seconds": round(time.time() - t, 1),

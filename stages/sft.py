@@ -157,7 +157,7 @@ def self_distilled_targets(cfg: params.SftConfig, model, tok, conversations: lis
     started = time.time()
     rows = sdft.self_distill(model, tok, conversations, drawn, min_chrf=cfg.self_distill_min_chrf,
                              max_new_tokens=cfg.self_distill_tokens, max_reference_tokens=cfg.seq_len,
-                             batch=cfg.self_distill_batch)
+                             batch=cfg.self_distill_batch, bf16=cfg.bf16)
     why = Counter(r["used"] for r in rows)
     log("sft", f"self-distilled targets: {why['rewrite']} of {len(rows)} replies rewritten by the model "
                f"({', '.join(f'{n} {k}' for k, n in sorted(why.items()) if k != 'rewrite') or 'none kept'} "

@@ -33,7 +33,7 @@ def test_wrong_type_is_named(tmp_path):
         params.load(_with(tmp_path, "distill", temperature="hot"), "distill")
     with pytest.raises(ParamsError, match=r"dapt\.steps: expected int, got float 1\.5"):
         params.load(_with(tmp_path, "dapt", steps=1.5), "dapt")
-    with pytest.raises(ParamsError, match=r"dapt\.bf16: expected bool, got str 'yes'"):
+    with pytest.raises(ParamsError, match=r"dapt\.bf16: true, false or auto, got 'yes'"):
         params.load(_with(tmp_path, "dapt", bf16="yes"), "dapt")
 
 
@@ -98,3 +98,30 @@ def test_unknown_section_and_empty_gate_are_errors(tmp_path):
 def test_base_source_must_be_known_or_a_model_folder(tmp_path):
     with pytest.raises(ParamsError, match="base.source"):
         params.load(_with(tmp_path, "base", source=str(tmp_path / "nowhere")), "base")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_picks_bf16_only_where_the_machine_computes_it_natively(tmp_path, monkeypatch, native):
+    from stages.core import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    p = tiny_params()
+    for section in ("dapt", "sft", "distill", "fisher"):
+        p[section]["bf16"] = "auto"
+    p["eval"]["dtype"] = "auto"
+    p["sft"]["bf16"] = True  # an explicit choice stands on any machine
+    path = write_params(tmp_path / "p.yaml", p)
+    assert [params.load(path, s)[0].bf16 for s in ("dapt", "distill", "fisher")] == [native] * 3
+    assert params.load(path, "sft")[0].bf16 is True
+    assert params.load(path, "eval")[0].dtype == ("bfloat16" if native else "float32")
+
+
+def test_a_bf16_instruction_set_is_read_off_the_cpu_flags():
+    from stages.core.runtime import cpu_has_bf16
+
+    epyc_zen2 = "flags\t\t: fpu vme sse2 avx avx2 fma bmi2 sha_ni"
+    sapphire_rapids = "flags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile"
+    assert not cpu_has_bf16(epyc_zen2, "x86_64") and cpu_has_bf16(sapphire_rapids, "x86_64")
+    assert not cpu_has_bf16("flags\t\t: avx512f avx512bw avx512_vnni", "x86_64")  # AVX-512 without bf16
+    assert cpu_has_bf16("Features\t: fp asimd sve bf16 i8mm", "aarch64") and not cpu_has_bf16(
+        "Features\t: fp asimd", "aarch64")

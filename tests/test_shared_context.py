@@ -126,12 +126,10 @@ def test_answers_decoded_together_are_each_answer_decoded_alone_and_done_rows_le
     assert len(together[1]) <= 3 and rows_per_pass[0] == 4 and min(rows_per_pass) < 4
 
 
-def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_text(tiny_base, monkeypatch):
+def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_text(tiny_base):
     """generation.greedy (sft's self-distilled rewrites): replies decoded longest prompt first, in batches, come
     back in the prompts' order, each the reply transformers' greedy generate writes for its prompt alone; a reply
     is finished when end-of-text came within the budget."""
-    import contextlib
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -139,7 +137,6 @@ def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_te
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base, torch_dtype=torch.float32).eval()
-    monkeypatch.setattr(generation, "inference_copy", contextlib.nullcontext)  # fp32, so batching changes no tie
     prompts = ["x", "def join(a, b):", "What does os.path.join do in Python? Explain", "Return the path"]
 
     def alone(prompt, eos):
@@ -155,7 +152,7 @@ def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_te
         eos_token_id = eos
 
     tok.__class__ = Ending
-    replies = generation.greedy(model, tok, prompts, max_new_tokens=10, batch=3)
+    replies = generation.greedy(model, tok, prompts, max_new_tokens=10, batch=3, bf16=False)  # fp32: no near tie
     for prompt, row, (text, finished) in zip(prompts, rows, replies):
         ended = eos in row
         kept = row[:row.index(eos)] if ended else row

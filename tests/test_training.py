@@ -192,12 +192,17 @@ def test_the_teachers_rehearsal_blocks_are_its_own_seeded_samples(dapt_model):
 
     model, tok = modeling.load_model(dapt_model), modeling.load_tokenizer(dapt_model)
     state = torch.get_rng_state()
-    a = sample_blocks(model, tok, 3, 16, batch=2, seed=7)
+    a = sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=True)
     assert torch.equal(torch.get_rng_state(), state)
     assert a.shape == (3, 16) and (a[:, 0] == tok.eos_token_id).all()
-    assert torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=7))
-    assert not torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=8))
+    assert torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=True))
+    assert not torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=8, temperature=1.0, bf16=True))
     assert len({tuple(r.tolist()) for r in a}) == 3
+    # without bf16 the model samples itself, and is left in the mode it was in
+    model.train()
+    b = sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=False)
+    assert b.shape == (3, 16) and model.training
+    assert torch.equal(b, sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=False))
 
 
 def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work, dapt_model, sft_adapter, tmp_path):
@@ -521,7 +526,7 @@ def test_a_rewrite_replaces_its_reference_only_when_faithful_finished_and_not_lo
     assert (reply, why) == (ref, "strays") and chrf < 40
 
 
-def faithful_rewrites(model, tok, prompts, max_new_tokens, batch):
+def faithful_rewrites(model, tok, prompts, max_new_tokens, batch, bf16):
     """Stands in for generation: each prompt's reference, reworded the way the model words an answer."""
     import re
 

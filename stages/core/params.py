@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from . import runtime
 
 # The three kinds of data a drop holds; folders under data/seed and data/drops/<week>/ carry these names.
 ROLES = ("domain", "sft", "general")
@@ -184,6 +186,15 @@ class ReplayConfig(Section):
         return out
 
 
+def bf16_auto(cls, value):
+    """`auto`: bf16 where this machine computes it natively (runtime.native_bf16), fp32 elsewhere."""
+    if value == "auto":
+        return runtime.native_bf16()
+    if not isinstance(value, bool):
+        raise ValueError(f"true, false or auto, got {value!r}")
+    return value
+
+
 class TrainConfig(Section):
     """The knobs every training stage (dapt, sft, distill) has."""
 
@@ -195,10 +206,12 @@ class TrainConfig(Section):
     warmup_steps: int
     weight_decay: float
     grad_clip: float
-    bf16: bool
+    bf16: bool  # true, false or auto
     replay_fraction: float
     log_every: int
     checkpoint_every: int
+
+    resolve_bf16 = field_validator("bf16", mode="before")(classmethod(bf16_auto))
 
     def problems(self) -> list[str]:
         s = self.section
@@ -250,7 +263,9 @@ class FisherConfig(Section):
     section = "fisher"
     samples: int
     seq_len: int
-    bf16: bool
+    bf16: bool  # true, false or auto
+
+    resolve_bf16 = field_validator("bf16", mode="before")(classmethod(bf16_auto))
 
     def problems(self) -> list[str]:
         return [f"fisher.{k}: must be >= 1" for k in ("samples", "seq_len") if getattr(self, k) < 1]
@@ -372,7 +387,7 @@ class QuantizeConfig(Section):
 class EvalConfig(Section):
     section = "eval"
     batch_size: int
-    dtype: str
+    dtype: str  # float32, bfloat16 or auto
     max_docs: int
     max_length: int
     bias_items: int
@@ -383,6 +398,11 @@ class EvalConfig(Section):
     canary_candidates: int
     bootstrap: int
     confidence: float
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def resolve_dtype(cls, value):
+        return ("bfloat16" if runtime.native_bf16() else "float32") if value == "auto" else value
 
     def problems(self) -> list[str]:
         out = []
@@ -405,7 +425,7 @@ class EvalConfig(Section):
         if self.batch_size < 1:
             out.append("eval.batch_size: must be >= 1")
         if self.dtype not in ("float32", "bfloat16"):
-            out.append("eval.dtype: float32 or bfloat16 (the dtype PyTorch models are scored in)")
+            out.append("eval.dtype: float32, bfloat16 or auto (the dtype PyTorch models are scored in)")
         if self.max_docs < 0:
             out.append("eval.max_docs: must be >= 0 (0 = every held-out document)")
         if self.max_length < 16:
@@ -527,6 +547,8 @@ def _problem(section: str, cls: type[BaseModel], err: dict) -> str:
         if isinstance(value, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
             out += f"; YAML reads a number without a dot as text: write {value.replace('e', '.0e').replace('E', '.0E')}"
         return out
+    if kind == "value_error":  # a validator's own words, without pydantic's "Value error, "
+        return f"{where}: {err['ctx']['error']}"
     return f"{where}: {err['msg']}"
 
 

@@ -8,9 +8,12 @@ module changes nothing.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import platform
 import random
+import re
 import warnings
 
 # Nothing in ratchet may reach a model or dataset hub, or send telemetry.
@@ -68,3 +71,26 @@ def seed_everything(seed: int, threads: int) -> None:
 
 def log(stage: str, msg: str) -> None:
     print(f"[{stage}] {msg}", flush=True)
+
+
+def cpu_has_bf16(cpuinfo: str, machine: str) -> bool:
+    """Whether /proc/cpuinfo's text names a bf16 instruction set: avx512_bf16 or amx_bf16 on x86, bf16 on arm64."""
+    wanted = r"bf16" if machine in ("aarch64", "arm64") else r"avx512_bf16|amx_bf16"
+    return re.search(rf"\b(?:{wanted})\b", cpuinfo) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this machine computes in bf16 natively: a CUDA GPU that supports it, or a CPU with a bf16
+    instruction set (cpu_has_bf16). Elsewhere PyTorch emulates bf16, and a bf16 layer runs about 6x slower than
+    fp32 (an AVX2-only CPU, BENCHMARKS.md). Params set to `auto` (the training stages' bf16, eval.dtype) resolve
+    to bf16 only where this holds."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return cpu_has_bf16(f.read(), platform.machine())
+    except OSError:
+        return False

@@ -1,5 +1,5 @@
 """Text models write: greedy replies to prompts (sft's self-distilled targets), seeded samples of free text
-(distill's rehearsal blocks), both on a bf16 copy of the model being trained, and the gates' answers to
+(distill's rehearsal blocks), both on a bf16 copy of the model being trained where the stage trains in bf16, and the gates' answers to
 held-out questions (lm-eval's generate_until, for the HF and the ONNX model alike)."""
 from __future__ import annotations
 
@@ -18,21 +18,27 @@ Select = Callable[[object, np.ndarray], object]
 
 
 @contextlib.contextmanager
-def inference_copy(model):
-    """A bf16 copy of `model` for generation (a bitsandbytes-quantized one as it is), with the KV cache on."""
-    quantized = getattr(model, "hf_quantizer", None) is not None
-    gen = model if quantized else copy.deepcopy(model).to(torch.bfloat16)
-    yield gen.eval()
+def inference_copy(model, bf16: bool):
+    """The model to generate with, in eval mode: with `bf16`, a bf16 copy of `model`; without, `model` itself
+    (its training mode restored after); a bitsandbytes-quantized model as it is."""
+    if bf16 and getattr(model, "hf_quantizer", None) is None:
+        yield copy.deepcopy(model).to(torch.bfloat16).eval()
+        return
+    training = model.training
+    try:
+        yield model.eval()
+    finally:
+        model.train(training)
 
 
-def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> list[tuple[str, bool]]:
+def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int, bf16: bool) -> list[tuple[str, bool]]:
     """Greedy replies to `prompts`, `batch` at a time (longest first, so a batch pads little), each ended at
     end-of-text or after max_new_tokens: [(text, finished)], in the prompts' order. A reply that is done leaves
-    its batch (greedy_tokens)."""
+    its batch (greedy_tokens). With `bf16`, on a bf16 copy of the model."""
     ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     out: list[tuple[str, bool]] = [("", False)] * len(ids)
-    with inference_copy(model) as gen:
+    with inference_copy(model, bf16) as gen:
         run, select = torch_decoder(gen)
         for start in range(0, len(order), batch):
             rows = order[start:start + batch]
@@ -43,14 +49,14 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int) -> l
 
 
 @torch.no_grad()
-def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
+def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int, temperature: float, bf16: bool) -> torch.Tensor:
     """[n, length] token ids the model writes from an end-of-text token on, sampled at `temperature` (no top-k
-    or top-p), never stopping early; the same for the same seed."""
+    or top-p), never stopping early; the same for the same seed. With `bf16`, on a bf16 copy of the model."""
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     rows = []
     try:
-        with inference_copy(model) as gen:
+        with inference_copy(model, bf16) as gen:
             for i in range(0, n, batch):
                 start = torch.full((min(batch, n - i), 1), tok.eos_token_id, dtype=torch.long)
                 rows.append(gen.generate(input_ids=start, attention_mask=torch.ones_like(start), do_sample=True,

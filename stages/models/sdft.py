@@ -48,12 +48,12 @@ def choose(reference: str, rewrite: str, finished: bool, min_chrf: float) -> tup
 
 
 def self_distill(model, tok, conversations: list[list[dict]], indices: list[int], *, min_chrf: float,
-                 max_new_tokens: int, max_reference_tokens: int, batch: int) -> list[dict]:
+                 max_new_tokens: int, max_reference_tokens: int, batch: int, bf16: bool) -> list[dict]:
     """One record per index: the conversation's id in the list, its reference and rewrite, the reply chosen
     and why. The model is the one about to be tuned, without its adapter."""
     prompts = [rewrite_prompt(tok, conversations[i], max_reference_tokens) for i in indices]
     rows = []
-    for i, (rewrite, finished) in zip(indices, generation.greedy(model, tok, prompts, max_new_tokens, batch)):
+    for i, (rewrite, finished) in zip(indices, generation.greedy(model, tok, prompts, max_new_tokens, batch, bf16)):
         reference = conversations[i][-1]["content"]
         reply, why, chrf = choose(reference, rewrite, finished, min_chrf)
         rows.append({"index": i, "question": conversations[i][-2]["content"], "reference": reference,
