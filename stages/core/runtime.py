@@ -83,8 +83,8 @@ def cpu_has_bf16(cpuinfo: str, machine: str) -> bool:
 def native_bf16() -> bool:
     """Whether this machine computes in bf16 natively: a CUDA GPU that supports it, or a CPU with a bf16
     instruction set (cpu_has_bf16). Elsewhere PyTorch emulates bf16, and a bf16 layer runs about 6x slower than
-    fp32 (an AVX2-only CPU, BENCHMARKS.md). Params set to `auto` (the training stages' bf16, eval.dtype) resolve
-    to bf16 only where this holds."""
+    fp32 (one MLP projection of SmolLM2 on an AVX2-only EPYC: 122.6 vs 19.7 ms). Params set to `auto` (the
+    training stages' bf16, eval.dtype) resolve to bf16 only where this holds."""
     import torch
 
     if torch.cuda.is_available():
