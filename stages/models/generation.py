@@ -1,6 +1,6 @@
 """Text models write: greedy replies to prompts (sft's self-distilled targets), seeded samples of free text
-(distill's rehearsal blocks), both on a bf16 copy of the model being trained where the stage trains in bf16, and the gates' answers to
-held-out questions (lm-eval's generate_until, for the HF and the ONNX model alike)."""
+(distill's rehearsal blocks), both on a bf16 copy of the model being trained where the stage trains in bf16,
+and the gates' answers to held-out questions (lm-eval's generate_until, for the HF and the ONNX model alike)."""
 from __future__ import annotations
 
 import contextlib
@@ -36,16 +36,9 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int, bf16
     end-of-text or after max_new_tokens: [(text, finished)], in the prompts' order. A reply that is done leaves
     its batch (greedy_tokens). With `bf16`, on a bf16 copy of the model."""
     ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    out: list[tuple[str, bool]] = [("", False)] * len(ids)
     with inference_copy(model, bf16) as gen:
-        run, select = torch_decoder(gen)
-        for start in range(0, len(order), batch):
-            rows = order[start:start + batch]
-            for i, tokens in zip(rows, greedy_tokens([ids[i] for i in rows], max_new_tokens, {tok.eos_token_id},
-                                                     run, select)):
-                out[i] = (tok.decode(tokens, skip_special_tokens=True).strip(), len(tokens) < max_new_tokens)
-    return out
+        answers = greedy_batches(ids, max_new_tokens, {tok.eos_token_id}, *torch_decoder(gen), batch)
+    return [(tok.decode(t, skip_special_tokens=True).strip(), len(t) < max_new_tokens) for t in answers]
 
 
 @torch.no_grad()
@@ -100,6 +93,18 @@ def greedy_tokens(prompts: list[list[int]], new: int, stop: set[int], run: Run, 
     return out
 
 
+def greedy_batches(prompts: list[list[int]], new: int, stop: set[int], run: Run, select: Select,
+                   batch: int) -> list[list[int]]:
+    """greedy_tokens over `batch` prompts at a time, longest first (so a batch pads little), in the prompts' order."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        for i, tokens in zip(rows, greedy_tokens([prompts[i] for i in rows], new, stop, run, select)):
+            out[i] = tokens
+    return out
+
+
 def torch_decoder(model) -> tuple[Run, Select]:
     """run and select for greedy_tokens on a transformers causal LM (logits of the last position only)."""
     @torch.no_grad()
@@ -133,14 +138,11 @@ def answer_requests(lm, requests, run: Run, select: Select, batch: int) -> list[
         stop = {lm.eot_token_id} | {ids[0] for ids in (lm.tokenizer.encode(u, add_special_tokens=False)
                                                        for u in until if u) if len(ids) == 1}
         new = int(kwargs.get("max_gen_toks", lm.max_gen_toks))
-        prompts = {i: lm.tok_encode(requests[i].args[0])[-max(1, lm.max_length - new):] for i in members}
-        order = sorted(members, key=lambda i: -len(prompts[i]))
-        for start in range(0, len(order), batch):
-            rows = order[start:start + batch]
-            for i, tokens in zip(rows, greedy_tokens([prompts[i] for i in rows], new, stop, run, select)):
-                text = lm.tok_decode(tokens)
-                for u in until:
-                    text = text[:text.index(u)] if u and u in text else text
-                results[i] = text
-                lm.cache_hook.add_partial("generate_until", requests[i].args, text)
+        prompts = [lm.tok_encode(requests[i].args[0])[-max(1, lm.max_length - new):] for i in members]
+        for i, tokens in zip(members, greedy_batches(prompts, new, stop, run, select, batch)):
+            text = lm.tok_decode(tokens)
+            for u in until:
+                text = text[:text.index(u)] if u and u in text else text
+            results[i] = text
+            lm.cache_hook.add_partial("generate_until", requests[i].args, text)
     return results  # type: ignore[return-value]
