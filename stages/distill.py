@@ -152,9 +152,12 @@ def main(argv=None) -> None:
     domain = [r["text"] for r in cycle_records(args.replay, "domain")]
     task = pack(tok, domain + chats, cfg.seq_len)
     rehearsal = {}
+    n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     if cfg.replay_source == "teacher":
         t = time.time()
-        general = generation.sample_blocks(teacher, tok, cfg.teacher_samples, cfg.seq_len, batch=32, seed=run.seed,
+        # No more blocks than the run's batches draw (steps x replay rows): a block no batch reads is never written.
+        wanted = max(1, min(cfg.teacher_samples, cfg.steps * n_replay))
+        general = generation.sample_blocks(teacher, tok, wanted, cfg.seq_len, batch=32, seed=run.seed,
                                            temperature=cfg.sample_temperature, bf16=cfg.bf16)
         rehearsal = {"source": "teacher", "model_generated": True, "blocks": len(general),
                      "temperature": cfg.sample_temperature,
@@ -167,7 +170,6 @@ def main(argv=None) -> None:
         rehearsal = {"source": f"{args.replay}/buffer/general.jsonl", "model_generated": False,
                      "blocks": len(general)}
     blocks = torch.cat([task, general])
-    n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
     draw_task, draw_general = Sampler(len(task), run.seed), Sampler(len(general), run.seed + 1)
     schedule = [draw_task.take(cfg.batch_size - n_replay) + [len(task) + j for j in draw_general.take(n_replay)]
                 for _ in range(cfg.steps)]

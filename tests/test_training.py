@@ -217,7 +217,10 @@ def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work
                       "--sft", str(sft_adapter), "--replay", str(work / "replay"), "--gate", str(work / "pass.json"),
                       "--out", str(out), "--history", str(tmp_path / f"h-{k}.json")])
         histories[k] = read_json(tmp_path / f"h-{k}.json")
-        assert (read_json(out / "lineage.json")["teacher_cache"] == {}) == (k == 0)
+        lineage = read_json(out / "lineage.json")
+        assert (lineage["teacher_cache"] == {}) == (k == 0)
+        # two steps draw two replay rows (batch 2, replay 0.5): the teacher writes those two, not teacher_samples (4)
+        assert lineage["rehearsal"]["blocks"] == 2 < p["distill"]["teacher_samples"]
     live, wide = histories[0][0], histories[49152][0]
     assert wide["ce"] == pytest.approx(live["ce"], rel=1e-3) and wide["kl"] == pytest.approx(live["kl"], rel=2e-2)
 
