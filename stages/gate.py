@@ -75,6 +75,24 @@ def side_by_side(model: str, docs: dict, refs: dict[str, dict], tasks: dict) -> 
     return out
 
 
+def reusable(files: list[str], model: tuple, eval_sha256: str, task_sha256: dict[str, str]) -> dict[str, str]:
+    """{task: the first verdict file that scored this model (artifact hash, evaluation settings, adapter base)
+    on the same documents of that task}: its per-document scores stand for a new scoring."""
+    out: dict[str, str] = {}
+    for file in files:
+        if not Path(file).is_file():
+            continue
+        v = read_json(file)
+        if (v.get("artifact_sha256"), v.get("eval_params"), v.get("adapter_of")) != model:
+            continue
+        same = v.get("task_sha256") or (task_sha256 if v.get("eval_sha256") == eval_sha256 else {})
+        for task, sha in task_sha256.items():
+            if task not in out and same.get(task) == sha and task in v.get("scores", {}) and task in v.get(
+                    "lm_eval", {}):
+                out[task] = file
+    return out
+
+
 def reference_scores(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:
     """{name: per-document scores} of every --ref NAME=VERDICT.json; stops when a rule's ref is not among them."""
     refs = {}
@@ -111,9 +129,12 @@ def main(argv=None) -> None:
     ap.add_argument("--verdict", required=True)
     ap.add_argument("--metrics", required=True, help="flat metrics JSON for `dvc metrics show`")
     ap.add_argument("--audit-log", required=True)
-    ap.add_argument("--same-as", metavar="VERDICT.json",
-                    help="reuse this verdict's scores when it scored the same model on the same documents "
-                         "(before any promotion the base model stands in as champion and as shipped model)")
+    ap.add_argument("--same-as", metavar="VERDICT.json", action="append", default=[],
+                    help="reuse, task by task, the scores of this verdict where it scored the same model with the same "
+                         "settings on the same documents of a task (before any promotion the base model stands in "
+                         "as champion and as shipped; a champion's verdicts hold its shipped and base models' "
+                         "scores of the cycle that promoted it); repeatable, first match wins; a missing file is "
+                         "skipped")
     args = ap.parse_args(argv)
 
     run, ecfg, pii_cfg = params.load(args.params, "run", "eval", "pii")
@@ -134,26 +155,32 @@ def main(argv=None) -> None:
     skipped = sorted(t for t in tasks if read is not None and t not in read)
     tasks = {t: rows for t, rows in tasks.items() if t not in skipped}
     eval_sha256 = sha256_text(json.dumps(tasks, sort_keys=True))
-    same = read_json(args.same_as) if args.same_as and Path(args.same_as).is_file() else {}
-    reuse = (same.get("artifact_sha256"), same.get("eval_sha256"), same.get("eval_params"),
-             same.get("adapter_of")) == (digest, eval_sha256, params.as_dict(ecfg), args.adapter_of)
-    if reuse:
-        log("gate", f"{args.model} is the model {args.same_as} scored ({path}) on the same documents: "
-                    "its scores are reused")
-        scored = {k: same[k] for k in ("metrics", "by_source", "scores", "lm_eval")} | {"docs": same["eval_docs"]}
-    else:
-        log("gate", f"evaluating {args.model} ({path}) on held-out domain and general text"
-            + (" and the bias sets" if args.eval_sets else ""))
+    task_sha256 = {t: sha256_text(json.dumps(rows, sort_keys=True)) for t, rows in tasks.items()}
+    reused = reusable(args.same_as, (digest, params.as_dict(ecfg), args.adapter_of), eval_sha256, task_sha256)
+    for file in dict.fromkeys(reused.values()):
+        log("gate", f"{args.model} is the model {file} scored ({path}): its scores are reused for "
+                    f"{', '.join(t for t, f in reused.items() if f == file)} (same documents, same settings)")
+    to_score = {t: rows for t, rows in tasks.items() if t not in reused}
+    scored = {"scores": {}, "lm_eval": {}}
+    if to_score:
+        log("gate", f"evaluating {args.model} ({path}) on {', '.join(to_score)}")
         scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of,
-                                    eval_sets=args.eval_sets, tasks=tasks,
-                                    scan=pii_values(pii_cfg) if "ratchet_canary_leak" in tasks else None)
+                                    eval_sets=args.eval_sets, tasks=to_score,
+                                    scan=pii_values(pii_cfg) if "ratchet_canary_leak" in to_score else None)
+    for file in dict.fromkeys(reused.values()):
+        v = read_json(file)
+        for task in (t for t, f in reused.items() if f == file):
+            scored["scores"][task], scored["lm_eval"][task] = v["scores"][task], v["lm_eval"][task]
+    scored["scores"] = {t: scored["scores"][t] for t in tasks}  # the suite's order, whatever came from where
+    scored.update(evaluate.summarize(scored["scores"]), docs={t: len(rows) for t, rows in tasks.items()})
     metrics = scored["metrics"]
     log("gate", "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     # each metric's own interval: for the report and the log, so a metric can be followed across cycles
     cis = scores.intervals(scored["scores"], metrics, draws=ecfg.bootstrap, confidence=ecfg.confidence, seed=run.seed)
 
     verdict = {"model": args.model, "path": str(path), "artifact_sha256": digest, "adapter_of": args.adapter_of,
-               "eval_sha256": eval_sha256, **({"reused_from": args.same_as} if reuse else {}),
+               "eval_sha256": eval_sha256, "task_sha256": task_sha256,
+               **({"reused_from": reused} if reused else {}),
                **({"not_scored": skipped} if skipped else {}),
                "metrics": metrics, "intervals": cis, "by_source": scored["by_source"], "eval_docs": scored["docs"],
                "directions": {m: "higher" if scores.METRICS[m].higher_is_better else "lower" for m in metrics},

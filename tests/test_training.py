@@ -408,8 +408,22 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
                   "--same-as", str(work / "same.json"), "--verdict", str(work / "shipped.json"),
                   "--metrics", str(work / "shipped-metrics.json"))
     shipped = read_json(work / "shipped.json")
-    assert "scores are reused" in reused.stdout + reused.stderr and shipped["reused_from"] == str(work / "same.json")
+    assert "scores are reused" in reused.stdout + reused.stderr
+    assert shipped["reused_from"] == {task: str(work / "same.json") for task in same["scores"]}
     assert shipped["scores"] == same["scores"] and shipped["model"] == "shipped"
+    # task by task: a verdict whose domain documents differ lends every other task; domain is scored again
+    partial = {**same, "task_sha256": {**same["task_sha256"], "ratchet_domain_ppl": "0" * 64},
+               "scores": {**same["scores"], "ratchet_domain_ppl": []}}
+    write_json(work / "partial.json", partial)
+    gate("--model", "shipped", "--path", str(work / "no-champion"), "--base", str(dapt_model),
+         "--same-as", str(work / "no-such-verdict.json"), "--same-as", str(work / "partial.json"),
+         "--verdict", str(work / "shipped2.json"), "--metrics", str(work / "shipped2-metrics.json"))
+    shipped2 = read_json(work / "shipped2.json")
+    assert set(shipped2["reused_from"]) == set(same["scores"]) - {"ratchet_domain_ppl"}
+    assert list(shipped2["scores"]) == list(same["scores"])
+    assert [r["id"] for r in shipped2["scores"]["ratchet_domain_ppl"]] == [
+        r["id"] for r in same["scores"]["ratchet_domain_ppl"]]
+    assert shipped2["metrics"] == pytest.approx(same["metrics"], rel=1e-5)
     worse = {**same, "scores": {task: [{**r, "ll": r["ll"] * 2} if "ll" in r else r for r in rows]
                                 for task, rows in same["scores"].items()}}
     write_json(work / "worse.json", worse)

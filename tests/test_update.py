@@ -131,6 +131,13 @@ def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle1, dro
     assert {"champion-1", "champion-2"} <= tags(repo)
     verdict = read_json(repo / "reports/gates/onnx.json")
     assert any(f["ref"] == "shipped" for f in verdict["findings"]), "the shipped model is gated against the champion's"
+    # The references are scored again only where the drop changed their documents: the fixed evaluation sets'
+    # scores come from the verdicts cycle 1's champion was promoted with.
+    for ref, promoted in (("shipped", "onnx"), ("base", "base")):
+        scored = read_json(repo / f"reports/gates/{ref}.json")
+        lent = {t for t, f in scored["reused_from"].items() if f == f"models/champion/verdicts/{promoted}.json"}
+        assert lent >= {"ratchet_general_ppl", "ratchet_bbq_gender", "ratchet_stereotype_pairs"}, scored["reused_from"]
+        assert "2026-W41" in scored["by_source"]["domain_ppl"] and "ratchet_domain_ppl" not in lent
     # The cycle learns drop 2 and replays the seed and drop 1 from a buffer versioned with each cycle.
     manifest = read_json(repo / "data/replay/manifest.json")
     assert manifest["newest"] == "2026-W41" and manifest["earlier"] == ["seed", "2026-W40"]

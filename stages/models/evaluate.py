@@ -229,9 +229,14 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
             model=lm, tasks=list(tasks), log_samples=True, bootstrap_iters=0,  # the gates bootstrap their own intervals
             task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
     per_doc = {task: scores.per_document(task, samples, scan) for task, samples in out["samples"].items()}
+    return {**summarize(per_doc), "scores": per_doc, "docs": {task: len(rows) for task, rows in tasks.items()},
+            "lm_eval": {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}}
+
+
+def summarize(per_doc: dict[str, list[dict]]) -> dict:
+    """{metrics: {name: value over every document}, by_source: {name: {source: value}} for the domain metrics}
+    of per-document scores ({task: rows})."""
     metrics = {name: scores.value(name, per_doc) for name, m in scores.METRICS.items() if m.task in per_doc}
     by_source = {name: {src: scores.value(name, per_doc, src) for src in scores.sources(name, per_doc)}
                  for name in ("domain_ppl",)}
-    return {"metrics": metrics, "by_source": by_source, "scores": per_doc,
-            "docs": {task: len(rows) for task, rows in tasks.items()},
-            "lm_eval": {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}}
+    return {"metrics": metrics, "by_source": by_source}
