@@ -1,14 +1,18 @@
 """Latency and size of the shipped int8 ONNX model against the PyTorch student it came from.
 
     python benchmarks/bench_onnx.py --student models/student --onnx models/onnx [--rounds 5] \
-        [--accuracy-levels 0 4]
+        [--accuracy-levels 0 4] [--block-sizes 32 64 128 --data data/prepared]
 
 Runs after `dvc repro`. Compares, side by side in one process and interleaved
 round by round (this machine is noisy: ratios mean more than absolute times):
 PyTorch fp32, ONNX fp32 (exported here with optimum, as quantize does), and the
 int8 ONNX model from models/onnx. Measures prefill of a 128-token prompt and
 greedy decoding of 32 new tokens with the KV cache, batch 1, and prints
-medians plus ratios to PyTorch fp32.
+medians plus ratios to PyTorch fp32. With --block-sizes, the export is also
+quantized at each block size (weights per scale; the accuracy level of
+params.yaml), and each int8 file gets quantize's own parity check against the
+student on the held-out text of --data (top-1 agreement where the student's
+choice is clear, NLL increase).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stages.core import params, runtime  # noqa: E402
 from stages.core.io import dir_size  # noqa: E402
 from stages.models import modeling  # noqa: E402
-from stages.quantize import export_fp32, quantize_weights  # noqa: E402
+from stages.quantize import export_fp32, parity, parity_docs, quantize_weights  # noqa: E402
 
 PROMPT = ("The with statement is used to wrap the execution of a block with methods defined by a context "
           "manager. This allows common try, except, finally usage patterns to be encapsulated for convenient "
@@ -48,6 +52,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--accuracy-levels", type=int, nargs="*", default=[],
                     help="also quantize the export here with these MatMulNBits accuracy levels (e.g. 0 4)")
+    ap.add_argument("--block-sizes", type=int, nargs="*", default=[],
+                    help="also quantize the export here with these block sizes (e.g. 32 64 128), with parity")
+    ap.add_argument("--data", default="data/prepared", help="held-out text for the parity of --block-sizes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -70,6 +77,16 @@ def main() -> None:
             cfg = params.load(args.params, "quantize")[0].model_copy(update={"accuracy_level": level})
             quantize_weights(fp32_dir, out, cfg)
             models[f"onnx int8, accuracy_level {level}"] = (ORTModelForCausalLM.from_pretrained(out), dir_size(out))
+        qcfg = params.load(args.params, "quantize")[0]
+        checks = {}
+        for block in args.block_sizes:
+            out = Path(scratch) / f"int8-block{block}"
+            out.mkdir()
+            cfg = qcfg.model_copy(update={"block_size": block})
+            quantize_weights(fp32_dir, out, cfg)
+            name = f"onnx int8, block {block}"
+            models[name] = (ORTModelForCausalLM.from_pretrained(out), dir_size(out))
+            checks[name] = parity(Path(args.student), out, parity_docs(args.data, tok, cfg), cfg)
         times = {name: {"prefill": [], "decode": []} for name in models}
         for _ in range(args.rounds):
             for name, (model, _) in models.items():
@@ -81,12 +98,15 @@ def main() -> None:
     base = {k: statistics.median(v) for k, v in times["pytorch fp32"].items()}
     print(f"batch 1, prompt {ids.shape[1]} tokens, 32 new tokens, {args.threads} threads, "
           f"median of {args.rounds} interleaved rounds")
-    print("| model | size (MB) | prefill (ms) | x fp32 | prefill+32 tokens (ms) | x fp32 |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | size (MB) | prefill (ms) | x fp32 | prefill+32 tokens (ms) | x fp32 | top-1 agreement | "
+          "NLL increase |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (_, size) in models.items():
         p, d = statistics.median(times[name]["prefill"]), statistics.median(times[name]["decode"])
-        print(f"| {name} | {size / 1e6:.0f} | {p * 1e3:.0f} | {p / base['prefill']:.2f} | {d * 1e3:.0f} | "
-              f"{d / base['decode']:.2f} |")
+        c = checks.get(name)
+        check = f"{c['top1_agreement']:.4f} | {c['nll_increase']:+.4f}" if c else "- | -"
+        print(f"| {name} | {size / 1e6:.1f} | {p * 1e3:.0f} | {p / base['prefill']:.2f} | {d * 1e3:.0f} | "
+              f"{d / base['decode']:.2f} | {check} |")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def per_document(task: str, samples: list[dict], scan: Callable[[str], list[str]
                        answer=answer)
         elif "stereotyped" in doc:  # stereotyped, anti, and the gendered words of each alone
             ll = [float(r[0]) for r in s["filtered_resps"]]
-            row.update(stereotyped=int((ll[0] - ll[1]) - (ll[2] - ll[3]) > 0), pairs=1)
+            margin = (ll[0] - ll[1]) - (ll[2] - ll[3])  # nats the stereotyped sentence leads by, group taken out
+            row.update(stereotyped=int(margin > 0), pairs=1, margin=round(margin, 4))
         else:
             raise ValueError(f"task {task}: no per-document score this module knows in sample {sorted(s)}")
         out.append(row)
