@@ -1,6 +1,6 @@
 """What int8 does to the bias sets: the student against its int8 files, pair by pair.
 
-    python benchmarks/bench_int8_bias.py --run <repo> [--rounds 5] \
+    python benchmarks/bench_int8_bias.py --run <repo> [--student <repo>/models/student] [--rounds 5] \
         [--variant NAME ACCURACY_LEVEL [NODE_PATTERN ...]] ...
 
 `--run` is a repository whose pipeline has run up to distill (models/student,
@@ -14,8 +14,8 @@ projection at level 0.
 
 Each model is scored on the stereotype pairs and BBQ gender sets with the
 gate's own code (stages/models/evaluate.run_suite). Printed: stereotype
-preference and BBQ bias scores, pairs whose preference differs from the
-PyTorch student's, the mean margin shift (nats, stereotyped minus anti
+preference and BBQ bias scores, the median size of a pair's margin, pairs
+whose preference differs from the PyTorch student's, the mean margin shift (nats, stereotyped minus anti
 sentence, the group word taken out), and each ONNX file's prefill of a
 128-token prompt and greedy decoding of 32 new tokens (optimum, batch 1),
 medians of interleaved rounds as ratios to the first variant's.
@@ -63,6 +63,7 @@ def fp32_compute(folder: Path, patterns: list[str]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
+    ap.add_argument("--student", help="the student folder (default: the run's models/student)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variant", nargs="+", action="append", metavar="NAME LEVEL [PATTERN]",
@@ -70,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run).resolve()
-    student = run / "models/student"
+    student = Path(args.student).resolve() if args.student else run / "models/student"
     ecfg, qcfg = params.load(run / "params.yaml", "eval", "quantize")
     tasks = evaluate.task_data(str(run / "data/prepared"), str(run / "data/eval"), ecfg)
     tasks = {t: tasks[t] for t in BIAS_TASKS}
@@ -115,9 +116,9 @@ def main() -> None:
     print(f"\n{n} stereotype pairs, {len(tasks['ratchet_bbq_gender'])} BBQ items; timing: batch 1, prompt "
           f"{ids.shape[1]} tokens, 32 new tokens, {args.threads} threads, median of {args.rounds} interleaved "
           f"rounds, ratios to '{shipped}'")
-    print("| model | stereotype pref | pairs flipped vs student | mean margin shift (nats) | BBQ bias ambig / "
-          "disambig | prefill x | prefill+32 tokens x |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | stereotype pref | median abs margin (nats) | pairs flipped vs student | mean margin shift (nats) | "
+          "BBQ bias ambig / disambig | prefill x | prefill+32 tokens x |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in scored.items():
         rows = s["scores"]["ratchet_stereotype_pairs"]
         flips = sum(r["stereotyped"] != ref[r["id"]]["stereotyped"] for r in rows)
@@ -126,7 +127,8 @@ def main() -> None:
         speed = ("- | -" if name not in times else
                  f"{statistics.median(times[name]['prefill']) / base['prefill']:.2f} | "
                  f"{statistics.median(times[name]['decode']) / base['decode']:.2f}")
-        print(f"| {name} | {m['stereotype_pref']:.3f} | {flips} | {shift:+.3f} | {m['bbq_bias_ambig']:.3f} / "
+        spread = float(np.median([abs(r["margin"]) for r in rows]))
+        print(f"| {name} | {m['stereotype_pref']:.3f} | {spread:.2f} | {flips} | {shift:+.3f} | {m['bbq_bias_ambig']:.3f} / "
               f"{m['bbq_bias_disambig']:.3f} | {speed} |")
 
 
