@@ -90,8 +90,8 @@ def main() -> None:
     chats = [tok.apply_chat_template(c, tokenize=False) for c in cycle_conversations(replay)]
     task = pack(tok, [r["text"] for r in cycle_records(replay, "domain")] + chats, cfg.seq_len)
     t = time.time()
-    general = generation.sample_blocks(teacher, tok, cfg.teacher_samples, cfg.seq_len, batch=32, seed=run.seed,
-                                       temperature=cfg.sample_temperature, bf16=cfg.bf16)
+    general, _ = generation.sample_blocks(teacher, tok, cfg.teacher_samples, cfg.seq_len, batch=32, seed=run.seed,
+                                          temperature=cfg.sample_temperature, bf16=cfg.bf16)
     print(f"teacher wrote {len(general)} rehearsal blocks in {time.time() - t:.0f}s", flush=True)
     blocks = torch.cat([task, general])
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)

@@ -16,8 +16,9 @@ own distribution before training (distill.replay_source: teacher; model-
 generated, recorded in the lineage, kept nowhere else), or the replay buffer's
 general text (buffer). Every batch is fixed up front, so with
 distill.teacher_topk the teacher runs once over the blocks the run will use and
-keeps only its top-k log-probs (plus the tail mass); training then runs the
-student alone.
+keeps only its top-k log-probs (plus the tail mass); on the blocks it wrote
+itself they are read off the logits it sampled from, so it runs over the task
+blocks only. Training then runs the student alone.
 """
 from __future__ import annotations
 
@@ -157,8 +158,10 @@ def main(argv=None) -> None:
         t = time.time()
         # No more blocks than the run's batches draw (steps x replay rows): a block no batch reads is never written.
         wanted = max(1, min(cfg.teacher_samples, cfg.steps * n_replay))
-        general = generation.sample_blocks(teacher, tok, wanted, cfg.seq_len, batch=32, seed=run.seed,
-                                           temperature=cfg.sample_temperature, bf16=cfg.bf16)
+        # Its top-k log-probs on them come with the sampling: the cache below runs the teacher on task blocks only.
+        general, general_topk = generation.sample_blocks(teacher, tok, wanted, cfg.seq_len, batch=32, seed=run.seed,
+                                                         temperature=cfg.sample_temperature, bf16=cfg.bf16,
+                                                         topk=cfg.teacher_topk, kd_temperature=cfg.temperature)
         rehearsal = {"source": "teacher", "model_generated": True, "blocks": len(general),
                      "temperature": cfg.sample_temperature,
                      "tokens": general.numel(), "seconds": round(time.time() - t, 1),
@@ -166,7 +169,7 @@ def main(argv=None) -> None:
         log("distill", f"the teacher wrote {len(general)} rehearsal blocks of {cfg.seq_len} tokens in "
                        f"{rehearsal['seconds']}s (model-generated; used here only)")
     else:
-        general = pack(tok, texts(f"{args.replay}/buffer/general.jsonl"), cfg.seq_len)
+        general, general_topk = pack(tok, texts(f"{args.replay}/buffer/general.jsonl"), cfg.seq_len), None
         rehearsal = {"source": f"{args.replay}/buffer/general.jsonl", "model_generated": False,
                      "blocks": len(general)}
     blocks = torch.cat([task, general])
@@ -191,13 +194,19 @@ def main(argv=None) -> None:
     cache = {}
     if cfg.teacher_topk:
         t = time.time()
-        idx, logp = teacher_topk(teacher, blocks[used], cfg.teacher_topk, cfg.temperature, cfg.bf16)
-        slot = {r: i for i, r in enumerate(used)}
+        run_on = [r for r in used if general_topk is None or r < len(task)]
+        idx, logp = teacher_topk(teacher, blocks[run_on], cfg.teacher_topk, cfg.temperature, cfg.bf16)
+        if general_topk is not None:  # the rehearsal blocks' top-k, recorded while the teacher wrote them
+            sampled = [r - len(task) for r in used if r >= len(task)]
+            idx, logp = torch.cat([idx, general_topk[0][sampled]]), torch.cat([logp, general_topk[1][sampled]])
+            del general_topk
+        slot = {r: i for i, r in enumerate(used)}  # used is sorted: the task rows, then the rehearsal rows
         tail = float((1 - logp.float().exp().sum(-1)).clamp(min=0).mean())
-        cache = {"rows": len(used), "k": cfg.teacher_topk, "seconds": round(time.time() - t, 1),
-                 "mean_tail_mass": round(tail, 5)}
+        cache = {"rows": len(used), "rows_run": len(run_on), "k": cfg.teacher_topk,
+                 "seconds": round(time.time() - t, 1), "mean_tail_mass": round(tail, 5)}
         log("distill", f"teacher top-{cfg.teacher_topk} log-probs of {len(used)} blocks cached in {cache['seconds']}s "
-                       f"(mean probability outside the top k: {tail:.4f}); the teacher is not run again")
+                       f"({len(used) - len(run_on)} recorded as it wrote them; mean probability outside the top k: "
+                       f"{tail:.4f}); the teacher is not run again")
         del teacher
 
     def next_batch(step):

@@ -189,20 +189,29 @@ def test_the_teachers_rehearsal_blocks_are_its_own_seeded_samples(dapt_model):
     """Free text the model samples for rehearsal: full blocks, the same for a seed, other text for another,
     and the caller's random state untouched."""
     from stages.models.generation import sample_blocks
+    from stages.models.rehearsal import teacher_topk
 
     model, tok = modeling.load_model(dapt_model), modeling.load_tokenizer(dapt_model)
     state = torch.get_rng_state()
-    a = sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=True)
-    assert torch.equal(torch.get_rng_state(), state)
+    a, none = sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=True)
+    assert torch.equal(torch.get_rng_state(), state) and none is None
     assert a.shape == (3, 16) and (a[:, 0] == tok.eos_token_id).all()
-    assert torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=True))
-    assert not torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=8, temperature=1.0, bf16=True))
+    assert torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=True)[0])
+    assert not torch.equal(a, sample_blocks(model, tok, 3, 16, batch=2, seed=8, temperature=1.0, bf16=True)[0])
     assert len({tuple(r.tolist()) for r in a}) == 3
     # without bf16 the model samples itself, and is left in the mode it was in
     model.train()
-    b = sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=False)
+    b, _ = sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=False)
     assert b.shape == (3, 16) and model.training
-    assert torch.equal(b, sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=False))
+    assert (b[:, 1:] != tok.eos_token_id).all()  # a block never ends early
+    # the top-k recorded while sampling is the model's own distribution on the blocks, as a second pass
+    # over them finds it (teacher_topk), at the KL term's temperature; the blocks are the same with or without
+    same, (idx, logp) = sample_blocks(model, tok, 3, 16, batch=2, seed=7, temperature=1.0, bf16=False, topk=5,
+                                      kd_temperature=2.0)
+    assert torch.equal(same, b) and idx.shape == logp.shape == (3, 15, 5)
+    want_idx, want_logp = teacher_topk(model.eval(), b, 5, 2.0, bf16=False)
+    assert torch.equal(idx, want_idx)
+    assert torch.allclose(logp.float(), want_logp.float(), atol=2e-3)
 
 
 def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work, dapt_model, sft_adapter, tmp_path):
@@ -221,6 +230,8 @@ def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work
         assert (lineage["teacher_cache"] == {}) == (k == 0)
         # two steps draw two replay rows (batch 2, replay 0.5): the teacher writes those two, not teacher_samples (4)
         assert lineage["rehearsal"]["blocks"] == 2 < p["distill"]["teacher_samples"]
+        if k:  # their top-k was recorded as the teacher wrote them: the cache pass ran over the task rows only
+            assert lineage["teacher_cache"]["rows_run"] == lineage["teacher_cache"]["rows"] - 2
     live, wide = histories[0][0], histories[49152][0]
     assert wide["ce"] == pytest.approx(live["ce"], rel=1e-3) and wide["kl"] == pytest.approx(live["kl"], rel=2e-2)
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 # run(ids, mask, positions, past or None) -> (logits at each row's last position [rows, vocab], past)
 Run = Callable[[np.ndarray, np.ndarray, np.ndarray, object], tuple[np.ndarray, object]]
@@ -41,23 +42,55 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int, bf16
     return [(tok.decode(t, skip_special_tokens=True).strip(), len(t) < max_new_tokens) for t in answers]
 
 
+class _SampleAndRecord(LogitsProcessor):
+    """Sees each step's raw next-token logits: keeps their top-k log-probs at `kd_temperature` (what a
+    KL term against this model wants at that position), then rules out end-of-text (a block never stops
+    early) and applies the sampling temperature."""
+
+    def __init__(self, eos: int, temperature: float, topk: int, kd_temperature: float):
+        self.eos, self.temperature, self.topk, self.kd_temperature = eos, temperature, topk, kd_temperature
+        self.idx: list[torch.Tensor] = []
+        self.logp: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.topk:  # log_softmax(x / T) at the top k of x, without writing the whole log_softmax
+            scaled = scores.float() / self.kd_temperature
+            top = scaled.topk(self.topk, dim=-1)
+            self.idx.append(top.indices.int())
+            self.logp.append((top.values - scaled.logsumexp(-1, keepdim=True)).half())
+        scores = scores.clone()
+        scores[:, self.eos] = float("-inf")
+        return scores / self.temperature if self.temperature != 1.0 else scores
+
+
 @torch.no_grad()
-def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int, temperature: float, bf16: bool) -> torch.Tensor:
+def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int, temperature: float, bf16: bool,
+                  topk: int = 0, kd_temperature: float = 1.0
+                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """[n, length] token ids the model writes from an end-of-text token on, sampled at `temperature` (no top-k
-    or top-p), never stopping early; the same for the same seed. With `bf16`, on a bf16 copy of the model."""
+    or top-p), never stopping early; the same for the same seed. With `bf16`, on a bf16 copy of the model.
+
+    With `topk`, also the model's top-k next-token log-probs at `kd_temperature` at every position, read
+    off the logits it sampled from (idx int32 and logp fp16, [n, length - 1, k], as teacher_topk lays them
+    out), so a KL term on these blocks needs no second pass of the model over them; else None."""
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
-    rows = []
+    rows, idx, logp = [], [], []
     try:
         with inference_copy(model, bf16) as gen:
             for i in range(0, n, batch):
                 start = torch.full((min(batch, n - i), 1), tok.eos_token_id, dtype=torch.long)
+                record = _SampleAndRecord(tok.eos_token_id, temperature, topk, kd_temperature)
                 rows.append(gen.generate(input_ids=start, attention_mask=torch.ones_like(start), do_sample=True,
-                                         temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=length - 1,
-                                         min_new_tokens=length - 1, pad_token_id=tok.pad_token_id, use_cache=True))
+                                         temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=length - 1,
+                                         logits_processor=LogitsProcessorList([record]),
+                                         pad_token_id=tok.pad_token_id, use_cache=True))
+                if topk:
+                    idx.append(torch.stack(record.idx, 1))
+                    logp.append(torch.stack(record.logp, 1))
     finally:
         torch.set_rng_state(generator_state)
-    return torch.cat(rows)
+    return torch.cat(rows), ((torch.cat(idx), torch.cat(logp)) if topk else None)
 
 
 def greedy_tokens(prompts: list[list[int]], new: int, stop: set[int], run: Run, select: Select) -> list[list[int]]:

@@ -37,11 +37,8 @@ def self_samples(model, tok, blocks: int, seq_len: int, seed: int, temperature: 
     """`blocks` blocks of seq_len tokens the model writes at `temperature`, with its own top-k log-probs on them
     (at temperature 1, the distribution a KL term pulls toward): (ids, idx, logp, a lineage record)."""
     t = time.time()
-    ids = generation.sample_blocks(model, tok, blocks, seq_len, batch=32, seed=seed, temperature=temperature,
-                                      bf16=bf16)
-    written = time.time() - t
-    idx, logp = teacher_topk(model, ids, topk, 1.0, bf16)
+    ids, (idx, logp) = generation.sample_blocks(model, tok, blocks, seq_len, batch=32, seed=seed,
+                                                temperature=temperature, bf16=bf16, topk=topk, kd_temperature=1.0)
     record = {"model_generated": True, "blocks": len(ids), "tokens": ids.numel(), "temperature": temperature,
-              "topk": topk, "seconds": round(time.time() - t, 1), "seconds_writing": round(written, 1),
-              "preview": tok.decode(ids[0, 1:65])}
+              "topk": topk, "seconds": round(time.time() - t, 1), "preview": tok.decode(ids[0, 1:65])}
     return ids, idx, logp, record
