@@ -160,3 +160,36 @@ def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_te
         kept = row[:row.index(eos)] if ended else row
         assert text == tok.decode(kept, skip_special_tokens=True).strip() and finished == ended, prompt
     assert replies[3][1] and not all(f for _, f in replies), "both a finished and an unfinished reply are checked"
+
+
+def test_a_tasks_scores_on_the_int8_file_do_not_depend_on_the_tasks_scored_with_it(tiny_base, prepared,
+                                                                                  tiny_params_file, tmp_path,
+                                                                                  monkeypatch):
+    """Each task is scored in batches of its own: its scores alone are its scores among all the others, to
+    the last bit, and the model is handed the same batches either way. Pooled with other tasks' requests and
+    batched by length, the real int8 file (int8 activations, MatMulNBits accuracy level 4) scored BBQ's
+    near ties differently alone and among all (BENCHMARKS.md); task by task is what lets a gate reuse a
+    reference's scores (gate --same-as)."""
+    from stages.quantize import export_fp32, quantize_weights
+
+    cfg = params.load(tiny_params_file, "eval")[0]
+    export_fp32(tiny_base, tmp_path / "fp32")
+    (tmp_path / "int8").mkdir()
+    quantize_weights(tmp_path / "fp32", tmp_path / "int8", params.load(tiny_params_file, "quantize")[0])
+    tasks = ll_tasks(prepared, cfg)
+    calls = []
+    original = shared_context.score
+
+    def score(requests, *args):  # the requests one call of the model scores together
+        calls.append(len(requests))
+        return original(requests, *args)
+
+    monkeypatch.setattr(shared_context, "score", score)
+    together = evaluate.run_suite("onnx", str(tmp_path / "int8"), str(prepared), cfg, tasks=tasks)
+    among_all, calls[:] = list(calls), []
+    for task in tasks:
+        alone = evaluate.run_suite("onnx", str(tmp_path / "int8"), str(prepared), cfg, tasks={task: tasks[task]})
+        assert alone["scores"][task] == together["scores"][task], task
+    # the model was handed the same batches of requests: no call mixed two tasks' requests (pooled, the five
+    # multiple-choice sets arrived in one call of 736 requests here)
+    assert sorted(among_all) == sorted(calls)

@@ -225,12 +225,20 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
             raise SystemExit(f"{path}: the model cannot be loaded ({type(e).__name__}: {one_line(str(e))}). "
                              f"Restore it (`dvc checkout {path}`) or rebuild it (`dvc repro --force` of the stage "
                              "that writes it).") from None
-        out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(tasks), log_samples=True, bootstrap_iters=0,  # the gates bootstrap their own intervals
-            task_manager=TaskManager(include_path=str(scratch), include_defaults=False))
-    per_doc = {task: scores.per_document(task, samples, scan) for task, samples in out["samples"].items()}
+        manager = TaskManager(include_path=str(scratch), include_defaults=False)
+        # One task at a time: lm-eval pools the requests of every task it is given and batches them by length,
+        # so a task scored with others would share batches with them, and a kernel whose rounding depends on
+        # the batch (int8 activations) would score it differently alone. Alone, a task's batches are its own:
+        # its scores do not depend on which other tasks run, and a reference's can be reused task by task.
+        per_doc, results = {}, {}
+        for task in tasks:
+            out = lm_eval.simple_evaluate(
+                model=lm, tasks=[task], log_samples=True, bootstrap_iters=0,  # the gates bootstrap their own intervals
+                task_manager=manager)
+            per_doc[task] = scores.per_document(task, out["samples"][task], scan)
+            results[task] = {k: v for k, v in out["results"][task].items() if k != "alias"}
     return {**summarize(per_doc), "scores": per_doc, "docs": {task: len(rows) for task, rows in tasks.items()},
-            "lm_eval": {t: {k: v for k, v in r.items() if k != "alias"} for t, r in out["results"].items()}}
+            "lm_eval": results}
 
 
 def summarize(per_doc: dict[str, list[dict]]) -> dict:
