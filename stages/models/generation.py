@@ -10,7 +10,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
 
 # run(ids, mask, positions, past or None) -> (logits at each row's last position [rows, vocab], past)
 Run = Callable[[np.ndarray, np.ndarray, np.ndarray, object], tuple[np.ndarray, object]]
@@ -42,7 +41,7 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int, bf16
     return [(tok.decode(t, skip_special_tokens=True).strip(), len(t) < max_new_tokens) for t in answers]
 
 
-class _SampleAndRecord(LogitsProcessor):
+class _SampleAndRecord:  # a transformers logits processor (any callable of input_ids and scores)
     """Sees each step's raw next-token logits: keeps their top-k log-probs at `kd_temperature` (what a
     KL term against this model wants at that position), then rules out end-of-text (a block never stops
     early) and applies the sampling temperature."""
@@ -73,6 +72,8 @@ def sample_blocks(model, tok, n: int, length: int, batch: int, seed: int, temper
     With `topk`, also the model's top-k next-token log-probs at `kd_temperature` at every position, read
     off the logits it sampled from (idx int32 and logp fp16, [n, length - 1, k], as teacher_topk lays them
     out), so a KL term on these blocks needs no second pass of the model over them; else None."""
+    from transformers import LogitsProcessorList  # not at import: importing a stage loads no hub library
+
     generator_state = torch.get_rng_state()
     torch.manual_seed(seed)
     rows, idx, logp = [], [], []
