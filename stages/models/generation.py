@@ -41,6 +41,14 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int, bf16
     return [(tok.decode(t, skip_special_tokens=True).strip(), len(t) < max_new_tokens) for t in answers]
 
 
+def topk_logprobs(logits: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest next-token log-probs at `temperature` over the last axis of `logits`: (idx int32,
+    logp fp16), log_softmax(x / T) at the top k of x without writing the whole log_softmax."""
+    scaled = logits.float() / temperature
+    top = scaled.topk(k, dim=-1)
+    return top.indices.int(), (top.values - scaled.logsumexp(-1, keepdim=True)).half()
+
+
 class _SampleAndRecord:  # a transformers logits processor (any callable of input_ids and scores)
     """Sees each step's raw next-token logits: keeps their top-k log-probs at `kd_temperature` (what a
     KL term against this model wants at that position), then rules out end-of-text (a block never stops
@@ -52,11 +60,10 @@ class _SampleAndRecord:  # a transformers logits processor (any callable of inpu
         self.logp: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.topk:  # log_softmax(x / T) at the top k of x, without writing the whole log_softmax
-            scaled = scores.float() / self.kd_temperature
-            top = scaled.topk(self.topk, dim=-1)
-            self.idx.append(top.indices.int())
-            self.logp.append((top.values - scaled.logsumexp(-1, keepdim=True)).half())
+        if self.topk:
+            idx, logp = topk_logprobs(scores, self.topk, self.kd_temperature)
+            self.idx.append(idx)
+            self.logp.append(logp)
         scores = scores.clone()
         scores[:, self.eos] = float("-inf")
         return scores / self.temperature if self.temperature != 1.0 else scores

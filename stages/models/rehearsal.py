@@ -27,8 +27,7 @@ def teacher_topk(teacher, blocks: torch.Tensor, k: int, temperature: float, bf16
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for b in range(0, n, batch_size):
             logits = teacher(input_ids=blocks[b:b + batch_size]).logits[:, :-1]
-            top = (logits.float() / temperature).log_softmax(-1).topk(k, dim=-1)
-            idx[b:b + batch_size], logp[b:b + batch_size] = top.indices.int(), top.values.half()
+            idx[b:b + batch_size], logp[b:b + batch_size] = generation.topk_logprobs(logits, k, temperature)
     return idx, logp
 
 
