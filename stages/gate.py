@@ -161,7 +161,7 @@ def main(argv=None) -> None:
         log("gate", f"{args.model} is the model {file} scored ({path}): its scores are reused for "
                     f"{', '.join(t for t, f in reused.items() if f == file)} (same documents, same settings)")
     to_score = {t: rows for t, rows in tasks.items() if t not in reused}
-    scored = {"scores": {}, "lm_eval": {}}
+    scored = {"scores": {}, "lm_eval": {}, "seconds": {}}
     if to_score:
         log("gate", f"evaluating {args.model} ({path}) on {', '.join(to_score)}")
         scored = evaluate.run_suite(kind, str(path), args.data, ecfg, adapter_of=args.adapter_of,
@@ -185,6 +185,7 @@ def main(argv=None) -> None:
                "metrics": metrics, "intervals": cis, "by_source": scored["by_source"], "eval_docs": scored["docs"],
                "directions": {m: "higher" if scores.METRICS[m].higher_is_better else "lower" for m in metrics},
                "lm_eval": scored["lm_eval"],
+               "seconds": scored["seconds"],  # loading the model and scoring each task; reused tasks cost none
                "eval_params": params.as_dict(ecfg), "real": real,
                "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "wall_time_s": round(time.time() - started, 1)}
@@ -223,6 +224,9 @@ def render(v: dict) -> str:
              + ", ".join(f"{n} documents of {task}" for task, n in v["eval_docs"].items()) + "."
              + (f" Not scored, as no rule of this gate reads them: {', '.join(v['not_scored'])}."
                 if v.get("not_scored") else ""), ""]
+    if v.get("seconds"):
+        lines += ["Seconds: " + ", ".join(f"{k} {s:.0f}" for k, s in v["seconds"].items())
+                  + (f"; reused: {', '.join(v['reused_from'])}" if v.get("reused_from") else "") + ".", ""]
     if not v["real"]:
         lines += ["**Tiny test model: these numbers are not real results.**", ""]
     ci = v.get("intervals", {})

@@ -415,6 +415,7 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
          "--verdict", str(work / "same.json"), "--metrics", str(work / "same-metrics.json"))
     same = read_json(work / "same.json")
     assert same["verdict"] == "reference" and same["scores"]["ratchet_domain_ppl"]
+    assert set(same["seconds"]) == {"load", *same["scores"]}  # where a gate's time goes
     reused = gate("--model", "shipped", "--path", str(work / "no-champion"), "--base", str(dapt_model),
                   "--same-as", str(work / "same.json"), "--verdict", str(work / "shipped.json"),
                   "--metrics", str(work / "shipped-metrics.json"))
@@ -431,6 +432,7 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
          "--verdict", str(work / "shipped2.json"), "--metrics", str(work / "shipped2-metrics.json"))
     shipped2 = read_json(work / "shipped2.json")
     assert set(shipped2["reused_from"]) == set(same["scores"]) - {"ratchet_domain_ppl"}
+    assert set(shipped2["seconds"]) == {"load", "ratchet_domain_ppl"}  # a reused task costs nothing
     assert list(shipped2["scores"]) == list(same["scores"])
     assert [r["id"] for r in shipped2["scores"]["ratchet_domain_ppl"]] == [
         r["id"] for r in same["scores"]["ratchet_domain_ppl"]]

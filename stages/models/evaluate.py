@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +199,8 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
     `scan`: text -> the PII values presidio finds in it, for the canary leak check).
 
     Returns {metrics: {name: value over every document}, by_source: {name: {source: value}} for the
-    domain metrics, scores: {task: per-document rows}, docs: {task: count}, lm_eval: its own results}.
+    domain metrics, scores: {task: per-document rows}, docs: {task: count}, lm_eval: its own results,
+    seconds: {"load": loading the model, task: scoring it}}.
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -218,6 +220,7 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
             yaml = (TASKS_DIR / f"{task}.yaml").read_text().replace("__MAX_TOKENS__", str(cfg.answer_tokens))
             (scratch / f"{task}.yaml").write_text(yaml.replace("__DATA__", str(scratch / f"{task}.jsonl")))
         name, args = model_spec(kind, path, adapter_of, cfg.max_length, cfg.dtype, cfg.answer_batch)
+        started = time.perf_counter()
         try:
             lm = quiet(lm_eval.api.registry.get_model(name).create_from_arg_obj(
                 args, {"batch_size": cfg.batch_size, "device": "cpu"}))
@@ -230,15 +233,17 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
         # so a task scored with others would share batches with them, and a kernel whose rounding depends on
         # the batch (int8 activations) would score it differently alone. Alone, a task's batches are its own:
         # its scores do not depend on which other tasks run, and a reference's can be reused task by task.
-        per_doc, results = {}, {}
+        per_doc, results, seconds = {}, {}, {"load": time.perf_counter() - started}
         for task in tasks:
+            started = time.perf_counter()
             out = lm_eval.simple_evaluate(
                 model=lm, tasks=[task], log_samples=True, bootstrap_iters=0,  # the gates bootstrap their own intervals
                 task_manager=manager)
             per_doc[task] = scores.per_document(task, out["samples"][task], scan)
             results[task] = {k: v for k, v in out["results"][task].items() if k != "alias"}
+            seconds[task] = time.perf_counter() - started
     return {**summarize(per_doc), "scores": per_doc, "docs": {task: len(rows) for task, rows in tasks.items()},
-            "lm_eval": results}
+            "lm_eval": results, "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 
 
 def summarize(per_doc: dict[str, list[dict]]) -> dict:
