@@ -126,6 +126,19 @@ def test_answers_decoded_together_are_each_answer_decoded_alone_and_done_rows_le
     expected = [next((a[:i] for i, t in enumerate(a) if t in stop), a) for a in alone]
     assert together == expected
     assert len(together[1]) <= 3 and rows_per_pass[0] == 4 and min(rows_per_pass) < 4
+    # grouped key/value heads read in place while decoding (the tiny model: 4 query heads, 2 key/value heads):
+    # the same logits at every step, and the model's own attention back afterwards
+    from stages.models.modeling import GROUPED_SDPA, grouped_decoding
+
+    logits = []
+    with grouped_decoding(model) as grouped:
+        assert grouped.config._attn_implementation == GROUPED_SDPA
+        g_run, g_select = torch_decoder(grouped)
+        assert greedy_tokens(prompts, 12, stop, lambda *a: logits.append(g_run(*a)) or logits[-1], g_select) == expected
+    assert model.config._attn_implementation == "sdpa"
+    stock = []
+    greedy_tokens(prompts, 12, stop, lambda *a: stock.append(run(*a)) or stock[-1], select)
+    assert len(logits) == len(stock) and all((a[0] == b[0]).all() for a, b in zip(logits, stock))
 
 
 def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_text(tiny_base):

@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .modeling import grouped_decoding
+
 # run(ids, mask, positions, past or None) -> (logits at each row's last position [rows, vocab], past)
 Run = Callable[[np.ndarray, np.ndarray, np.ndarray, object], tuple[np.ndarray, object]]
 # select(past, rows) -> the past of those rows only
@@ -36,7 +38,7 @@ def greedy(model, tok, prompts: list[str], max_new_tokens: int, batch: int, bf16
     end-of-text or after max_new_tokens: [(text, finished)], in the prompts' order. A reply that is done leaves
     its batch (greedy_tokens). With `bf16`, on a bf16 copy of the model."""
     ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
-    with inference_copy(model, bf16) as gen:
+    with inference_copy(model, bf16) as gen, grouped_decoding(gen):
         answers = greedy_batches(ids, max_new_tokens, {tok.eos_token_id}, *torch_decoder(gen), batch)
     return [(tok.decode(t, skip_special_tokens=True).strip(), len(t) < max_new_tokens) for t in answers]
 

@@ -129,6 +129,8 @@ def register_hf() -> str:
         from lm_eval.api.registry import register_model
         from lm_eval.models.huggingface import HFLM
 
+        from . import modeling
+
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
             results = score(requests, self.max_length, int(override_bs or self.batch_size), *torch_fns(self.model))
             for (key, _, _), result in zip(requests, results):
@@ -147,7 +149,8 @@ def register_hf() -> str:
             (generation.answer_requests): a decoding step reads every weight once whatever the batch."""
             from .generation import answer_requests, torch_decoder
 
-            return answer_requests(self, requests, *torch_decoder(self.model), self.answer_batch)
+            with modeling.grouped_decoding(self.model) as model:
+                return answer_requests(self, requests, *torch_decoder(model), self.answer_batch)
 
         register_model(HF_NAME)(type("SharedContextHFLM", (HFLM,), {
             "__init__": __init__, "_loglikelihood_tokens": _loglikelihood_tokens, "generate_until": generate_until}))

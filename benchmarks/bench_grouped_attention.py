@@ -1,0 +1,64 @@
+"""Decoding a padded batch with grouped key/value heads read in place (modeling.grouped_decoding) against
+transformers' own sdpa, which copies each key/value head per query head whenever there is a mask.
+
+    python benchmarks/bench_grouped_attention.py --run . --model models/base --tasks ratchet_answers --rounds 2
+
+`--run` is a repository whose data stages have run (data/prepared, data/eval). Scores the tasks with the
+gate's code, alternately with and without grouped decoding, `--rounds` times; prints each task's seconds
+and whether both ways scored every document the same. Settings are the repository's params.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from stages.core import params, runtime  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--model", default="models/base", help="model folder, relative to --run")
+    ap.add_argument("--tasks", nargs="+", default=["ratchet_answers"])
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    from stages.core.runtime import seed_everything
+    from stages.models import evaluate, modeling
+
+    run_dir = Path(args.run).resolve()
+    cfg, = params.load(run_dir / "params.yaml", "eval")
+    seed_everything(0, 2)
+    data, model = str(run_dir / "data/prepared"), str(run_dir / args.model)
+    tasks = evaluate.task_data(data, str(run_dir / "data/eval"), cfg)
+    tasks = {t: tasks[t] for t in args.tasks}
+    grouped = modeling.grouped_decoding
+    ways = {"transformers' sdpa": lambda m: contextlib.nullcontext(m), "grouped decoding": grouped}
+    seconds = {w: {t: [] for t in tasks} for w in ways}
+    scores = {}
+    for _ in range(args.rounds):
+        for way, ctx in ways.items():
+            modeling.grouped_decoding = ctx
+            out = evaluate.run_suite("hf", model, data, cfg, eval_sets=str(run_dir / "data/eval"), tasks=tasks)
+            for t in tasks:
+                seconds[way][t].append(out["seconds"][t])
+            scores.setdefault(way, out["scores"])
+    modeling.grouped_decoding = grouped
+    a, b = ways
+    print(f"{args.model}, {args.rounds} alternating rounds, seconds per task (median; every run)")
+    print(f"| task | {a} | {b} | ratio | same scores |")
+    print("|---|---:|---:|---:|---|")
+    for t in tasks:
+        x, y = statistics.median(seconds[a][t]), statistics.median(seconds[b][t])
+        print(f"| {t} | {x:.1f} ({', '.join(f'{s:.1f}' for s in seconds[a][t])}) | "
+              f"{y:.1f} ({', '.join(f'{s:.1f}' for s in seconds[b][t])}) | {y / x:.2f} | "
+              f"{'yes' if scores[a][t] == scores[b][t] else 'NO'} |")
+
+
+if __name__ == "__main__":
+    runtime.start()
+    main()
