@@ -225,7 +225,8 @@ def render(v: dict) -> str:
              + (f" Not scored, as no rule of this gate reads them: {', '.join(v['not_scored'])}."
                 if v.get("not_scored") else ""), ""]
     if v.get("seconds"):
-        lines += ["Seconds: " + ", ".join(f"{k} {s:.0f}" for k, s in v["seconds"].items())
+        lines += ["Time: " + ", ".join(f"{'loading the model' if k == 'load' else k} in {s:.0f} s"
+                                   for k, s in v["seconds"].items())
                   + (f"; reused: {', '.join(v['reused_from'])}" if v.get("reused_from") else "") + ".", ""]
     if not v["real"]:
         lines += ["**Tiny test model: these numbers are not real results.**", ""]
