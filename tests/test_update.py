@@ -1,6 +1,6 @@
-"""The weekly cycle on the tiny profile, in a temporary repo: promote, promote again from the new champion,
-refuse, do nothing for a drop seen before, refuse a concurrent update, recover from a kill and from a promotion
-cut short before its commit."""
+"""The weekly cycle on the tiny profile, in a temporary repo: promote; promote again from the new champion, after a
+kill and a promotion cut short before its commit; refuse; do nothing for a drop seen before; refuse a concurrent
+update."""
 from __future__ import annotations
 
 import fcntl
@@ -120,10 +120,76 @@ def test_the_same_drop_again_does_no_work_and_ends_the_same(repo, cycle1, drops)
     assert "dvc repro" not in again.stdout and time.time() - started < 60
 
 
-def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle1, drops):
-    teacher_1 = read_json(repo / "models/champion/champion.json")["teacher_sha256"]
-    out = update(repo, drops[2], "2026-W41")
+@pytest.fixture(scope="module")
+def cycle2(repo, cycle1, drops):
+    """Cycle two, the hard way. Killed mid-repro: champion and git stay as they were. The next run retrains, swaps
+    in and logs the promotion, but its commit fails (a pre-commit hook refuses it, as a kill would stop it). The run
+    after that finishes the promotion without retraining."""
+    seen = {"teacher_1": read_json(repo / "models/champion/champion.json")["teacher_sha256"],
+            "champion": sha256_tree(repo / "models/champion"), "head": head(repo),
+            "promotions": events(repo).count("promotion")}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", "update", "--drop", str(drops[2]), "--week",
+                             "2026-W41"], cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    marker = repo / "models/dapt/lineage.json"
+    mtime = marker.stat().st_mtime
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if marker.is_file() and marker.stat().st_mtime > mtime:  # dapt of this cycle is done: mid-repro
+            break
+        time.sleep(0.2)
+    seen["alive_at_kill"] = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)  # the update and its dvc repro, as a scheduler stopping a job does
+    proc.wait()
+    for _ in range(100):  # until init has reaped the orphaned dvc process too
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    seen["killed"] = {"champion": sha256_tree(repo / "models/champion"), "head": head(repo),
+                      "promotions": events(repo).count("promotion")}
+
+    hook = repo / ".git/hooks/pre-commit"
+    hook.write_text("#!/bin/sh\necho commits are refused right now >&2\nexit 1\n")
+    hook.chmod(0o755)
+    try:
+        seen["cut"] = update(repo, drops[2], "2026-W41")
+    finally:
+        hook.unlink()
+    seen["cut_state"] = {"record": read_json(repo / "models/champion/champion.json"),
+                         "champion": sha256_tree(repo / "models/champion"), "head": head(repo), "tags": tags(repo),
+                         "promotions": events(repo).count("promotion"),
+                         "dapt": (repo / "models/dapt/lineage.json").read_text()}
+    seen["finish"] = update(repo, drops[2], "2026-W41")
+    return seen
+
+
+def test_an_update_killed_mid_run_then_cut_short_before_its_commit_is_finished_without_retraining(repo, cycle2):
+    assert cycle2["alive_at_kill"], "the update finished before it could be killed"
+    killed = cycle2["killed"]
+    assert (killed["champion"], killed["head"]) == (cycle2["champion"], cycle2["head"])
+    assert killed["promotions"] == cycle2["promotions"]
+
+    cut, state = cycle2["cut"], cycle2["cut_state"]
+    assert cut.returncode == 1 and "commits are refused right now" in cut.stdout, cut.stdout + cut.stderr
+    record = state["record"]
+    assert record["week"] == "2026-W41" and state["champion"] != cycle2["champion"]
+    assert state["head"] == cycle2["head"] and f"champion-{record['cycle']}" not in state["tags"]
+    assert state["promotions"] == cycle2["promotions"] + 1
+
+    out = cycle2["finish"]
     assert out.returncode == 0, out.stdout + out.stderr
+    assert f"finished an interrupted promotion: champion {record['cycle']}" in out.stdout
+    assert "processed before: promotion" in out.stdout and "dvc repro" not in out.stdout
+    assert (repo / "models/dapt/lineage.json").read_text() == state["dapt"], "nothing was retrained"
+    assert f"champion-{record['cycle']}" in tags(repo) and events(repo).count("promotion") == state["promotions"]
+    assert run(["git", "status", "--porcelain", "--", "data", "reports", "models", "dvc.lock"], repo).stdout == ""
+    assert audit_log.verify(repo / LOG) == []
+
+
+def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle2):
+    teacher_1 = cycle2["teacher_1"]
     lineage = read_json(repo / "models/dapt/lineage.json")
     assert lineage["parents"]["start"] == {"path": "models/champion/teacher", "sha256": teacher_1}
     record = read_json(repo / "models/champion/champion.json")
@@ -156,7 +222,7 @@ def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle1, dro
         assert [h["lr"] for h in history] == pytest.approx(schedule) and schedule[-1] < schedule[0]
 
 
-def test_a_cycle_that_fails_a_gate_is_refused_and_the_champion_stays(repo, cycle1, drops):
+def test_a_cycle_that_fails_a_gate_is_refused_and_the_champion_stays(repo, cycle2, drops):
     champion_before = sha256_tree(repo / "models/champion")
     dvc_before = (repo / "models/champion.dvc").read_text()
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -198,56 +264,3 @@ def test_a_concurrent_update_is_refused_with_a_clear_message(repo, cycle1, drops
     assert out.returncode == 4
     assert "another ratchet update is running (pid 4242 since 2026-11-24T06:00:00Z)" in out.stdout
     assert head(repo) == before and not (repo / "data/drops/2026-W43").exists()
-
-
-def test_an_update_killed_mid_run_then_cut_short_before_its_commit_is_finished_without_retraining(
-        repo, cycle1, drops):
-    """Killed mid-repro: champion and git stay as they were. The next run retrains, swaps in and logs the promotion,
-    but its commit fails (a pre-commit hook refuses it, as a kill would stop it). The run after that finishes
-    the promotion without retraining."""
-    champion_before, head_before = sha256_tree(repo / "models/champion"), head(repo)
-    promotions = events(repo).count("promotion")
-    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", "update", "--drop", str(drops[4]), "--week",
-                             "2026-W43"], cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    marker = repo / "models/dapt/lineage.json"
-    mtime = marker.stat().st_mtime
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if marker.is_file() and marker.stat().st_mtime > mtime:  # dapt of this cycle is done: mid-repro
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the update finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the update and its dvc repro, as a scheduler stopping a job does
-    proc.wait()
-    for _ in range(100):  # until init has reaped the orphaned dvc process too
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    assert sha256_tree(repo / "models/champion") == champion_before and head(repo) == head_before
-    assert events(repo).count("promotion") == promotions
-
-    hook = repo / ".git/hooks/pre-commit"
-    hook.write_text("#!/bin/sh\necho commits are refused right now >&2\nexit 1\n")
-    hook.chmod(0o755)
-    try:
-        cut = update(repo, drops[4], "2026-W43")
-    finally:
-        hook.unlink()
-    assert cut.returncode == 1 and "commits are refused right now" in cut.stdout, cut.stdout + cut.stderr
-    record = read_json(repo / "models/champion/champion.json")
-    assert record["week"] == "2026-W43" and sha256_tree(repo / "models/champion") != champion_before
-    assert head(repo) == head_before and f"champion-{record['cycle']}" not in tags(repo)
-    assert events(repo).count("promotion") == promotions + 1
-    dapt_before = (repo / "models/dapt/lineage.json").read_text()
-
-    out = update(repo, drops[4], "2026-W43")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert f"finished an interrupted promotion: champion {record['cycle']}" in out.stdout
-    assert "processed before: promotion" in out.stdout and "dvc repro" not in out.stdout
-    assert (repo / "models/dapt/lineage.json").read_text() == dapt_before, "nothing was retrained"
-    assert f"champion-{record['cycle']}" in tags(repo) and events(repo).count("promotion") == promotions + 1
-    assert run(["git", "status", "--porcelain", "--", "data", "reports", "models", "dvc.lock"], repo).stdout == ""
-    assert audit_log.verify(repo / LOG) == []
