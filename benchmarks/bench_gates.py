@@ -21,10 +21,16 @@ sys.path.insert(0, str(ROOT))
 from stages.core import params  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark on one model of a run: `--run` and `--model`."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
     ap.add_argument("--model", default="models/base", help="model folder, relative to --run")
+    return ap
+
+
+def main() -> None:
+    ap = run_parser(__doc__)
     ap.add_argument("--kind", choices=("hf", "onnx"), default="hf")
     ap.add_argument("--answer-batch", type=int, nargs="*", default=[16, 32])
     ap.add_argument("--repeat", type=int, default=4)

@@ -9,30 +9,24 @@ and whether both ways scored every document the same. Settings are the repositor
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from stages.core import params, runtime  # noqa: E402
+from bench_gates import run_parser  # puts the repository on sys.path too
+from stages.core import params, runtime
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--model", default="models/base", help="model folder, relative to --run")
+    ap = run_parser(__doc__)
     ap.add_argument("--tasks", nargs="+", default=["ratchet_answers"])
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    from stages.core.runtime import seed_everything
     from stages.models import evaluate, modeling
 
     run_dir = Path(args.run).resolve()
     cfg, = params.load(run_dir / "params.yaml", "eval")
-    seed_everything(0, 2)
+    runtime.seed_everything(0, 2)
     data, model = str(run_dir / "data/prepared"), str(run_dir / args.model)
     tasks = evaluate.task_data(data, str(run_dir / "data/eval"), cfg)
     tasks = {t: tasks[t] for t in args.tasks}
