@@ -174,6 +174,18 @@ def test_importing_any_module_sets_nothing_and_loads_no_hub_library():
     assert r.returncode == 0, r.stderr
 
 
+def test_a_started_process_loads_transformers_models_without_scikit_learn_and_keeps_it_importable():
+    """runtime.start tells transformers scikit-learn is absent (seconds of every model process, for a feature ratchet
+    never uses); anything that imports scikit-learn itself still gets it."""
+    code = ("import sys\nfrom stages.core import runtime\nruntime.start()\nruntime.start()\n"
+            "from transformers import AutoModelForCausalLM, GenerationMixin\n"
+            "from transformers.utils import is_sklearn_available\n"
+            "assert 'sklearn' not in sys.modules and not is_sklearn_available(), 'transformers loaded scikit-learn'\n"
+            "from sklearn.metrics import roc_curve\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 # --------------------------------------------------------------------------- #
 # params.yaml
 # --------------------------------------------------------------------------- #

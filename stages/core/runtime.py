@@ -9,11 +9,13 @@ module changes nothing.
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import logging
 import os
 import platform
 import random
 import re
+import sys
 import warnings
 
 # Nothing in ratchet may reach a model or dataset hub, or send telemetry.
@@ -44,9 +46,47 @@ SILENT_LOGGERS = ("bitsandbytes.backends.cpu.ops", "lm_eval.models._onnx_base")
 QUIET_WARNINGS = ("Converting a tensor to a Python boolean", "Exporting aten::index operator",
                   "You are using the legacy TorchScript-based ONNX export", "The feature will be removed")
 
+# transformers imports scikit-learn (and with it scipy) whenever it finds it installed, for one feature ratchet never
+# uses: the confidence threshold of assisted generation, in every process that loads a model
+# (benchmarks/bench_startup.py times it); a started process tells transformers, as it loads, that scikit-learn is absent.
+SKIPPED_IMPORTS = {"transformers.utils.import_utils": ("_sklearn_available", False)}
+
+
+class AfterImport(importlib.abc.MetaPathFinder):
+    """Sets a module's attribute right after the module is first executed, before anything imported next reads it."""
+
+    def __init__(self, name: str, attribute: str, value) -> None:
+        self.name, self.attribute, self.value = name, attribute, value
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once, and out of the way of the finders asked next
+        spec = next(filter(None, (f.find_spec(fullname, path, target) for f in sys.meta_path
+                                  if hasattr(f, "find_spec"))), None)
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def exec_module(module) -> None:
+                execute(module)
+                self.apply(module)
+            spec.loader.exec_module = exec_module
+        return spec
+
+    def apply(self, module) -> None:
+        if not hasattr(module, self.attribute):
+            raise RuntimeError(f"{self.name} has no {self.attribute}: pin the version pyproject.toml names")
+        setattr(module, self.attribute, self.value)
+
 
 def start() -> None:
     """Make this process offline and quiet. Call it first thing in a process; values already set win."""
+    for name, (attribute, value) in SKIPPED_IMPORTS.items():
+        hook = AfterImport(name, attribute, value)
+        if name in sys.modules:
+            hook.apply(sys.modules[name])
+        elif not any(isinstance(f, AfterImport) and f.name == name for f in sys.meta_path):
+            sys.meta_path.insert(0, hook)
     for key, value in {**OFFLINE_ENV, **QUIET_ENV}.items():
         os.environ.setdefault(key, value)
     for name in NOISY_LOGGERS:
