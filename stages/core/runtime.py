@@ -46,9 +46,10 @@ SILENT_LOGGERS = ("bitsandbytes.backends.cpu.ops", "lm_eval.models._onnx_base")
 QUIET_WARNINGS = ("Converting a tensor to a Python boolean", "Exporting aten::index operator",
                   "You are using the legacy TorchScript-based ONNX export", "The feature will be removed")
 
-# transformers imports scikit-learn (and with it scipy) whenever it finds it installed, for one feature ratchet never
-# uses: the confidence threshold of assisted generation, in every process that loads a model
-# (benchmarks/bench_startup.py times it); a started process tells transformers, as it loads, that scikit-learn is absent.
+# transformers imports scikit-learn (and with it scipy) whenever it finds it installed, for one feature ratchet
+# never uses: the confidence threshold of assisted generation, in every process that loads a model
+# (benchmarks/bench_startup.py times it). A started process tells transformers, as it loads, that scikit-learn
+# is absent.
 SKIPPED_IMPORTS = {"transformers.utils.import_utils": ("_sklearn_available", False)}
 
 

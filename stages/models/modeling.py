@@ -115,7 +115,7 @@ def grouped_decoding(model):
     mask: with one, as every decoding step of a padded batch has, it first copies each key/value head once
     per query head of its group (SmolLM2: 3 heads for 9 query heads), the whole cache at every layer and
     step. For one new token per row, PyTorch's CPU SDPA takes enable_gqa with the mask and gives the same
-    numbers without the copy: a batch of answers decodes in 0.86x the time (BENCHMARKS.md: the gates' cost).
+    numbers without the copy: the base model's answers took 0.72x the time (benchmarks/bench_grouped_attention.py).
     Longer queries, and scoring, keep transformers' path, which measured as fast or faster there."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
