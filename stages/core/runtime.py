@@ -81,7 +81,8 @@ class AfterImport(importlib.abc.MetaPathFinder):
 
 
 def start() -> None:
-    """Make this process offline and quiet. Call it first thing in a process; values already set win."""
+    """Make this process offline and quiet, and keep transformers from loading scikit-learn (SKIPPED_IMPORTS).
+    Call it first thing in a process; values already set win."""
     for name, (attribute, value) in SKIPPED_IMPORTS.items():
         hook = AfterImport(name, attribute, value)
         if name in sys.modules:
