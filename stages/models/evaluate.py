@@ -6,12 +6,14 @@ TaskManager on that folder. Nothing is fetched from a hub.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -236,14 +238,30 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
         per_doc, results, seconds = {}, {}, {"load": time.perf_counter() - started}
         for task in tasks:
             started = time.perf_counter()
-            out = lm_eval.simple_evaluate(
-                model=lm, tasks=[task], log_samples=True, bootstrap_iters=0,  # the gates bootstrap their own intervals
-                task_manager=manager)
+            with without_environment_report():
+                out = lm_eval.simple_evaluate(
+                    model=lm, tasks=[task], log_samples=True, bootstrap_iters=0,  # the gates bootstrap their own
+                    task_manager=manager)                                        # intervals
             per_doc[task] = scores.per_document(task, out["samples"][task], scan)
             results[task] = {k: v for k, v in out["results"][task].items() if k != "alias"}
             seconds[task] = time.perf_counter() - started
     return {**summarize(per_doc), "scores": per_doc, "docs": {task: len(rows) for task, rows in tasks.items()},
             "lm_eval": results, "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+
+
+@contextlib.contextmanager
+def without_environment_report() -> Iterator[None]:
+    """lm-eval's simple_evaluate ends every call by describing the machine (torch's collect_env, which runs
+    eleven subprocesses) into results the gates do not keep. The rest of the call, the scoring included, runs
+    as the library has it."""
+    from lm_eval import evaluator
+
+    describe = evaluator.add_env_info  # an AttributeError here: lm-eval renamed it; pin pyproject.toml's version
+    evaluator.add_env_info = lambda results: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = describe
 
 
 def summarize(per_doc: dict[str, list[dict]]) -> dict:
