@@ -18,6 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "tiny_params.yaml"
 
 
+# Test modules by their time in CI (the --durations table), longest first. Each module's tests run in order on
+# one worker (--dist loadscope, not reordered); a long module dispatched last would keep one worker busy long after
+# the other ran out of work.
+LONGEST_FIRST = ("test_update.py", "test_pipeline.py", "test_faults.py", "test_training.py", "test_gates.py",
+                 "test_shared_context.py", "test_ingest.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
+
+
 def tiny_params() -> dict:
     """params.yaml with the tiny profile's sections merged in."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
