@@ -206,3 +206,39 @@ def test_a_tasks_scores_on_the_int8_file_do_not_depend_on_the_tasks_scored_with_
     # the model was handed the same batches of requests: no call mixed two tasks' requests (pooled, the five
     # multiple-choice sets arrived in one call of 736 requests here)
     assert sorted(among_all) == sorted(calls)
+
+
+def test_the_lean_export_gives_the_traced_export_numbers_in_fewer_nodes_and_leaves_transformers_as_it_was(
+        tiny_base, tmp_path):
+    """quantize.lean_attention: no key/value head copied per query head (Expand), no NaN guard (IsNaN), no
+    rotate_half Negs, the same logits on a left-padded batch as transformers' attention traced as it runs,
+    and transformers' sdpa and rotate_half back in place afterwards."""
+    import collections
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import transformers.models.llama.modeling_llama as llama
+    from transformers import AttentionInterface
+
+    from stages.quantize import export_fp32
+
+    sdpa, rotate_half = AttentionInterface._global_mapping["sdpa"], llama.rotate_half
+    ops, logits = {}, {}
+    ids = np.array([[0, 0, 0, 510, 2210, 314, 253, 1233], [431, 2001, 288, 3552, 21, 2210, 34, 9]], np.int64)
+    for lean in (False, True):
+        out = tmp_path / str(lean)
+        export_fp32(tiny_base, out, lean=lean)
+        assert AttentionInterface._global_mapping["sdpa"] is sdpa and llama.rotate_half is rotate_half
+        ops[lean] = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node)
+        s = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        mask = (ids != 0).astype(np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask,
+                 "position_ids": np.clip(mask.cumsum(-1) - 1, 0, None)}
+        feeds.update({i.name: np.zeros((2, 2, 0, 16), np.float32) for i in s.get_inputs()
+                      if i.name.startswith("past_key_values")})
+        logits[lean] = s.run(["logits"], feeds)[0][mask.astype(bool)]
+    assert ops[False]["IsNaN"] > 0 and ops[True]["IsNaN"] == 0 and ops[True]["Neg"] == 0
+    assert ops[True]["Expand"] < ops[False]["Expand"]
+    assert sum(ops[True].values()) < 0.8 * sum(ops[False].values())
+    np.testing.assert_allclose(logits[True], logits[False], atol=1e-4)

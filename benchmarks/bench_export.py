@@ -1,0 +1,151 @@
+"""The int8 file traced two ways: transformers' attention as it runs, and quantize's lean attention.
+
+    python benchmarks/bench_export.py --model models/student --rounds 5
+    pip install -e ".[bench]" first to add onnxruntime-genai's loop and llama.cpp
+
+Exports the model folder twice through optimum (stages.quantize.export_fp32 with
+lean=False and lean=True), makes both int8 with params.yaml's quantize section,
+and loads both in one process. Per file: graph nodes, nodes ONNX Runtime runs
+for one decoded token (its profiler), prefill of a 256-token prompt (batch 1),
+scoring of 4 rows of 256 tokens (the gates' path, one row left-padded), and
+decode tokens/s through optimum's generate() (64 greedy tokens; the rate is
+63 tokens over the time of 64 minus the time of 1), with onnxruntime-genai's
+loop too when it is installed, and llama.cpp on a Q8_0 GGUF of the same
+weights (what a user could run instead; bench_compression.write_q8_gguf) when
+llama-cpp-python is. Rounds alternate A B A B; medians, and the lean file's
+time as a share of the traced one's. Also checks that both files
+give the same greedy tokens and near-equal logits (int8 activations are
+quantized per row, so equal to rounding, not to the bit).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_compression import Genai, LlamaCpp, Optimum, write_q8_gguf  # noqa: E402
+from bench_onnx import timed  # noqa: E402
+from stages.core import params  # noqa: E402
+from stages.models import modeling  # noqa: E402
+from stages.quantize import export_fp32, quantize_weights  # noqa: E402
+
+
+def nodes_per_token(folder: Path, ids: torch.Tensor, threads: int) -> tuple[int, int]:
+    """(nodes in the file, kernels ONNX Runtime runs for one token decoded after `ids`)."""
+    import onnx
+    import onnxruntime as ort
+
+    graph_nodes = len(onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.node)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.enable_profiling = threads, True
+    opts.profile_file_prefix = str(folder / "profile")
+    s = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    names = [i.name for i in s.get_inputs()]
+    kv = next(i for i in s.get_inputs() if i.name.startswith("past_key_values"))
+    heads, dim = kv.shape[1], kv.shape[3]
+    past = len(ids)
+    feeds = {"input_ids": np.array([[42]], np.int64), "attention_mask": np.ones((1, past + 1), np.int64)}
+    if "position_ids" in names:
+        feeds["position_ids"] = np.array([[past]], np.int64)
+    for n in names:
+        if n.startswith("past_key_values"):
+            feeds[n] = np.zeros((1, heads, past, dim), np.float32)
+    s.run(None, feeds)
+    events = json.loads(Path(s.end_profiling()).read_text())
+    return graph_nodes, sum(1 for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models/student", help="a model folder the pipeline wrote")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    qcfg = params.load(args.params, "quantize")[0]
+    model = Path(args.model)
+    tok = modeling.load_tokenizer(model)
+    text = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    prompt = tok(text, return_tensors="pt", add_special_tokens=False).input_ids[0, :256]
+    batch = torch.stack([tok(text[i * 4000:], return_tensors="pt").input_ids[0, :256] for i in range(4)])
+    mask = torch.ones_like(batch)
+    mask[0, :100] = 0  # one left-padded row, as the gates' batches have
+
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as scratch:
+        rows = {}
+        for name, lean in (("traced", False), ("lean", True)):
+            fp32, int8 = Path(scratch) / f"{name}-fp32", Path(scratch) / name
+            export_fp32(model, fp32, lean=lean)
+            int8.mkdir()
+            quantize_weights(fp32, int8, qcfg)
+            runners = {"optimum": Optimum(int8, args.threads, 0)}
+            try:
+                (Path(scratch) / f"genai-{name}").mkdir()
+                runners["genai"] = Genai(int8, args.threads, 0, Path(scratch) / f"genai-{name}")
+            except ImportError:
+                pass
+            rows[name] = (int8, runners, nodes_per_token(int8, prompt, args.threads))
+
+        cpp = None
+        try:
+            gguf_file = write_q8_gguf(modeling.load_model(model), modeling.smollm2_folder() / modeling.SMOLLM2_GGUF,
+                                      Path(scratch) / "q8_0.gguf")
+            cpp = LlamaCpp(gguf_file, args.threads, 0)
+        except ImportError:
+            pass
+        a, b = (rows[n][1]["optimum"] for n in ("traced", "lean"))
+        la, lb = a.logits(prompt), b.logits(prompt)
+        same_tokens = a.generate(prompt, args.new_tokens) == b.generate(prompt, args.new_tokens)
+        print(f"logits of the two files on the prompt: max |diff| {np.abs(la - lb).max():.4f}, top-1 agreement "
+              f"{(la.argmax(-1) == lb.argmax(-1)).mean():.4f}; same {args.new_tokens} greedy tokens: {same_tokens}")
+
+        times = {(n, m): [] for n in rows for m in ("prefill", "score", *rows[n][1])}
+        for _ in range(args.rounds):
+            for name, (_, runners, _) in rows.items():
+                opt = runners["optimum"]
+                times[name, "prefill"].append(timed(lambda: opt.logits(prompt)))
+                times[name, "score"].append(timed(lambda: opt.model(input_ids=batch, attention_mask=mask)))
+                for kind, r in runners.items():
+                    one = timed(lambda: r.generate(prompt, 1))
+                    full = timed(lambda: r.generate(prompt, args.new_tokens))
+                    times[name, kind].append((args.new_tokens - 1) / (full - one))
+            if cpp is not None:
+                times.setdefault(("llama.cpp", "prefill"), []).append(timed(lambda: cpp.logits(prompt)))
+                one, full = timed(lambda: cpp.generate(prompt, 1)), timed(lambda: cpp.generate(prompt, args.new_tokens))
+                times.setdefault(("llama.cpp", "decode"), []).append((args.new_tokens - 1) / (full - one))
+
+        med = {k: statistics.median(v) for k, v in times.items()}
+        kinds = [k for k in rows["traced"][1]]
+        head = ["file", "graph nodes", "kernels per decoded token", "prefill 256 ms", "score 4x256 s",
+                *[f"decode tok/s ({k}{'; llama.cpp for the GGUF' if k == 'genai' and cpp else ''})" for k in kinds]]
+        print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
+        for name, (_, _, (graph_nodes, kernels)) in rows.items():
+            cells = [name, f"{graph_nodes:,}", f"{kernels:,}", f"{med[name, 'prefill'] * 1000:.0f}",
+                     f"{med[name, 'score']:.2f}", *[f"{med[name, k]:.1f}" for k in kinds]]
+            print("| " + " | ".join(cells) + " |")
+        ratios = [f"prefill {med['lean', 'prefill'] / med['traced', 'prefill']:.2f}x the time",
+                  f"scoring {med['lean', 'score'] / med['traced', 'score']:.2f}x",
+                  *[f"decode ({k}) {med['lean', k] / med['traced', k]:.2f}x the rate" for k in kinds]]
+        if cpp is not None:
+            print(f"| llama.cpp Q8_0 ({gguf_file.stat().st_size / 1e6:.1f} MB) | | | "
+                  f"{med['llama.cpp', 'prefill'] * 1000:.0f} | | " + " | ".join(
+                      f"{med['llama.cpp', 'decode']:.1f}" if k == "genai" else "" for k in kinds) + " |")
+            ratios += [f"decode ({k}) against llama.cpp: traced {med['traced', k] / med['llama.cpp', 'decode']:.2f}x, "
+                       f"lean {med['lean', k] / med['llama.cpp', 'decode']:.2f}x" for k in kinds]
+        print("lean against traced: " + ", ".join(ratios))
+        print("rounds: " + "; ".join(f"{n} {m}: " + ", ".join(f"{x:.3g}" for x in v) for (n, m), v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
