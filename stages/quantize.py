@@ -173,10 +173,11 @@ def gather_from_head(model, embedding: str, head_output: str) -> None:
     weight, scales = head.input[1], head.input[2]
     s = numpy_helper.to_array(next(i for i in g.initializer if i.name == scales))
     padded = s.shape[1] * block  # the quantizer zero-pads K up to whole blocks
-    g.initializer.append(numpy_helper.from_array(s.reshape(s.shape[0], -1, 1), scales + "_gather"))  # [V, K/block, 1]
+    axis = numpy_helper.from_array(np.array([2], np.int64), scales + "_axis")
+    g.initializer.append(axis)  # the head's own scales, [V, K/block] -> [V, K/block, 1]: not stored twice
+    nodes = [helper.make_node("Unsqueeze", [scales, axis.name], [scales + "_gather"], name=scales + "_unsqueeze")]
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(g.input) + list(g.value_info)
              if v.type.tensor_type.HasField("shape")}
-    nodes = []
     for node in g.node:
         if node.op_type != "Gather" or node.input[0] != embedding:
             nodes.append(node)

@@ -129,6 +129,8 @@ def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
     head = [n for n in graph.node if n.op_type == "MatMulNBits" and any(a.name == "N" and a.i == vocab for a in n.attribute)]
     gather = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
     assert len(head) == 1 and gather[0].input[0] == head[0].input[1], "embedding and head share one int8 matrix"
+    scales = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Unsqueeze"}
+    assert scales.get(gather[0].input[2]) == head[0].input[2], "and one copy of its scales"
     parity = read_json(repo / "reports/quantize.json")
     assert parity["passed"] and parity["int8_mb"] < parity["fp32_mb"] and parity["tokens"] >= 64
 
