@@ -12,7 +12,9 @@ decode tokens/s through optimum's generate() (64 greedy tokens; the rate is
 63 tokens over the time of 64 minus the time of 1), with onnxruntime-genai's
 loop too when it is installed, and llama.cpp on a Q8_0 GGUF of the same
 weights (what a user could run instead; bench_compression.write_q8_gguf) when
-llama-cpp-python is. Rounds alternate A B A B; medians, and the lean file's
+llama-cpp-python is. And the file's MatMulNBits nodes alone, in a graph of
+their own on one token: the time its weights take, the floor under a decoded
+token whatever the rest of the graph does. Rounds alternate A B A B; medians, and the lean file's
 time as a share of the traced one's. Also checks that both files
 give the same greedy tokens and near-equal logits (int8 activations are
 quantized per row, so equal to rounding, not to the bit).
@@ -64,6 +66,33 @@ def nodes_per_token(folder: Path, ids: torch.Tensor, threads: int) -> tuple[int,
     return graph_nodes, sum(1 for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
 
 
+def matmuls_alone(folder: Path, threads: int):
+    """A run of every MatMulNBits node of the file on one token and nothing else: the weights' floor per token."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(folder / "model.onnx"))
+    inits = {i.name: i for i in m.graph.initializer}
+    inputs, nodes, outputs, used = {}, [], [], {}
+    for n in (n for n in m.graph.node if n.op_type == "MatMulNBits"):
+        k, width = ({a.name: a.i for a in n.attribute}[x] for x in ("K", "N"))
+        inputs.setdefault(k, helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [1, 1, k]))
+        node = helper.make_node(n.op_type, [f"x{k}", *n.input[1:]], [n.name + "_out"], name=n.name, domain=n.domain)
+        node.attribute.extend(n.attribute)
+        nodes.append(node)
+        outputs.append(helper.make_tensor_value_info(n.name + "_out", TensorProto.FLOAT, [1, 1, width]))
+        used.update((i, inits[i]) for i in n.input[1:] if i in inits)
+    graph = helper.make_graph(nodes, "matmuls", list(inputs.values()), outputs, list(used.values()))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    s = ort.InferenceSession(helper.make_model(graph, opset_imports=m.opset_import).SerializeToString(), opts,
+                             providers=["CPUExecutionProvider"])
+    feeds = {f"x{k}": np.random.default_rng(0).standard_normal((1, 1, k), np.float32) for k in inputs}
+    s.run(None, feeds)
+    return lambda: s.run(None, feeds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/student", help="a model folder the pipeline wrote")
@@ -96,6 +125,7 @@ def main() -> None:
             except ImportError:
                 pass
             rows[name] = (int8, runners, nodes_per_token(int8, prompt, args.threads))
+            runners["matmuls"] = matmuls_alone(int8, args.threads)
 
         cpp = None
         try:
@@ -116,7 +146,11 @@ def main() -> None:
                 opt = runners["optimum"]
                 times[name, "prefill"].append(timed(lambda: opt.logits(prompt)))
                 times[name, "score"].append(timed(lambda: opt.model(input_ids=batch, attention_mask=mask)))
+                run_matmuls = runners["matmuls"]
+                times[name, "matmuls"].append(timed(lambda: [run_matmuls() for _ in range(20)]) / 20)
                 for kind, r in runners.items():
+                    if kind == "matmuls":
+                        continue
                     one = timed(lambda: r.generate(prompt, 1))
                     full = timed(lambda: r.generate(prompt, args.new_tokens))
                     times[name, kind].append((args.new_tokens - 1) / (full - one))
@@ -126,13 +160,15 @@ def main() -> None:
                 times.setdefault(("llama.cpp", "decode"), []).append((args.new_tokens - 1) / (full - one))
 
         med = {k: statistics.median(v) for k, v in times.items()}
-        kinds = [k for k in rows["traced"][1]]
+        kinds = [k for k in rows["traced"][1] if k != "matmuls"]
         head = ["file", "graph nodes", "kernels per decoded token", "prefill 256 ms", "score 4x256 s",
-                *[f"decode tok/s ({k}{'; llama.cpp for the GGUF' if k == 'genai' and cpp else ''})" for k in kinds]]
+                *[f"decode tok/s ({k}{'; llama.cpp for the GGUF' if k == 'genai' and cpp else ''})" for k in kinds],
+                "MatMulNBits alone, ms per token", "tok/s if nothing else ran"]
         print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
         for name, (_, _, (graph_nodes, kernels)) in rows.items():
             cells = [name, f"{graph_nodes:,}", f"{kernels:,}", f"{med[name, 'prefill'] * 1000:.0f}",
-                     f"{med[name, 'score']:.2f}", *[f"{med[name, k]:.1f}" for k in kinds]]
+                     f"{med[name, 'score']:.2f}", *[f"{med[name, k]:.1f}" for k in kinds],
+                     f"{med[name, 'matmuls'] * 1000:.2f}", f"{1 / med[name, 'matmuls']:.0f}"]
             print("| " + " | ".join(cells) + " |")
         ratios = [f"prefill {med['lean', 'prefill'] / med['traced', 'prefill']:.2f}x the time",
                   f"scoring {med['lean', 'score'] / med['traced', 'score']:.2f}x",
@@ -140,7 +176,7 @@ def main() -> None:
         if cpp is not None:
             print(f"| llama.cpp Q8_0 ({gguf_file.stat().st_size / 1e6:.1f} MB) | | | "
                   f"{med['llama.cpp', 'prefill'] * 1000:.0f} | | " + " | ".join(
-                      f"{med['llama.cpp', 'decode']:.1f}" if k == "genai" else "" for k in kinds) + " |")
+                      f"{med['llama.cpp', 'decode']:.1f}" if k == "genai" else "" for k in kinds) + " | | |")
             ratios += [f"decode ({k}) against llama.cpp: traced {med['traced', k] / med['llama.cpp', 'decode']:.2f}x, "
                        f"lean {med['lean', k] / med['llama.cpp', 'decode']:.2f}x" for k in kinds]
         print("lean against traced: " + ", ".join(ratios))
