@@ -1,23 +1,25 @@
-"""The int8 file traced two ways: transformers' attention as it runs, and quantize's lean attention.
+"""The int8 file three ways: transformers' attention as traced, quantize's lean attention, and its shapes settled.
 
     python benchmarks/bench_export.py --model models/student --rounds 5
     pip install -e ".[bench]" first to add onnxruntime-genai's loop and llama.cpp
 
 Exports the model folder twice through optimum (stages.quantize.export_fp32 with
-lean=False and lean=True), makes both int8 with params.yaml's quantize section,
-and loads both in one process. Per file: graph nodes, nodes ONNX Runtime runs
-for one decoded token (its profiler), prefill of a 256-token prompt (batch 1),
-scoring of 4 rows of 256 tokens (the gates' path, one row left-padded), and
-decode tokens/s through optimum's generate() (64 greedy tokens; the rate is
-63 tokens over the time of 64 minus the time of 1), with onnxruntime-genai's
-loop too when it is installed, and llama.cpp on a Q8_0 GGUF of the same
-weights (what a user could run instead; bench_compression.write_q8_gguf) when
-llama-cpp-python is. And the file's MatMulNBits nodes alone, in a graph of
-their own on one token: the time its weights take, the floor under a decoded
-token whatever the rest of the graph does. Rounds alternate A B A B; medians, and the lean file's
-time as a share of the traced one's. Also checks that both files
-give the same greedy tokens and near-equal logits (int8 activations are
-quantized per row, so equal to rounding, not to the bit).
+lean=False and lean=True) and makes three int8 files with params.yaml's quantize
+section: traced, lean, and lean with its shape arithmetic settled
+(quantize_weights' static=True, what the stage ships). All load in one process.
+Per file: graph nodes, nodes ONNX Runtime runs for one decoded token (its
+profiler), prefill of a 256-token prompt (batch 1), scoring of 4 rows of 256
+tokens (the gates' path, one row left-padded), and decode tokens/s through
+optimum's generate() (64 greedy tokens; the rate is 63 tokens over the time of
+64 minus the time of 1), with onnxruntime-genai's loop too when it is
+installed, and llama.cpp on a Q8_0 GGUF of the same weights (what a user could
+run instead; bench_compression.write_q8_gguf) when llama-cpp-python is. And
+the file's MatMulNBits nodes alone, in a graph of their own on one token: the
+time its weights take, the floor under a decoded token whatever the rest of
+the graph does. Rounds alternate A B C A B C; medians, and each file's times
+as a share of the traced one's. Also compares the files' logits and greedy
+tokens: int8 activations are quantized per row, so a different attention graph
+rounds differently; settling the shapes changes no number.
 """
 from __future__ import annotations
 
@@ -113,11 +115,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as scratch:
         rows = {}
-        for name, lean in (("traced", False), ("lean", True)):
-            fp32, int8 = Path(scratch) / f"{name}-fp32", Path(scratch) / name
-            export_fp32(model, fp32, lean=lean)
+        variants = (("traced", False, False), ("lean", True, False), ("lean, shapes settled", True, True))
+        for name, lean, static in variants:
+            fp32, int8 = Path(scratch) / f"{'lean' if lean else 'traced'}-fp32", Path(scratch) / name
+            if not fp32.exists():
+                export_fp32(model, fp32, lean=lean)
             int8.mkdir()
-            quantize_weights(fp32, int8, qcfg)
+            quantize_weights(fp32, int8, qcfg, static=static)
             runners = {"optimum": Optimum(int8, args.threads, 0)}
             try:
                 (Path(scratch) / f"genai-{name}").mkdir()
@@ -134,11 +138,13 @@ def main() -> None:
             cpp = LlamaCpp(gguf_file, args.threads, 0)
         except ImportError:
             pass
-        a, b = (rows[n][1]["optimum"] for n in ("traced", "lean"))
-        la, lb = a.logits(prompt), b.logits(prompt)
-        same_tokens = a.generate(prompt, args.new_tokens) == b.generate(prompt, args.new_tokens)
-        print(f"logits of the two files on the prompt: max |diff| {np.abs(la - lb).max():.4f}, top-1 agreement "
-              f"{(la.argmax(-1) == lb.argmax(-1)).mean():.4f}; same {args.new_tokens} greedy tokens: {same_tokens}")
+        names = list(rows)
+        for x, y in zip(names, names[1:]):
+            a, b = rows[x][1]["optimum"], rows[y][1]["optimum"]
+            la, lb = a.logits(prompt), b.logits(prompt)
+            same_tokens = a.generate(prompt, args.new_tokens) == b.generate(prompt, args.new_tokens)
+            print(f"logits, {x} against {y}, on the prompt: max |diff| {np.abs(la - lb).max():.4f}, top-1 agreement "
+                  f"{(la.argmax(-1) == lb.argmax(-1)).mean():.4f}; same {args.new_tokens} greedy tokens: {same_tokens}")
 
         times = {(n, m): [] for n in rows for m in ("prefill", "score", *rows[n][1])}
         for _ in range(args.rounds):
@@ -170,16 +176,16 @@ def main() -> None:
                      f"{med[name, 'score']:.2f}", *[f"{med[name, k]:.1f}" for k in kinds],
                      f"{med[name, 'matmuls'] * 1000:.2f}", f"{1 / med[name, 'matmuls']:.0f}"]
             print("| " + " | ".join(cells) + " |")
-        ratios = [f"prefill {med['lean', 'prefill'] / med['traced', 'prefill']:.2f}x the time",
-                  f"scoring {med['lean', 'score'] / med['traced', 'score']:.2f}x",
-                  *[f"decode ({k}) {med['lean', k] / med['traced', k]:.2f}x the rate" for k in kinds]]
+        ratios = [f"{n}: prefill {med[n, 'prefill'] / med['traced', 'prefill']:.2f}x the time, "
+                  f"scoring {med[n, 'score'] / med['traced', 'score']:.2f}x, " + ", ".join(
+                      f"decode ({k}) {med[n, k] / med['traced', k]:.2f}x the rate" for k in kinds) for n in names[1:]]
         if cpp is not None:
             print(f"| llama.cpp Q8_0 ({gguf_file.stat().st_size / 1e6:.1f} MB) | | | "
                   f"{med['llama.cpp', 'prefill'] * 1000:.0f} | | " + " | ".join(
                       f"{med['llama.cpp', 'decode']:.1f}" if k == "genai" else "" for k in kinds) + " | | |")
-            ratios += [f"decode ({k}) against llama.cpp: traced {med['traced', k] / med['llama.cpp', 'decode']:.2f}x, "
-                       f"lean {med['lean', k] / med['llama.cpp', 'decode']:.2f}x" for k in kinds]
-        print("lean against traced: " + ", ".join(ratios))
+            ratios += [f"decode ({k}) against llama.cpp: " + ", ".join(
+                f"{n} {med[n, k] / med['llama.cpp', 'decode']:.2f}x" for n in names) for k in kinds]
+        print("against traced: " + "; ".join(ratios))
         print("rounds: " + "; ".join(f"{n} {m}: " + ", ".join(f"{x:.3g}" for x in v) for (n, m), v in times.items()))
 
 

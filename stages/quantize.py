@@ -7,7 +7,8 @@ Export goes through optimum (task text-generation-with-past), so the folder
 loads with optimum's ORTModelForCausalLM and lm-eval's onnxruntime backend;
 the attention it traces is `lean_attention`'s: grouped key/value heads read
 in place and rotary embeddings as one matrix product, the same numbers in a
-third fewer nodes per decoded token.
+third fewer nodes per decoded token; and `static_shapes` settles the shape
+arithmetic the tracer wrote as nodes, halving the graph again, bit for bit.
 Weights become int8 with ONNX Runtime's weight-only MatMulNBits quantizer
 (symmetric, per block; quantize.accuracy_level 4 lets the kernel multiply
 in int8, about 3.5x faster on this CPU than dequantizing to fp32;
@@ -61,9 +62,9 @@ def lean_attention(model_dir: Path):
     shape arithmetic that feeds it: about 150 graph nodes a layer. Here the query heads of a group become
     rows of one matrix product with their key/value head, the padding mask is added once per group, and
     rotate_half(x) is x @ R for a constant signed permutation R (exact: one nonzero term per sum). Same
-    numbers, a third fewer nodes executed per decoded token, and faster decoding and scoring
-    (benchmarks/bench_export.py). Attention the fold does not cover (no mask, a sliding window, soft-capping)
-    is traced as transformers wrote it."""
+    numbers, a third fewer nodes executed per decoded token, and faster decoding (benchmarks/bench_export.py).
+    Attention the fold does not cover (no mask, a sliding window, soft-capping) is traced as transformers
+    wrote it."""
     import importlib
 
     from transformers import AttentionInterface, AutoConfig
@@ -109,14 +110,81 @@ def lean_attention(model_dir: Path):
             module.rotate_half = rotate_half
 
 
-def quantize_weights(fp32: Path, out: Path, cfg: params.QuantizeConfig) -> None:
+def static_shapes(model) -> tuple[int, int]:
+    """Shape arithmetic the tracer wrote as graph nodes, settled once: (nodes folded, Reshapes made static).
+
+    The exported graph computes every Reshape's target from Shape, Gather, Unsqueeze and Concat nodes on
+    the running tensors, although most of those numbers never change (heads, head size, the group) and
+    the rest are a dimension of the Reshape's own input. ONNX Runtime's symbolic shape inference works the
+    dimensions out once: an integer tensor whose value it knows becomes an initializer, and a Reshape
+    whose output dimensions are constants or its input's gets a constant target (0 copies an input
+    dimension, -1 takes the rest), so the nodes that fed it go. The same numbers, bit for bit, for any
+    batch, prompt and cache length (tests/test_shared_context.py); about half the graph's nodes."""
+    from onnx import TensorProto, numpy_helper
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    infer = SymbolicShapeInference(int_max=2**31 - 1, auto_merge=False, guess_output_rank=False, verbose=0)
+    infer._preprocess(model)
+    while infer.run_:
+        infer._infer_impl()
+    inferred = infer.out_mp_.graph
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                       for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.value_info, *inferred.input, *inferred.output]
+              if v.type.tensor_type.HasField("shape")}
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.value_info}
+    ints = {TensorProto.INT64: np.int64, TensorProto.INT32: np.int32}
+    g, outputs = model.graph, {o.name for o in model.graph.output}
+    kept, folded, reshaped = [], 0, 0
+    for node in g.node:
+        out = node.output[0] if len(node.output) == 1 else None
+        value, dims = infer.sympy_data_.get(out), shapes.get(out)
+        values = value if isinstance(value, list) else [value]
+        if (node.op_type != "Constant" and value is not None and out not in outputs and types.get(out) in ints
+                and dims is not None and len(dims) <= 1 and all(getattr(v, "is_Integer", False) or
+                                                               isinstance(v, (int, np.integer)) for v in values)
+                and (not dims or dims[0] == len(values))):
+            array = np.array([int(v) for v in values], ints[types[out]]).reshape([len(values)] if dims else [])
+            g.initializer.append(numpy_helper.from_array(array, out))
+            folded += 1
+            continue
+        if node.op_type == "Reshape" and shapes.get(node.input[0]) is not None and shapes.get(out) is not None:
+            source = shapes[node.input[0]]
+            target = [d if isinstance(d, int) and d > 0 else 0 if j < len(source) and d and source[j] == d else -1
+                      for j, d in enumerate(shapes[out])]
+            if target.count(-1) <= 1 and all(d is not None for d in shapes[out]):
+                g.initializer.append(numpy_helper.from_array(np.array(target, np.int64), out + "_static_shape"))
+                node.input[1] = out + "_static_shape"
+                reshaped += 1
+        kept.append(node)
+    while True:  # drop the nodes nothing reads any more
+        read = {i for n in kept for i in n.input} | outputs
+        live = [n for n in kept if any(o in read for o in n.output)]
+        if len(live) == len(kept):
+            break
+        kept = live
+    del g.node[:]
+    g.node.extend(kept)
+    read = {i for n in kept for i in n.input}
+    unread = [i for i in g.initializer if i.name not in read]
+    for i in unread:
+        g.initializer.remove(i)
+    return folded, reshaped
+
+
+def quantize_weights(fp32: Path, out: Path, cfg: params.QuantizeConfig, static: bool = True) -> None:
     """Weight-only int8 (MatMulNBits) of every MatMul, the tied output head included, and the embedding
-    reading the head's int8 bytes (GatherBlockQuantized): no fp32 copy of the vocabulary matrix is left."""
+    reading the head's int8 bytes (GatherBlockQuantized): no fp32 copy of the vocabulary matrix is left.
+    `static`: the graph's shape arithmetic settled first (static_shapes)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
                                                                  MatMulNBitsQuantizer)
 
     model = onnx.load(str(fp32 / "model.onnx"))
+    if static:
+        folded, reshaped = static_shapes(model)
+        log("quantize", f"shape arithmetic settled: {folded} nodes folded, {reshaped} Reshapes static, "
+                        f"{len(model.graph.node)} nodes left")
     tied = untie_lm_head(model)
     algo = DefaultWeightOnlyQuantConfig(block_size=cfg.block_size, is_symmetric=True, bits=cfg.weight_bits,
                                         accuracy_level=cfg.accuracy_level)
