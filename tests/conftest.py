@@ -30,6 +30,25 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
 
 
+def assert_same_scores(scores: dict, other: dict, tasks=None) -> None:
+    """Two runs' per-document scores agree within what float32 kernels of another shape can move them: a
+    log-likelihood to 1e-4 relative, an exposure or a stereotype pair's margin (a difference of log-likelihoods)
+    to 1e-3; picks, ranks, answers and counts exactly. (oneDNN picks other kernels by batch shape, and the last
+    digit of a rounded margin moves with them on some hosts.)"""
+    for task in tasks or scores:
+        assert [r["id"] for r in scores[task]] == [r["id"] for r in other[task]], task
+        for a, b in zip(scores[task], other[task]):
+            assert a.keys() == b.keys(), (task, a["id"])
+            for key, va in a.items():
+                vb = b[key]
+                if key == "ll":
+                    assert va == pytest.approx(vb, rel=1e-4), (task, a["id"], key)
+                elif key in ("exposure", "margin"):
+                    assert va == pytest.approx(vb, abs=1e-3), (task, a["id"], key)
+                else:
+                    assert va == vb, (task, a["id"], key)
+
+
 def tiny_params() -> dict:
     """params.yaml with the tiny profile's sections merged in."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

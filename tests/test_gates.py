@@ -156,7 +156,7 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
     from stages.core import params
     from stages.models.evaluate import run_suite
 
-    from .conftest import ROOT
+    from .conftest import ROOT, assert_same_scores
 
     cfg = params.load(tiny_params_file, "eval")[0].model_copy(update={"dtype": "float32"})
     one, four = (run_suite("hf", str(tiny_base), str(prepared), cfg.model_copy(update={"batch_size": b}),
@@ -165,15 +165,7 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
     assert set(one["scores"]) == {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender",
                                   "ratchet_stereotype_pairs", "ratchet_answers", "ratchet_canary_leak",
                                   "ratchet_canary_rank", "ratchet_domain_mc", "ratchet_general_mc"}
-    for task, rows in one["scores"].items():
-        assert [r["id"] for r in rows] == [r["id"] for r in four["scores"][task]]
-        for a, b in zip(rows, four["scores"][task]):
-            if "ll" in a:
-                assert a["ll"] == pytest.approx(b["ll"], rel=1e-4), (task, a["id"])
-            elif "exposure" in a:  # a function of log-likelihoods
-                assert a["exposure"] == pytest.approx(b["exposure"], abs=1e-3) and a["rank"] == b["rank"], a["id"]
-            else:  # a multiple-choice pick, or an answer with its scores
-                assert a == b, task
+    assert_same_scores(one["scores"], four["scores"])
 
 
 def tune(model_dir, texts: list[str], out, *, steps: int, batch_size: int) -> None:

@@ -4,7 +4,7 @@ import pytest
 from stages.core import params
 from stages.models import evaluate, shared_context
 
-from .conftest import ROOT
+from .conftest import ROOT, assert_same_scores
 
 LL_TASKS = ("ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_domain_mc", "ratchet_general_mc",
             "ratchet_bbq_gender", "ratchet_stereotype_pairs", "ratchet_canary_rank")
@@ -30,17 +30,7 @@ def ll_tasks(prepared, cfg) -> dict:
 
 
 def same_scores(shared: dict, stock: dict) -> None:
-    for task in LL_TASKS:
-        assert [r["id"] for r in shared["scores"][task]] == [r["id"] for r in stock["scores"][task]]
-        for a, b in zip(shared["scores"][task], stock["scores"][task]):
-            if "ll" in a:
-                assert a["ll"] == pytest.approx(b["ll"], rel=1e-4), (task, a["id"])
-            elif "exposure" in a:
-                assert a["exposure"] == pytest.approx(b["exposure"], abs=1e-3) and a["rank"] == b["rank"], a["id"]
-            else:  # a pick among choices; a stereotype pair's margin is a difference of log-likelihoods
-                assert {k: v for k, v in a.items() if k != "margin"} == {k: v for k, v in b.items() if k != "margin"}, (
-                    task, a["id"])
-                assert a.get("margin") == pytest.approx(b.get("margin"), abs=1e-3), (task, a["id"])
+    assert_same_scores(shared["scores"], stock["scores"], LL_TASKS)
     for name, value in stock["metrics"].items():
         assert shared["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
