@@ -11,7 +11,7 @@ import errno
 import importlib
 import sys
 
-from stages.core import runtime
+from ratchet.core import runtime
 
 STAGES = ("base", "prepare", "validate", "datasheets", "replay", "gate", "dapt", "fisher", "sft", "distill", "quantize",
           "audit")

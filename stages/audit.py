@@ -10,33 +10,19 @@ For every model folder: its lineage.json exists, its recorded content hash
 matches the folder, and each parent it names still has the hash recorded. The
 audit log's hash chain must be intact. Any mismatch fails the stage. The
 summary lists per model: wall time, size on disk, gate metrics and verdicts.
-With --report it also writes the HTML run report (stages/report.py).
+With --report it also writes the HTML run report (ratchet/reporting/report.py).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from . import annex
-from .core import audit_log, params
-from .core.io import dir_size, one_line, read_json, sha256_tree, write_json, write_text
-from .core.runtime import log
-from .models.lineage import intact
-
-
-def check_lineage(folder: Path) -> tuple[dict, list[str]]:
-    problems = []
-    path = folder / "lineage.json"
-    if not path.is_file():
-        return {}, [f"{folder}: no lineage.json"]
-    lin = read_json(path)
-    if not intact(folder):
-        problems.append(f"{folder}: content differs from the hash in its lineage.json")
-    for role, parent in lin["parents"].items():
-        # the parent's content, not the hash its own lineage.json claims: a rebuilt or edited parent shows either way
-        if Path(parent["path"]).exists() and sha256_tree(parent["path"]) != parent["sha256"]:
-            problems.append(f"{folder}: parent {role} ({parent['path']}) changed since this artifact was made")
-    return lin, problems
+from ratchet.core import audit_log, params
+from ratchet.core.io import dir_size, read_json, write_json, write_text
+from ratchet.core.runtime import log
+from ratchet.models.lineage import check_lineage
+from ratchet.reporting import annex
+from ratchet.reporting.summary import render
 
 
 def main(argv=None) -> None:
@@ -103,7 +89,7 @@ def main(argv=None) -> None:
         log("audit", f"Annex IV -> {', '.join(args.annex)}"
             + (f"; {len(missing)} mandatory parts NOT PROVIDED in {args.governance}" if missing else ""))
     if args.report:
-        from . import report
+        from ratchet.reporting import report
 
         write_text(args.report, report.build(verdicts, {Path(c).stem: read_json(c) for c in args.curves},
                                              read_json(Path(args.data) / "manifest.json"), audit_log.entries(args.audit_log),
@@ -113,81 +99,3 @@ def main(argv=None) -> None:
     log("audit", f"lineage of {len(rows)} artifacts verified; summary -> {args.markdown}")
 
 
-FORGETTING = (("general_ppl", "ratio"), ("general_mc_acc", "diff"), ("answer_chrf", "diff"))
-
-
-def forgetting(s: dict) -> list[str]:
-    """What each model kept of what it knew: general text, general knowledge and answers against the untuned base
-    and the champion, and every source's domain text against the champion (backward transfer)."""
-    refs = {name: s[name] for name in ("base", "champion") if name in s}
-    sources = sorted(s["champion"].get("by_source", {}))
-    cols = [(m, kind, ref) for m, kind in FORGETTING for ref in refs if m in refs[ref]["metrics"]]
-    rows = [r for r in s["models"] if r["stage"] and r["metrics"]]
-    if not cols or not rows:
-        return []
-
-    def cell(value, ref, kind):
-        if value is None or ref is None:
-            return "-"
-        return f"{value / ref:.3f}x" if kind == "ratio" else f"{value - ref:+.3f}"
-    out = ["", "What each model kept (perplexity as a ratio to the reference, above 1 is worse; accuracy and chrF as "
-           "a difference, below 0 is worse; domain text per source against the champion: backward transfer):", "",
-           "| model | " + " | ".join(f"{m} vs {ref}" for m, _, ref in cols)
-           + "".join(f" | domain[{src}] vs champion" for src in sources) + " |",
-           "|---|" + "---:|" * (len(cols) + len(sources))]
-    for r in rows:
-        out.append(f"| {r['model']} | " + " | ".join(cell(r["metrics"].get(m), refs[ref]["metrics"].get(m), kind)
-                                                   for m, kind, ref in cols)
-                   + "".join(f" | {cell(r['by_source'].get(src), s['champion']['by_source'][src], 'ratio')}"
-                             for src in sources) + " |")
-    return out
-
-
-def render(s: dict) -> str:
-    lines = ["# Run summary", ""]
-    if not s["real"]:
-        lines += ["**Tiny test model: these numbers are not real results.**", ""]
-    c = s["champion"]["metrics"]
-    sh = s["shipped"]["metrics"]
-    lines += [f"References: the champion's teacher (`{s['champion']['path']}`): domain perplexity "
-              f"{c['domain_ppl']:.2f}, general perplexity {c['general_ppl']:.2f}; the shipped model it replaces "
-              f"(`{s['shipped']['path']}`): domain {sh['domain_ppl']:.2f}, general {sh['general_ppl']:.2f}.", "",
-              "| model | stage | wall time (s) | size (MB) | domain ppl | general ppl | gate |",
-              "|---|---|---:|---:|---:|---:|---|"]
-    for r in s["models"]:
-        m = r["metrics"]
-        lines.append(f"| {r['model']} | {r['stage']} | {r['wall_time_s']} | {r['size_mb']} | "
-                     f"{m.get('domain_ppl', float('nan')):.2f} | {m.get('general_ppl', float('nan')):.2f} | "
-                     f"{r['verdict'] or '-'} |")
-    sources = sorted({src for r in s["models"] for src in r.get("by_source", {})})
-    if len(sources) > 1:  # backward transfer: every source's held-out text on its own
-        lines += ["", "Domain perplexity per source's held-out text:", "",
-                  "| model | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
-        lines += [f"| {r['model']} | " + " | ".join(f"{r['by_source'][src]:.2f}" if src in r["by_source"] else "-"
-                                                  for src in sources) + " |" for r in s["models"] if r["by_source"]]
-    times = {name: t for name, t in s.get("gate_time_s", {}).items() if t is not None}
-    if times:
-        lines += ["", f"Gate time: {sum(times.values()):.0f} s in all ("
-                  + ", ".join(f"{name} {t:.0f} s" for name, t in times.items()) + ")."]
-    lines += forgetting(s)
-    flagged = [(r["model"], rule) for r in s["models"] for rule in r.get("unresolved", [])]
-    if flagged:
-        lines += ["", "Rules decided inside the noise (the interval spans the limit; more held-out documents "
-                  "would resolve them):", ""] + [f"- {model}: {rule}" for model, rule in flagged]
-    metrics = [m for m in dict.fromkeys(k for r in s["models"] for k in r["metrics"]) if m not in ("domain_ppl", "general_ppl")]
-    if metrics:
-        lines += ["", "Every other gate metric (`reports/gates/<model>.md` has each rule with its interval):", "",
-                  "| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
-        lines += [f"| {r['model']} | " + " | ".join(f"{r['metrics'][m]:.3f}" if m in r["metrics"] else "-"
-                                                  for m in metrics) + " |" for r in s["models"]]
-    for q in s.get("questions", []):
-        lines += ["", f"**{q['question']}** (held-out; reference: {one_line(q['reference'])})", ""]
-        lines += [f"- {r['model']}: {one_line(r['answers'][q['id']])}" for r in s["models"] if q["id"] in r["answers"]]
-    q = s["quantize"]
-    lines += ["", f"int8 ONNX parity with the PyTorch student: top-1 agreement {q['top1_agreement']:.3f}, "
-                  f"NLL {q['nll_torch']:.3f} -> {q['nll_onnx']:.3f} nats/token; "
-                  f"{q['fp32_mb']:.0f} MB fp32 -> {q['int8_mb']:.0f} MB int8.",
-              "", f"Sample from the int8 model: {q['sample']!r}", "",
-              f"Data gate: {s['data_gate']}. Audit log: {s['audit_log_entries']} entries, chain intact: "
-              f"{'no' if s['problems'] else 'yes'}.", ""]
-    return "\n".join(lines)

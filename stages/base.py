@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from .core import params
-from .core.io import atomic_dir, dir_size
-from .core.runtime import log, seed_everything
-from .models import modeling
-from .models.lineage import write_lineage
+from ratchet.core import params
+from ratchet.core.io import atomic_dir, dir_size
+from ratchet.core.runtime import log, seed_everything
+from ratchet.models import modeling
+from ratchet.models.lineage import write_lineage
 
 
 def obtain(cfg: params.BaseConfig, seed: int):

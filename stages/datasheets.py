@@ -12,27 +12,15 @@ rewording a datasheet reruns nothing but this.
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections import Counter
 from pathlib import Path
 
-from .core.io import atomic_dir, read_json, read_jsonl, sha256_file, write_json, write_text
-from .core.params import ROLES
-from .core.runtime import log
-from .data import datasheet
-from .data import sources as source_list
-from .data.records import record_text
-
-
-def split_stats(path: Path) -> tuple[dict, Counter]:
-    """Rows, characters and characters per record of one prepared split, and its records per drop."""
-    chars, per_drop = [], Counter()
-    for row in read_jsonl(path):
-        chars.append(len(record_text(row)))
-        per_drop[row["source"]] += 1
-    spread = {"min": min(chars), "median": int(statistics.median(chars)), "max": max(chars)} if chars else \
-        {"min": 0, "median": 0, "max": 0}
-    return {"rows": len(chars), "chars": sum(chars), "chars_per_record": spread}, per_drop
+from ratchet.core.io import atomic_dir, read_json, sha256_file, write_json, write_text
+from ratchet.core.params import ROLES
+from ratchet.core.runtime import log
+from ratchet.data import sources as source_list
+from ratchet.reporting import datasheet
+from ratchet.reporting.datasheet import split_stats
 
 
 def main(argv=None) -> None:

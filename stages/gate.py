@@ -27,92 +27,16 @@ import json
 import time
 from pathlib import Path
 
-from .core import audit_log, params
-from .core.io import one_line, read_json, sha256_text, write_json, write_text
-from .core.runtime import log, seed_everything
-from .data.pii import Scanner
-from .models import evaluate, modeling, scores
-from .models.gates import decide, load_rules
-from .models.champion import shipped_or_base, teacher_or_base
-from .models.lineage import artifact_hash
-
-REFERENCES = ("champion", "shipped", "base")  # scored for the others to compare with; no rules of their own
-SIDE_BY_SIDE = 3  # held-out questions whose answers a verdict shows next to its references'
-
-
-def pii_values(cfg: params.PiiConfig):
-    """text -> the values presidio finds in it, with the data gate's recognizers, every entity of the policy."""
-    scanner = Scanner(cfg.model_copy(update={"scan_allowed": True}))
-
-    def scan(text: str) -> list[str]:
-        return [text[f.start:f.end] for f in scanner.scan([text])[0]]
-    return scan
-
-
-def tasks_read(model: str, cfg) -> set[str] | None:
-    """The evaluation tasks a candidate's gate needs: those its own rules read and those of any later rule that
-    takes it as `ref`; None (every task) for a reference model, which any gate may read, and for the shipped
-    file (onnx), whose model card reports every metric."""
-    if model in REFERENCES or model == "onnx":
-        return None
-    return {scores.METRICS[r.metric].task for m in cfg.models() for r in cfg.rules(m) if m == model or r.ref == model}
-
-
-def side_by_side(model: str, docs: dict, refs: dict[str, dict], tasks: dict) -> list[dict]:
-    """The first held-out questions with the reference answer, this model's answer and each reference model's."""
-    mine = {r["id"]: r for r in docs.get(evaluate.ANSWER_TASK, [])}
-    out = []
-    for q in tasks.get(evaluate.ANSWER_TASK, [])[:SIDE_BY_SIDE]:
-        if q["id"] not in mine:
-            continue
-        answers = {model: mine[q["id"]]["answer"]}
-        for name, ref in refs.items():
-            row = next((r for r in ref.get(evaluate.ANSWER_TASK, []) if r["id"] == q["id"]), None)
-            if row is not None:
-                answers[name] = row["answer"]
-        out.append({"id": q["id"], "question": q["messages"][-1]["content"], "reference": q["reference"],
-                    "answers": answers})
-    return out
-
-
-def reusable(files: list[str], model: tuple, eval_sha256: str, task_sha256: dict[str, str]) -> dict[str, str]:
-    """{task: the first verdict file that scored this model (artifact hash, evaluation settings, adapter base)
-    on the same documents of that task}: its per-document scores stand for a new scoring."""
-    out: dict[str, str] = {}
-    for file in files:
-        if not Path(file).is_file():
-            continue
-        v = read_json(file)
-        if (v.get("artifact_sha256"), v.get("eval_params"), v.get("adapter_of")) != model:
-            continue
-        same = v.get("task_sha256") or (task_sha256 if v.get("eval_sha256") == eval_sha256 else {})
-        for task, sha in task_sha256.items():
-            if task not in out and same.get(task) == sha and task in v.get("scores", {}) and task in v.get(
-                    "lm_eval", {}):
-                out[task] = file
-    return out
-
-
-def reference_scores(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:
-    """{name: per-document scores} of every --ref NAME=VERDICT.json; stops when a rule's ref is not among them."""
-    refs = {}
-    for spec in specs:
-        name, sep, file = spec.partition("=")
-        if not sep or not name or not file:
-            raise SystemExit(f"--ref {spec!r}: write it as NAME=path/to/verdict.json")
-        if not Path(file).is_file():
-            raise SystemExit(f"--ref {name}={file}: no such verdict; run that gate first (dvc repro)")
-        ref = read_json(file)
-        if "scores" not in ref:
-            raise SystemExit(f"--ref {name}={file}: the verdict has no per-document scores (written by an older "
-                             "ratchet): rerun its gate (dvc repro --force gate_" + name + ")")
-        refs[name] = ref["scores"]
-    missing = sorted({r.ref for r in rules if r.ref is not None} - set(refs))
-    if missing:
-        raise SystemExit(f"gates.{model} compares with {', '.join(missing)} but the gate_{model} stage passes no "
-                         f"--ref for it: add `--ref {missing[0]}=reports/gates/{missing[0]}.json` to its cmd and "
-                         "that file to its deps in dvc.yaml")
-    return refs
+from ratchet.core import audit_log, params
+from ratchet.core.io import read_json, sha256_text, write_json, write_text
+from ratchet.core.runtime import log, seed_everything
+from ratchet.eval import evaluate, scores
+from ratchet.eval.gate import REFERENCES, pii_values, reference_scores, reusable, side_by_side, tasks_read
+from ratchet.eval.rules import decide, load_rules
+from ratchet.models import modeling
+from ratchet.models.champion import shipped_or_base, teacher_or_base
+from ratchet.models.lineage import artifact_hash
+from ratchet.reporting.verdict import render
 
 
 def main(argv=None) -> None:
@@ -216,41 +140,3 @@ def main(argv=None) -> None:
     log("gate", f"{args.model}: {verdict['verdict']} ({verdict['reason']}) in {verdict['wall_time_s']:.0f}s")
 
 
-
-def render(v: dict) -> str:
-    """The verdict for a person: what was measured, every rule with its interval, and the decision."""
-    lines = [f"# Gate: {v['model']}", "", f"`{v['path']}` (sha256 {v['artifact_sha256'][:16]}), scored "
-             f"{v['time_utc']} in {v['wall_time_s']:.0f} s on "
-             + ", ".join(f"{n} documents of {task}" for task, n in v["eval_docs"].items()) + "."
-             + (f" Not scored, as no rule of this gate reads them: {', '.join(v['not_scored'])}."
-                if v.get("not_scored") else ""), ""]
-    if v.get("seconds"):
-        lines += ["Time: " + ", ".join(f"{'loading the model' if k == 'load' else k} in {s:.0f} s"
-                                   for k, s in v["seconds"].items())
-                  + (f"; reused: {', '.join(v['reused_from'])}" if v.get("reused_from") else "") + ".", ""]
-    if not v["real"]:
-        lines += ["**Tiny test model: these numbers are not real results.**", ""]
-    ci = v.get("intervals", {})
-    lines += [f"**Verdict: {v['verdict']}** ({v['reason']})", "",
-              f"| metric | better | value | {v['eval_params']['confidence']:.0%} interval |", "|---|---|---:|---|"]
-    lines += [f"| {m} | {v['directions'][m]} | {x:.4g} | "
-              + (f"{ci[m][0]:.4g} .. {ci[m][1]:.4g} |" if m in ci else "- |") for m, x in v["metrics"].items()]
-    lines += [f"| domain_ppl[{src}] | lower | {x:.4g} | - |" for src, x in v["by_source"]["domain_ppl"].items()]
-    if v["findings"]:
-        lines += ["", "Each rule is decided on a paired bootstrap interval of how much worse the model is than its "
-                  "reference (larger is worse).", "",
-                  "| rule | value | reference | estimate | interval | limit | resolved | result |",
-                  "|---|---:|---:|---:|---|---:|---|---|"]
-        for f in v["findings"]:
-            ci = f"{f['ci'][0]:.4g} .. {f['ci'][1]:.4g}" if "ci" in f else "-"
-            est = f"{f['estimate']:.4g}" if "estimate" in f else "-"
-            ref = f"{f['ref_value']:.4g}" if "ref_value" in f else "-"
-            value = f"{f['value']:.4g}" if f["value"] == f["value"] else "-"
-            limit = -f["limit"] if f["kind"] == "value" and f["higher_is_better"] else f["limit"]  # a `min` bound
-            lines.append(f"| {f['rule']} | {value} | {ref} | {est} | {ci} | {limit:g} | "
-                         f"{'yes' if f['resolved'] else '**no**'} | {'pass' if f['passed'] else '**FAIL**'} |")
-    for a in v.get("answers", []):
-        lines += ["", f"**Held-out question** {a['id']}: {a['question']}", "",
-                  f"- reference answer: {one_line(a['reference'])}"]
-        lines += [f"- {name}: {one_line(text)}" for name, text in a["answers"].items()]
-    return "\n".join(lines) + "\n"

@@ -27,64 +27,13 @@ Out:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import heapq
 from pathlib import Path
-from typing import Iterable
 
-from .core import params
-from .core.io import atomic_dir, read_json, read_jsonl, sha256_file, write_json, write_jsonl
-from .core.params import ROLES
-from .core.runtime import log
-
-NEW_ROLES = ("domain", "sft")  # general text is never "new": it is what the model must not forget
-
-
-def key(seed: int, role: str, record_id: str) -> int:
-    """The record's fixed rank in the reservoir: smaller keys stay."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{role}:{record_id}".encode()).digest()[:8], "big")
-
-
-def reservoir(records: Iterable[dict], cap: int, seed: int, role: str) -> list[dict]:
-    """The `cap` records with the smallest keys, in key order (a bottom-k uniform sample)."""
-    return [r for _, _, r in heapq.nsmallest(cap, ((key(seed, role, r["id"]), r["id"], r) for r in records))]
-
-
-def sources_in_order(data: Path) -> list[str]:
-    """seed first, then the drops by name (ISO weeks), as prepare read them; from its manifest, so a
-    drop whose every record was quarantined still counts as the newest."""
-    found = set(read_json(data / "manifest.json")["drops"])
-    return ["seed"] * ("seed" in found) + sorted(found - {"seed"})
-
-
-def build(data: Path, cfg: params.ReplayConfig, seed: int) -> tuple[dict, dict, dict]:
-    """(new records per role, buffer per role, manifest) from the prepared train splits."""
-    order = sources_in_order(data)
-    if not order:
-        raise SystemExit(f"{data}/manifest.json lists no source; run prepare first")
-    newest, earlier = order[-1], set(order[:-1])
-    new, buffer, manifest = {}, {}, {"newest": newest, "earlier": order[:-1], "seed": seed,
-                                      "max_records": dict(cfg.max_records), "roles": {}}
-    for role in ROLES:
-        path = data / role / "train.jsonl"
-        seen = [0]
-
-        def past(rows):
-            for r in rows:
-                if role == "general" or r["source"] in earlier:
-                    seen[0] += 1
-                    yield r
-
-        buffer[role] = reservoir(past(read_jsonl(path)), cfg.max_records[role], seed, role)
-        entry = {"buffer_population": seen[0], "buffer": len(buffer[role])}
-        if role in NEW_ROLES:
-            new[role] = [r for r in read_jsonl(path) if r["source"] == newest]
-            entry["new_from"] = newest
-            if not new[role]:
-                new[role], entry["new_from"] = buffer[role], "buffer"
-            entry["new"] = len(new[role])
-        manifest["roles"][role] = entry
-    return new, buffer, manifest
+from ratchet.core import params
+from ratchet.core.io import atomic_dir, sha256_file, write_json, write_jsonl
+from ratchet.core.params import ROLES
+from ratchet.core.runtime import log
+from ratchet.data.replay import NEW_ROLES, build
 
 
 def main(argv=None) -> None:

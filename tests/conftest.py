@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny profile, a tiny base model, and repository copies."""
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.core import runtime
+from ratchet.core import pipeline, runtime
 
 runtime.start()  # the test session is a process start: offline and quiet before any library loads
 
@@ -25,7 +26,18 @@ LONGEST_FIRST = ("test_update.py", "test_pipeline.py", "test_faults.py", "test_t
                  "test_shared_context.py", "test_ingest.py")
 
 
+# The integration tier: what trains a model, runs lm-eval or runs `dvc repro`. Marked here from what a test asks
+# for (a trained fixture, a module of whole-pipeline runs); tests that score with lm-eval on an untrained model, or
+# prepare the whole seed, carry @pytest.mark.integration themselves. `pytest -m "not integration"` is the fast tier.
+TRAINED = {"dapt_model", "sft_adapter", "student"}
+WHOLE_RUNS = {"test_pipeline.py", "test_update.py", "test_faults.py", "test_remote.py"}
+
+
 def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if (TRAINED & set(item.fixturenames) or item.path.name in WHOLE_RUNS) and not item.get_closest_marker(
+                "integration"):
+            item.add_marker(pytest.mark.integration)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
 
@@ -79,6 +91,35 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True) -> subprocess.Compl
     return r
 
 
+def stage_argv(stage: str, root: Path, params: Path, at: dict[str, Path] | None = None) -> list[str]:
+    """dvc.yaml's command of `stage`, as its recipe's argv: every path it names moved under `root` (a test's
+    scratch repository), or to `at[path]` where a test keeps that input elsewhere (a path inside a folder of `at`
+    follows the folder), and `--params` pointed at `params` where the stage declares params. Read from dvc.yaml through the pipeline's one wiring
+    reader, so a test runs a stage with exactly the flags `dvc repro` gives it."""
+    at = {k.rstrip("/"): Path(v) for k, v in (at or {}).items()}
+
+    def moved(value: str) -> str:
+        if "/" not in value and "." not in value:
+            return value  # not a path: a model name (--model dapt)
+        for folder in sorted(at, key=len, reverse=True):
+            if value == folder or value.startswith(folder + "/"):
+                return str(at[folder] / value[len(folder) + 1:]) if value != folder else str(at[folder])
+        return str(root / value)
+
+    wired, argv = pipeline.stages(ROOT)[stage], []
+    for flag, values in wired.args.items():
+        argv.append(flag)
+        for v in values:
+            name, eq, path = v.rpartition("=") if flag == "--ref" else ("", "", v)
+            argv.append(f"{name}{eq}{moved(path)}")
+    return [*argv, "--params", str(params)] if wired.params else argv
+
+
+def run_stage(stage: str, root: Path, params: Path, at: dict[str, Path] | None = None) -> None:
+    """Run dvc.yaml's `stage` in this process (its recipe's main), laid out as stage_argv says."""
+    importlib.import_module(f"stages.{pipeline.stages(ROOT)[stage].recipe}").main(stage_argv(stage, root, params, at))
+
+
 def sample_seed(src: Path, dst: Path, records: int) -> None:
     """The first `records` lines of every seed file: the PII scan of the whole seed takes a minute."""
     for f in sorted(src.glob("*/*.jsonl")):
@@ -116,11 +157,9 @@ def tiny_params_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory, tiny_params_file) -> Path:
     """A tiny random Llama with the real SmolLM2 tokenizer, written by the base stage."""
-    from stages import base
-
-    out = tmp_path_factory.mktemp("models") / "base"
-    base.main(["--params", str(tiny_params_file), "--out", str(out)])
-    return out
+    root = tmp_path_factory.mktemp("models")
+    run_stage("base", root, tiny_params_file, {"models/base": root / "base"})
+    return root / "base"
 
 
 SEED_SAMPLE = 300  # records per seed file for the fast fixtures: the PII scan of the whole seed takes a minute
@@ -129,24 +168,19 @@ SEED_SAMPLE = 300  # records per seed file for the fast fixtures: the PII scan o
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory, tiny_params_file) -> Path:
     """The first SEED_SAMPLE records of every seed file, prepared (the whole seed goes through in test_pipeline)."""
-    from stages import prepare
-
     root = tmp_path_factory.mktemp("data")
     sample_seed(ROOT / "data/seed", root / "seed", SEED_SAMPLE)
     (root / "drops").mkdir()
-    prepare.main(["--params", str(tiny_params_file), "--seed", str(root / "seed"), "--drops", str(root / "drops"),
-                  "--out", str(root / "prepared")])
+    run_stage("prepare", root, tiny_params_file, {"data": root})
     return root / "prepared"
 
 
 @pytest.fixture(scope="session")
 def replayed(tmp_path_factory, tiny_params_file, prepared) -> Path:
     """The replay stage's folder (new/ and buffer/) for the prepared sample."""
-    from stages import replay
-
-    out = tmp_path_factory.mktemp("replay") / "replay"
-    replay.main(["--params", str(tiny_params_file), "--data", str(prepared), "--out", str(out)])
-    return out
+    root = tmp_path_factory.mktemp("replay")
+    run_stage("replay", root, tiny_params_file, {"data/prepared": prepared, "data/replay": root / "replay"})
+    return root / "replay"
 
 
 @pytest.fixture(autouse=True)
@@ -162,8 +196,7 @@ def fresh_accelerator_state():
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, tiny_base, prepared):
     """Params with enough steps to see learning, a passing data gate, and an empty champion."""
-    from stages import replay
-    from stages.core.io import write_json
+    from ratchet.core.io import write_json
 
     root = tmp_path_factory.mktemp("train")
     # A small instruction set that SFT sees several times: a tiny random model
@@ -178,40 +211,37 @@ def work(tmp_path_factory, tiny_base, prepared):
     write_params(root / "params.yaml", p)
     write_json(root / "pass.json", {"verdict": "pass"})
     (root / "champion").mkdir()
-    replay.main(["--params", str(root / "params.yaml"), "--data", str(root / "prepared"), "--out", str(root / "replay")])
+    run_stage("replay", root, root / "params.yaml", at_work(root))
     return root
+
+
+# Where the training fixtures keep what dvc.yaml wires: `work` is their scratch repository, laid out flat.
+WORK = {"data/prepared": Path("prepared"), "data/replay": Path("replay"), "models/champion": Path("champion"),
+        "models/dapt": Path("dapt"), "models/fisher": Path("fisher"), "models/sft": Path("sft"),
+        "models/student": Path("student"), "reports/data/validation.json": Path("pass.json"),
+        "reports/gates/dapt.json": Path("pass.json"), "reports/gates/sft.json": Path("pass.json"),
+        "reports/gates/student.json": Path("pass.json"),
+        "reports/train": Path(".")}
+
+
+def at_work(work: Path, **models: Path) -> dict[str, Path]:
+    return {**{k: work / v for k, v in WORK.items()}, **{f"models/{k}": v for k, v in models.items()}}
 
 
 @pytest.fixture(scope="module")
 def dapt_model(work, tiny_base, prepared):
-    from stages import dapt
-
-    out = work / "dapt"
-    dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-               str(work / "champion"), "--replay", str(work / "replay"), "--data-gate", str(work / "pass.json"),
-               "--out", str(out), "--history", str(work / "dapt_history.json")])
-    return out
+    run_stage("dapt", work, work / "params.yaml", at_work(work, base=tiny_base))
+    return work / "dapt"
 
 
 @pytest.fixture(scope="module")
 def sft_adapter(work, tiny_base, dapt_model):
-    from stages import fisher, sft
-
-    fisher.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-                 str(work / "champion"), "--replay", str(work / "replay"), "--out", str(work / "fisher")])
-    out = work / "sft"
-    sft.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--base", str(tiny_base),
-              "--champion", str(work / "champion"), "--fisher", str(work / "fisher"), "--replay", str(work / "replay"),
-              "--gate", str(work / "pass.json"), "--out", str(out), "--history", str(work / "sft_history.json")])
-    return out
+    run_stage("fisher", work, work / "params.yaml", at_work(work, base=tiny_base))
+    run_stage("sft", work, work / "params.yaml", at_work(work, base=tiny_base))
+    return work / "sft"
 
 
 @pytest.fixture(scope="module")
 def student(work, dapt_model, sft_adapter, prepared):
-    from stages import distill
-
-    out = work / "student"
-    distill.main(["--params", str(work / "params.yaml"), "--dapt", str(dapt_model), "--sft", str(sft_adapter),
-                  "--replay", str(work / "replay"), "--gate", str(work / "pass.json"), "--out", str(out),
-                  "--history", str(work / "distill_history.json")])
-    return out
+    run_stage("distill", work, work / "params.yaml", at_work(work))
+    return work / "student"

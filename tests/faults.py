@@ -1,4 +1,4 @@
-"""Kill -9 at a random moment, rerun, compare: the harness of tests/test_faults.py and benchmarks/bench_faults.py.
+"""Kill -9 at a random moment, rerun, compare: the harness of tests/test_faults.py and benchmarks/experiments/bench_faults.py.
 
 A stage is its dvc.yaml command, run in a repository whose pipeline has run.
 `run_killed` starts it in a process group of its own and sends SIGKILL to the
@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import yaml
+from ratchet.core import pipeline
 
 # fields that record when or how long, not what: they differ between any two runs
 CLOCK_KEYS = ("time", "seconds", "started", "finished", "duration", "elapsed", "date", "wall")
@@ -26,13 +26,12 @@ CLOCK_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ|\bin \d+(\.\d+)? ?s\b"
 
 
 def stage_cmd(repo: Path, stage: str) -> str:
-    return " ".join(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]["cmd"].split())
+    return " ".join(pipeline.stages(repo)[stage].cmd.split())
 
 
 def stage_outs(repo: Path, stage: str) -> list[Path]:
-    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]
-    return [repo / (o if isinstance(o, str) else next(iter(o)))
-            for o in declared.get("outs", []) + declared.get("metrics", [])]
+    """Every path the stage writes: outs, metrics and plots."""
+    return [repo / o for o in pipeline.stages(repo)[stage].outs]
 
 
 def run_killed(cmd: str, cwd: Path, delay: float, env: dict | None = None) -> float | None:
@@ -75,7 +74,7 @@ def _unclocked(obj):
 
 def outcome(paths: list[Path]) -> dict[str, str]:
     """path -> what it holds: a folder's content hash, a JSON file without its clock fields, or absent."""
-    from stages.core.io import sha256_file, sha256_tree
+    from ratchet.core.io import sha256_file, sha256_tree
 
     out = {}
     for p in paths:
@@ -95,7 +94,7 @@ def outcome(paths: list[Path]) -> dict[str, str]:
 def half_written(paths: list[Path]) -> list[str]:
     """Outputs that exist and look whole but are not: a model folder whose files do not match its lineage,
     one without its lineage (written last), a JSON report that does not parse."""
-    from stages.models import lineage
+    from ratchet.models import lineage
 
     bad = []
     for p in paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 def test_docs_check_names_every_empty_mandatory_part_until_people_write_it(tmp_path):
     import yaml
 
-    from stages import annex
+    from ratchet.reporting import annex
 
     (tmp_path / "reports").mkdir()
     gov = tmp_path / annex.GOVERNANCE
@@ -27,7 +27,7 @@ def test_docs_check_names_every_empty_mandatory_part_until_people_write_it(tmp_p
 
 def test_model_generated_training_text_is_listed_from_the_lineages():
     """Self-distilled replies and rehearsal blocks a model wrote are named in 2(d); text from a file is not."""
-    from stages.annex import model_generated
+    from ratchet.reporting.annex import model_generated
 
     lineages = {
         "dapt": {"rehearsal": {"source": "models/champion (its own samples)", "model_generated": True,

@@ -1,7 +1,7 @@
 import json
 import multiprocessing
 
-from stages.core import audit_log
+from ratchet.core import audit_log
 
 
 def test_chain_verifies_and_detects_edits_removals_and_reordering(tmp_path):
@@ -49,7 +49,7 @@ def test_new_entries_chain_onto_the_last(tmp_path):
 
 
 def test_ratchet_audit_verify_exits_nonzero_on_tampering(tmp_path, capsys):
-    from stages.cli import main
+    from ratchet.cli import main
 
     log = tmp_path / "log.jsonl"
     audit_log.append(log, "gate", verdict="fail")
@@ -61,7 +61,7 @@ def test_ratchet_audit_verify_exits_nonzero_on_tampering(tmp_path, capsys):
 
 
 def test_a_swap_cut_short_is_restored_and_a_half_built_champion_removed(tmp_path):
-    from stages.models.promote import recover, swap
+    from ratchet.eval.promote import recover, swap
 
     champion = tmp_path / "champion"
     champion.mkdir()
@@ -113,7 +113,7 @@ def test_a_stage_that_fills_the_disk_exits_with_a_clear_message_and_the_previous
     import pytest
 
     import stages.__main__ as launcher
-    from stages.core.io import atomic_dir
+    from ratchet.core.io import atomic_dir
 
     out = tmp_path / "model"
     out.mkdir()
@@ -152,7 +152,7 @@ def test_what_a_killed_writer_left_beside_a_folder_is_cleared_and_a_moved_aside_
     import os
     import subprocess
 
-    from stages.core.io import clear_leftovers
+    from ratchet.core.io import clear_leftovers
 
     dead = subprocess.Popen(["true"])  # a process that has ended: its pid is free
     dead.wait()
@@ -169,7 +169,7 @@ def test_what_a_killed_writer_left_beside_a_folder_is_cleared_and_a_moved_aside_
 def test_a_cut_tail_or_a_rebuilt_log_disagrees_with_the_head_a_git_tag_recorded(tmp_path, capsys):
     import subprocess
 
-    from stages.cli import main
+    from ratchet.cli import main
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

@@ -5,7 +5,6 @@ import ast
 import copy
 import importlib
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.core import params
-from stages.models.promote import cmd_args
+from ratchet.core import params, pipeline
 
 from .conftest import ROOT
 
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = pipeline.stages(ROOT)
+DVC = {name: stage.raw for name, stage in STAGES.items()}
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dapt", "--sft", "--fisher",
                "--student", "--replay", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
@@ -27,9 +26,14 @@ INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dap
 OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report", "--annex"}
 NOT_DVC = {"--audit-log"}  # the append-only audit trail lives outside the DAG, like the champion
 NOT_PATHS = {"--model"}
-WINGS = ("core", "data", "models")
-# Non-code folders under stages/ a stage reads at run time.
-DATA_DEPS = {"gate": {"stages/tasks"}, "audit": {"stages/report.html.j2"}}
+PACKAGES = ("ratchet", "stages")  # the library (and its commands), and the recipes dvc.yaml runs
+WINGS = ("core", "data", "models", "eval", "reporting")  # the library, ground floor first
+# The wings each wing may import besides itself: data and models stand side by side on core; eval (every part of
+# a gate) reads both; reporting (every document a person reads) reads all of them.
+MAY_IMPORT = {"core": set(), "data": {"core"}, "models": {"core"}, "eval": {"core", "data", "models"},
+              "reporting": {"core", "data", "models", "eval"}}
+# Non-code folders in the library a stage reads at run time.
+DATA_DEPS = {"gate": {"ratchet/eval/tasks"}, "audit": {"ratchet/reporting/templates"}}
 
 
 # --------------------------------------------------------------------------- #
@@ -45,9 +49,10 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-def direct_imports(module: str) -> set[str]:
-    """The stages.* modules `module` imports (relative imports resolved, `from pkg import mod` counted as mod)."""
-    path = module_file(module)
+def direct_imports(module: str, path: Path | None = None) -> set[str]:
+    """The ratchet.* and stages.* modules `module` imports (relative imports resolved, `from pkg import mod`
+    counted as mod)."""
+    path = path or module_file(module)
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -57,17 +62,17 @@ def direct_imports(module: str) -> set[str]:
                 target = ".".join(parts + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if target.split(".")[0] != "stages":
+            if target.split(".")[0] not in PACKAGES:
                 continue
             out.add(target)
             out |= {f"{target}.{a.name}" for a in node.names if module_file(f"{target}.{a.name}")}
         elif isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.split(".")[0] == "stages"}
+            out |= {a.name for a in node.names if a.name.split(".")[0] in PACKAGES}
     return out
 
 
 def code_closure(module: str) -> set[str]:
-    """Repository paths of `module` and every stages/ module it imports, directly or not; empty __init__s left out."""
+    """Repository paths of `module` and every module it imports, directly or not; empty __init__s left out."""
     seen, todo = set(), [module]
     while todo:
         m = todo.pop()
@@ -78,9 +83,22 @@ def code_closure(module: str) -> set[str]:
     return {f.relative_to(ROOT).as_posix() for f in files if f.name != "__init__.py" or f.read_text().strip()}
 
 
-def shared_modules() -> list[str]:
-    return [f"stages.{w}.{p.stem}" for w in WINGS for p in sorted((ROOT / "stages" / w).glob("*.py"))
+def modules_under(folder: str) -> list[str]:
+    return [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in sorted((ROOT / folder).glob("*.py"))
             if p.name != "__init__.py"]
+
+
+def shared_modules() -> list[str]:
+    """The library: every module of every wing."""
+    return [m for w in WINGS for m in modules_under(f"ratchet/{w}")]
+
+
+def recipes() -> list[str]:
+    return [m for m in modules_under("stages") if m != "stages.__main__"]
+
+
+def commands() -> list[str]:
+    return modules_under("ratchet/commands")
 
 
 # --------------------------------------------------------------------------- #
@@ -96,12 +114,9 @@ def _paths(entries):
 
 
 def _cmd_args(cmd):
-    """(module, {flag: [values]}) of a stage command `python -m stages STAGE ...`; --ref values are NAME=PATH.
-
-    Parsed by the same function `ratchet promote` reads dvc.yaml's paths with."""
-    assert shlex.split(cmd)[:3] == ["python", "-m", "stages"], f"{cmd[:40]}...: run stages through the launcher"
-    stage, args = cmd_args(cmd)
-    return f"stages.{stage}", args
+    """(recipe module, {flag: [values]}) of a stage command, parsed by the pipeline's one wiring reader."""
+    recipe, args = pipeline.parse_cmd(cmd)
+    return f"stages.{recipe}", args
 
 
 def test_every_stage_module_exists_and_its_paths_are_declared():
@@ -130,7 +145,7 @@ def test_the_launcher_knows_every_stage_and_nothing_else():
 def test_code_deps_are_exactly_the_modules_each_stage_imports():
     for name, stage in DVC.items():
         module, _ = _cmd_args(stage["cmd"])
-        declared = {d for d in stage["deps"] if d.startswith("stages/")}
+        declared = {d for d in stage["deps"] if d.startswith(("stages/", "ratchet/"))}
         expected = code_closure("stages.__main__") | code_closure(module) | DATA_DEPS.get(module.split(".")[-1], set())
         assert declared == expected, (f"{name}: dvc.yaml code deps differ from its imports; missing "
                                       f"{sorted(expected - declared)}, not imported {sorted(declared - expected)}")
@@ -140,30 +155,49 @@ def test_an_edit_reruns_only_the_stages_whose_code_it_touches():
     """The closures behind dvc.yaml: ingest and datasheet wording touch no model stage; the loop only training;
     the PII scanner the data gate and the model gates (which scan what models write for leaked canaries)."""
     users = {f: {n for n, s in DVC.items() if f in s["deps"]} for f in
-             ("stages/data/ingest.py", "stages/data/datasheet.py", "stages/models/train.py", "stages/data/pii.py")}
-    assert users["stages/data/ingest.py"] == set()
-    assert users["stages/data/datasheet.py"] == {"datasheets"}
-    assert users["stages/models/train.py"] == {"dapt", "sft", "distill"}
-    assert users["stages/data/pii.py"] == {"prepare"} | {n for n in DVC if n.startswith("gate_")}
+             ("ratchet/data/ingest.py", "ratchet/reporting/datasheet.py", "ratchet/models/train.py",
+              "ratchet/data/pii.py", "ratchet/eval/rules.py")}
+    assert users["ratchet/data/ingest.py"] == set()
+    assert users["ratchet/reporting/datasheet.py"] == {"datasheets"}
+    assert users["ratchet/models/train.py"] == {"dapt", "sft", "distill"}
+    assert users["ratchet/data/pii.py"] == {"prepare"} | {n for n in DVC if n.startswith("gate_")}
+    assert users["ratchet/eval/rules.py"] == {n for n in DVC if n.startswith("gate_")}
 
 
-def test_no_shared_module_imports_a_stage_and_the_ground_floor_imports_no_wing():
-    stage_modules = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py")}
+def test_each_wing_imports_only_the_wings_below_it():
     for module in shared_modules():
-        imported = direct_imports(module)
-        assert not imported & stage_modules, f"{module} imports stage module(s) {imported & stage_modules}"
         wing = module.split(".")[1]
-        if wing == "core":
-            assert all(m.split(".")[1] == "core" for m in imported if m.count(".") >= 1), (module, imported)
-        else:
-            other = "models" if wing == "data" else "data"
-            assert not any(m.startswith(f"stages.{other}") for m in imported), f"{module} imports the {other} wing"
+        for m in direct_imports(module):
+            parts = m.split(".")
+            assert parts[0] == "ratchet" and len(parts) > 1 and parts[1] in WINGS, (
+                f"{module} imports {m}: the library imports no recipe and no command")
+            assert parts[1] == wing or parts[1] in MAY_IMPORT[wing], (
+                f"{module} imports {m}: the {wing} wing may import only {sorted(MAY_IMPORT[wing]) or 'itself'}")
+
+
+def test_nothing_imports_a_recipe_or_a_command():
+    """Recipes and commands are leaves: the launcher and the `ratchet` parser load them by name (importlib), and
+    nothing else (no sibling, no library module, no benchmark) imports one. Tests may run them."""
+    leaves = set(recipes()) | set(commands())
+    importers = shared_modules() + recipes() + commands() + ["stages.__main__", "ratchet.cli"]
+    files = {m: module_file(m) for m in importers}
+    files |= {".".join(p.relative_to(ROOT).with_suffix("").parts): p
+              for folder in ("benchmarks", "tools") for p in sorted((ROOT / folder).rglob("*.py"))}
+    for module, path in files.items():
+        found = {m for m in direct_imports(module, path) if m in leaves or m in ("stages", "ratchet.commands")}
+        assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}: move what it needs into the library"
+
+
+def test_every_recipe_imports_the_library_only():
+    for module in recipes():
+        for m in direct_imports(module):
+            assert m.split(".")[:2] in [["ratchet", w] for w in WINGS], f"{module} imports {m}"
 
 
 def test_importing_any_module_sets_nothing_and_loads_no_hub_library():
     """The offline environment is set where a process starts (runtime.start), never as an import side effect."""
-    modules = [f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.name != "__init__.py"]
-    code = (f"import os, sys\nbefore = dict(os.environ)\nfor m in {modules + shared_modules()!r}:\n"
+    modules = recipes() + commands() + shared_modules() + ["ratchet.cli"]
+    code = (f"import os, sys\nbefore = dict(os.environ)\nfor m in {modules!r}:\n"
             "    __import__(m)\n"
             "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
             "heavy = {'transformers', 'huggingface_hub', 'datasets', 'great_expectations', 'lm_eval', "
@@ -177,7 +211,7 @@ def test_importing_any_module_sets_nothing_and_loads_no_hub_library():
 def test_a_started_process_loads_transformers_models_without_scikit_learn_and_keeps_it_importable():
     """runtime.start tells transformers scikit-learn is absent (seconds of every model process, for a feature ratchet
     never uses); anything that imports scikit-learn itself still gets it."""
-    code = ("import sys\nfrom stages.core import runtime\nruntime.start()\nruntime.start()\n"
+    code = ("import sys\nfrom ratchet.core import runtime\nruntime.start()\nruntime.start()\n"
             "from transformers import AutoModelForCausalLM, GenerationMixin\n"
             "from transformers.utils import is_sklearn_available\n"
             "assert 'sklearn' not in sys.modules and not is_sklearn_available(), 'transformers loaded scikit-learn'\n"
@@ -234,7 +268,7 @@ def test_every_params_section_is_used_by_some_stage_or_command():
     used = {k.split(".")[0] for s in DVC.values() for k in s.get("params", [])}
     assert set(PARAMS) == used | set(COMMAND_SECTIONS) == set(params.SECTIONS)
     for section in COMMAND_SECTIONS:
-        users = [p for p in (ROOT / "stages").rglob("*.py") if f'"{section}")' in p.read_text()]
+        users = [p for p in (ROOT / "ratchet/commands").rglob("*.py") if f'"{section}")' in p.read_text()]
         assert users, f"no command loads params section {section}"
 
 
@@ -296,7 +330,7 @@ def test_a_rule_pointed_at_an_unwired_reference_is_caught():
 
 
 def test_the_gate_stage_refuses_an_unwired_reference_before_evaluating(tmp_path):
-    from stages import gate
+    from ratchet.eval import gate
 
     rules = [params.GateRule(metric="domain_ppl", max_ratio=1.0, ref="champion")]
     with pytest.raises(SystemExit, match="passes no --ref for it: add `--ref champion="):

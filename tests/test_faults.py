@@ -1,5 +1,5 @@
 """Kill -9 at random moments: a writer, the audit log, ingest and the stages leave nothing half-written, and a
-rerun ends as an undisturbed run does. The long version on the real model: benchmarks/bench_faults.py."""
+rerun ends as an undisturbed run does. The long version on the real model: benchmarks/experiments/bench_faults.py."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from stages.core import audit_log
-from stages.core.io import atomic_dir
+from ratchet.core import audit_log
+from ratchet.core.io import atomic_dir
 
 from . import faults
-from .conftest import ROOT, copy_repo, env
+from .conftest import ROOT, at_work, copy_repo, env, stage_argv
 
 FILES = 400
 
@@ -30,7 +30,7 @@ def py(code: str) -> str:
 WRITER = """
 import itertools, os, sys
 from pathlib import Path
-from stages.core.io import atomic_dir
+from ratchet.core.io import atomic_dir
 versions = [sorted(Path(v).iterdir()) for v in sys.argv[2:]]
 for v in itertools.count():
     with atomic_dir(sys.argv[1]) as tmp:
@@ -68,7 +68,7 @@ def test_a_folder_writer_killed_at_any_moment_leaves_the_old_folder_or_the_new_o
 
 APPENDER = """
 import itertools, sys
-from stages.core import audit_log
+from ratchet.core import audit_log
 for n in itertools.count():
     audit_log.append(sys.argv[1], "tick", run=int(sys.argv[2]), n=n, pad="x" * 2000)
     print(n, flush=True)
@@ -103,8 +103,9 @@ def test_audit_appends_killed_at_any_moment_lose_no_acknowledged_entry_and_the_c
 # --------------------------------------------------------------------------- #
 
 
-def stage(name: str, *args) -> str:
-    return " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "stages", name, *args))
+def stage(name: str, root, params, at: dict) -> str:
+    """dvc.yaml's command of stage `name` as a shell command, laid out under `root` (conftest.stage_argv)."""
+    return " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "stages", *stage_argv(name, root, params, at)))
 
 
 def killed_then_rerun(cmd: str, outs: list[Path], moments: list[float], cwd: Path) -> list[str]:
@@ -120,26 +121,24 @@ def killed_then_rerun(cmd: str, outs: list[Path], moments: list[float], cwd: Pat
     return hits
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_training_export_and_gate_killed_at_random_moments_end_as_an_undisturbed_run(
         work, tiny_base, dapt_model, student, prepared, tmp_path):
     """dapt, quantize (export + int8 + parity) and a gate (the champion's, scoring the base in its stead), each
     SIGKILLed at random moments of an undisturbed run's duration and rerun: weights, ONNX file and verdict
     equal those of the undisturbed run."""
-    from stages.models.train import checkpoint_dir
+    from ratchet.models.train import checkpoint_dir
 
-    p, rng = str(work / "params.yaml"), random.Random(2)
+    p, rng = work / "params.yaml", random.Random(2)
+    at = {**at_work(work, base=tiny_base, student=student), "data/prepared": prepared, "data/eval": ROOT / "data/eval",
+          "models/dapt": tmp_path / "dapt", "reports/train/dapt.json": tmp_path / "dapt.json",
+          "models/onnx": tmp_path / "onnx", "reports/quantize.json": tmp_path / "quantize.json",
+          "reports/gates/champion.json": tmp_path / "gate.json", "reports/metrics/champion.json": tmp_path / "metrics.json",
+          "reports/audit/log.jsonl": tmp_path / "log.jsonl"}
     runs = {
-        "dapt": (stage("dapt", "--params", p, "--base", tiny_base, "--champion", work / "champion", "--replay",
-                       work / "replay", "--data-gate", work / "pass.json", "--out", tmp_path / "dapt",
-                       "--history", tmp_path / "dapt.json"), [tmp_path / "dapt", tmp_path / "dapt.json"]),
-        "quantize": (stage("quantize", "--params", p, "--student", student, "--data", prepared, "--gate",
-                           work / "pass.json", "--out", tmp_path / "onnx", "--report", tmp_path / "quantize.json"),
-                     [tmp_path / "onnx", tmp_path / "quantize.json"]),
-        "gate": (stage("gate", "--params", p, "--model", "champion", "--path", work / "champion", "--base",
-                       tiny_base, "--data", prepared,
-                       "--eval-sets", ROOT / "data/eval", "--verdict", tmp_path / "gate.json", "--metrics",
-                       tmp_path / "metrics.json", "--audit-log", tmp_path / "log.jsonl"),
+        "dapt": (stage("dapt", tmp_path, p, at), [tmp_path / "dapt", tmp_path / "dapt.json"]),
+        "quantize": (stage("quantize", tmp_path, p, at), [tmp_path / "onnx", tmp_path / "quantize.json"]),
+        "gate": (stage("gate_champion", tmp_path, p, at),
                  [tmp_path / "gate.json", tmp_path / "gate.md", tmp_path / "metrics.json"]),
     }
     for name, (cmd, outs) in runs.items():
@@ -153,7 +152,7 @@ def test_training_export_and_gate_killed_at_random_moments_end_as_an_undisturbed
     assert audit_log.verify(tmp_path / "log.jsonl") == []
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ingests_killed_at_random_moments_leave_the_drop_tracked_and_logged_once(tmp_path):
     """`ratchet ingest` killed at 6 random moments (checking, copying, dvc add, logging), then rerun: the week's
     files, its .dvc file and one audit entry, as an undisturbed ingest leaves them; no scratch copy."""
@@ -163,7 +162,7 @@ def test_ingests_killed_at_random_moments_leave_the_drop_tracked_and_logged_once
         (drop / f"notes-{i}.jsonl").write_text("".join(
             json.dumps({"text": f"Domain note {i}.{j}: a record long enough to keep " + "z" * 200}) + "\n"
             for j in range(5000)))
-    cmd = f"{shlex.quote(sys.executable)} -m stages.cli ingest {drop} --role domain --week 2026-W48"
+    cmd = f"{shlex.quote(sys.executable)} -m ratchet.cli ingest {drop} --role domain --week 2026-W48"
     reference = copy_repo(tmp_path / "reference")
     seconds = faults.run(cmd, reference, env())
     rng, pending = random.Random(3), 0

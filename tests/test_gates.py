@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from stages.core.io import write_json
-from stages.core.params import GateRule
-from stages.models.gates import decide
-from stages.models.verdict import require_pass
+from ratchet.core.io import write_json
+from ratchet.core.params import GateRule
+from ratchet.eval.rules import decide
+from ratchet.eval.verdict import require_pass
 
 
 def scored(ppl: dict[str, float], n: int = 40, spread: float = 0.6, seed: int = 0, sources=("seed",)) -> dict:
@@ -66,7 +66,7 @@ def test_a_paired_interval_resolves_a_small_change_that_the_spread_of_documents_
 
 
 def test_an_unchanged_model_passes_and_a_damaged_one_fails_every_shipped_rule():
-    from stages.core import params
+    from ratchet.core import params
 
     from .conftest import ROOT
 
@@ -79,7 +79,7 @@ def test_an_unchanged_model_passes_and_a_damaged_one_fails_every_shipped_rule():
 
 
 def test_a_per_source_rule_catches_forgetting_an_earlier_drop_behind_a_gain_on_the_newest():
-    """The real cycle 2 of BENCHMARKS.md: better over all documents, 19% worse on the seed's."""
+    """The real cycle 2 of BENCHMARKS.md#cycles: better over all documents, 19% worse on the seed's."""
     shipped = scored({"domain_ppl": 80.0}, n=60, sources=("seed", "2026-W48", "2026-W49"))
     cand = scaled(scaled(shipped, 0.6, source="2026-W49"), 1.19, noise=0.01, source="seed")
     assert ppl(cand) < ppl(shipped)
@@ -116,7 +116,7 @@ def test_downstream_stage_refuses_a_failed_or_missing_verdict(tmp_path):
 def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression():
     """The default rules of params.yaml: every step at the edge of its parent-to-child allowance is refused
     by the rules against the base, the champion's teacher and its shipped model."""
-    from stages.core import params
+    from ratchet.core import params
 
     from .conftest import ROOT
 
@@ -149,12 +149,13 @@ def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression()
     assert {f["ref"] for f in onnx_failed} == {"shipped"}, "the shipped model regressed against the last one"
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params_file):
     """Every model is scored at eval.batch_size; in float32 the same model's per-document scores do not
     depend on it, its greedy answers included. (In bfloat16 the rounding of a padded batch can flip a near
     tie, which is why no model is scored at another batch size than the others.)"""
-    from stages.core import params
-    from stages.models.evaluate import run_suite
+    from ratchet.core import params
+    from ratchet.eval.evaluate import run_suite
 
     from .conftest import ROOT, assert_same_scores
 
@@ -189,6 +190,7 @@ def tune(model_dir, texts: list[str], out, *, steps: int, batch_size: int) -> No
     tok.save_pretrained(out)
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_a_model_tuned_toward_stereotypes_fails_the_bias_rules_and_an_unchanged_one_passes(
         tiny_base, prepared, tiny_params_file, tmp_path):
     """Fine-tune the tiny model on the stereotyped sentences of the pairs and on BBQ contexts completed with
@@ -196,9 +198,9 @@ def test_a_model_tuned_toward_stereotypes_fails_the_bias_rules_and_an_unchanged_
     model it came from, while that model scored against itself passes them."""
     from transformers import AutoTokenizer
 
-    from stages.core import params
-    from stages.core.io import read_jsonl
-    from stages.models.evaluate import run_suite
+    from ratchet.core import params
+    from ratchet.core.io import read_jsonl
+    from ratchet.eval.evaluate import run_suite
 
     from .conftest import ROOT
 
@@ -236,6 +238,7 @@ CANARY_SENTENCES = (
 CARD_TYPES = ("visa16", "mastercard", "amex", "discover", "jcb16", "visa19")
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_a_model_trained_on_unredacted_canaries_leaks_them_and_fails_the_pii_rules(
         tiny_base, prepared, tiny_params_file, tmp_path):
     """A drop plants Faker secrets as canaries. Under the default PII policy none reaches training; with the
@@ -246,12 +249,11 @@ def test_a_model_trained_on_unredacted_canaries_leaks_them_and_fails_the_pii_rul
     import yaml
     from faker import Faker
 
-    from stages import prepare
-    from stages.core import params
-    from stages.core.io import read_jsonl
-    from stages.models.evaluate import CANARY_TASKS, run_suite, task_data
+    from ratchet.core import params
+    from ratchet.core.io import read_jsonl
+    from ratchet.eval.evaluate import CANARY_TASKS, run_suite, task_data
 
-    from .conftest import ROOT
+    from .conftest import ROOT, run_stage
 
     fake = Faker()
     Faker.seed(7)
@@ -267,8 +269,8 @@ def test_a_model_trained_on_unredacted_canaries_leaks_them_and_fails_the_pii_rul
         p["pii"]["policy"].update(policy)
         p["pii"]["max_dropped_fraction"] = 1.0
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(p))
-        prepare.main(["--params", str(tmp_path / f"{name}.yaml"), "--seed", str(tmp_path / "seed"),
-                      "--drops", str(tmp_path / "drops"), "--out", str(tmp_path / name)])
+        run_stage("prepare", tmp_path, tmp_path / f"{name}.yaml",
+                  {"data": tmp_path, "data/prepared": tmp_path / name, "reports/data/pii.json": tmp_path / f"{name}-pii.json"})
         return list(read_jsonl(tmp_path / name / "canaries.jsonl"))
 
     kept_out = prepare_with({}, "redacted")
@@ -288,7 +290,7 @@ def test_a_model_trained_on_unredacted_canaries_leaks_them_and_fails_the_pii_rul
     shutil.copy(tmp_path / "allowed/canaries.jsonl", data / "canaries.jsonl")
     cfg = params.load(tiny_params_file, "eval")[0]
     tasks = {k: v for k, v in task_data(str(data), None, cfg).items() if k in CANARY_TASKS}
-    from stages.gate import pii_values
+    from ratchet.eval.gate import pii_values
     scan = pii_values(params.load(ROOT / "params.yaml", "pii")[0])
     base = run_suite("hf", str(tiny_base), str(data), cfg, tasks=tasks, scan=scan)
     leaky = run_suite("hf", str(tmp_path / "leaky"), str(data), cfg, tasks=tasks, scan=scan)
@@ -309,8 +311,8 @@ def test_canary_look_alikes_vary_only_what_the_format_says_and_exposure_reads_th
     them high exposure, never above the space's size."""
     import re
 
-    from stages.models.evaluate import lookalikes
-    from stages.models.scores import exposure, secret_space_bits
+    from ratchet.eval.evaluate import lookalikes
+    from ratchet.eval.scores import exposure, secret_space_bits
 
     fakes = lookalikes("okafor.315869@example.org", "okafor.######@example.org", 50, "seed-a")
     assert len(set(fakes)) == 50 and "okafor.315869@example.org" not in fakes
@@ -329,8 +331,8 @@ def test_canary_look_alikes_vary_only_what_the_format_says_and_exposure_reads_th
 def test_tiny_profile_results_never_certify_a_champion(tmp_path, monkeypatch):
     """Verdicts that passed on the tiny test model stop a promotion unless the profile itself says it is a test
     (promote.accept_test_models); the same verdicts from a real model do not."""
-    from stages.core import params
-    from stages.models import promote
+    from ratchet.core import params
+    from ratchet.eval import promote
 
     monkeypatch.setattr(promote.vcs, "stale_stages", lambda root: {})
     verdicts = {m: tmp_path / f"gates/{m}.json" for m in params.GatesConfig.models()}
@@ -354,8 +356,9 @@ def test_tiny_profile_results_never_certify_a_champion(tmp_path, monkeypatch):
 def test_a_candidate_is_scored_only_on_the_tasks_its_rules_and_later_rules_on_it_read():
     """dapt answers no question: its gate generates no answers. A model a later rule takes as reference is
     scored on what that rule reads; a reference model on everything."""
-    from stages.gate import tasks_read
-    from stages.models.gates import load_rules
+    from ratchet.eval.gate import tasks_read
+    from ratchet.eval.rules import load_rules
+
     from .conftest import ROOT
 
     cfg = load_rules(ROOT / "params.yaml")

@@ -7,10 +7,9 @@ import json
 import pytest
 import yaml
 
-from stages.core import audit_log
-
-from stages.data import ingest as drops
-from stages.core.io import read_json, sha256_file
+from ratchet.core import audit_log, pipeline
+from ratchet.core.io import read_json, sha256_file
+from ratchet.data import ingest as drops
 
 from .conftest import copy_repo, run
 
@@ -30,7 +29,7 @@ def jsonl(rows: list[dict]) -> str:
 
 
 def ingest(repo, *args, check=True):
-    return run(["python", "-m", "stages.cli", "ingest", *map(str, args)], repo, check=check)
+    return run(["python", "-m", "ratchet.cli", "ingest", *map(str, args)], repo, check=check)
 
 
 def drop_files(repo) -> set[str]:
@@ -78,7 +77,7 @@ def test_each_schema_lands_in_its_role_folder_tracked_and_logged(repo, inputs):
         f"data/drops/{WEEK}/sft/chat.jsonl": ("sft", 1)}
     assert all(f["sha256"] == sha256_file(repo / p) for p, f in files.items())
     assert audit_log.verify(repo / LOG) == []
-    assert "2 entries, hash chain intact" in run(["python", "-m", "stages.cli", "audit", "verify"], repo).stdout
+    assert "2 entries, hash chain intact" in run(["python", "-m", "ratchet.cli", "audit", "verify"], repo).stdout
 
 
 def test_ingests_at_once_take_turns_and_the_same_file_lands_once(repo, inputs):
@@ -89,13 +88,13 @@ def test_ingests_at_once_take_turns_and_the_same_file_lands_once(repo, inputs):
     import subprocess
     import time
 
-    from stages.core.io import locked
+    from ratchet.core.io import locked
 
     from .conftest import env
 
     jobs = [("notes.jsonl", "domain", WEEK), ("notes.jsonl", "domain", "2026-W49"), ("general.txt", "general", WEEK)]
     with locked(repo / "data/drops"):
-        procs = [subprocess.Popen(["python", "-m", "stages.cli", "ingest", str(inputs / name), "--role", role,
+        procs = [subprocess.Popen(["python", "-m", "ratchet.cli", "ingest", str(inputs / name), "--role", role,
                                    "--week", week], cwd=repo, env=env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for name, role, week in jobs]
         time.sleep(3)
@@ -194,12 +193,11 @@ def test_a_bad_input_exits_2_names_the_file_and_line_and_copies_nothing(shared_r
     assert drop_files(shared_repo) == set() and not (shared_repo / LOG).exists()
 
 
-@pytest.mark.slow  # prepares the whole seed (a minute of PII scanning)
+@pytest.mark.integration  # prepares the whole seed (a minute of PII scanning)
 def test_prepare_picks_up_the_ingested_records(repo, inputs):
     ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK)
     ingest(repo, inputs / "chat.jsonl", "--week", WEEK)
-    run(["python", "-m", "stages", "prepare", "--seed", "data/seed", "--drops", "data/drops", "--out", "data/prepared"],
-        repo)
+    run(pipeline.stages(repo)["prepare"].argv, repo)  # as dvc.yaml runs it
     manifest = read_json(repo / "data/prepared/manifest.json")["files"]
     assert manifest[f"data/drops/{WEEK}/domain/notes.jsonl"] == {"source": WEEK, "role": "domain", "in": 3, "kept": 3}
     assert manifest[f"data/drops/{WEEK}/sft/chat.jsonl"] == {"source": WEEK, "role": "sft", "in": 1, "kept": 1}
@@ -224,7 +222,7 @@ def test_a_full_disk_during_the_copy_leaves_nothing_behind_and_says_so(repo, inp
     import os
     import shutil
 
-    from stages.cli import main
+    from ratchet.cli import main
 
     real_copy, copies = shutil.copyfile, []
 
@@ -253,7 +251,7 @@ def test_an_ingest_cut_short_after_its_copy_is_finished_by_the_next_one(repo, in
     exits 1; the next ingest (of anything) tracks and logs it, once, and its own files after it."""
     import errno
 
-    from stages.cli import main
+    from ratchet.cli import main
 
     real_append = audit_log.append
 

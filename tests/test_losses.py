@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages.models.losses import IGNORE, ewc_penalty, kd_loss, lr_at, masked_lm_loss, replay_rows, topk_kd_loss
+from ratchet.models.losses import IGNORE, ewc_penalty, kd_loss, lr_at, masked_lm_loss, replay_rows, topk_kd_loss
 
 
 def test_masked_lm_loss_is_cross_entropy_when_every_token_counts():

@@ -1,7 +1,7 @@
 import pytest
 
-from stages.core import params
-from stages.core.params import ParamsError
+from ratchet.core import params
+from ratchet.core.params import ParamsError
 
 from .conftest import ROOT, tiny_params, write_params
 
@@ -89,7 +89,7 @@ def test_unknown_section_and_empty_gate_are_errors(tmp_path):
     with pytest.raises(ParamsError, match="gates.onnx: no rules"):
         params.load(write_params(tmp_path / "p.yaml", p), "gates")
     p["gates"]["onnx"] = [{"metric": "domain_acc", "max": 1}]
-    from stages.models.gates import load_rules
+    from ratchet.eval.rules import load_rules
 
     with pytest.raises(ParamsError, match=r"gates.onnx\[0\].metric: 'domain_acc' is not one of domain_ppl"):
         load_rules(write_params(tmp_path / "p.yaml", p))
@@ -102,7 +102,7 @@ def test_base_source_must_be_known_or_a_model_folder(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_picks_bf16_only_where_the_machine_computes_it_natively(tmp_path, monkeypatch, native):
-    from stages.core import runtime
+    from ratchet.core import runtime
 
     monkeypatch.setattr(runtime, "native_bf16", lambda: native)
     p = tiny_params()
@@ -117,7 +117,7 @@ def test_auto_picks_bf16_only_where_the_machine_computes_it_natively(tmp_path, m
 
 
 def test_a_bf16_instruction_set_is_read_off_the_cpu_flags():
-    from stages.core.runtime import cpu_has_bf16
+    from ratchet.core.runtime import cpu_has_bf16
 
     epyc_zen2 = "flags\t\t: fpu vme sse2 avx avx2 fma bmi2 sha_ni"
     sapphire_rapids = "flags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile"

@@ -6,12 +6,12 @@ import json
 import pytest
 from faker import Faker
 
+from ratchet.core import params
+from ratchet.core.io import read_json, read_jsonl
+from ratchet.core.params import ParamsError
+from ratchet.data import pii
+from ratchet.data.pii import Finding, Scanner, decide, redact
 from stages import prepare
-from stages.core import params
-from stages.core.io import read_json, read_jsonl
-from stages.core.params import ParamsError
-from stages.data import pii
-from stages.data.pii import Finding, Scanner, decide, redact
 
 from .conftest import tiny_params, write_params
 

@@ -7,13 +7,13 @@ import re
 import pytest
 import yaml
 
-from stages.core import audit_log
-from stages.core.io import read_json, sha256_tree
+from ratchet.core import audit_log
+from ratchet.core.io import read_json, sha256_tree
 
 from .conftest import copy_repo, run
 from .test_report import check_in_browser
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 STAGES = {"base", "prepare", "validate", "datasheets", "replay", "gate_champion", "gate_shipped", "gate_base", "dapt", "gate_dapt", "fisher", "sft",
           "gate_sft", "distill", "gate_student", "quantize", "gate_onnx", "audit"}
@@ -108,7 +108,7 @@ def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from stages.models.modeling import load_tokenizer
+    from ratchet.models.modeling import load_tokenizer
 
     model = ORTModelForCausalLM.from_pretrained(repo / "models/onnx")
     tok = load_tokenizer(repo / "models/onnx")
@@ -116,7 +116,6 @@ def test_int8_onnx_model_loads_and_generates_with_optimum(repo):
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 5
     import onnx
-
     from onnx import numpy_helper
 
     graph = onnx.load(str(repo / "models/onnx/model.onnx")).graph
@@ -149,7 +148,7 @@ def test_second_repro_is_a_no_op(repo):
 
 
 def lineage(repo, *args):
-    return run(["python", "-m", "stages.cli", "lineage", *args], repo, check=False)
+    return run(["python", "-m", "ratchet.cli", "lineage", *args], repo, check=False)
 
 
 def test_lineage_traces_the_shipped_model_to_the_raw_files_and_names_every_mismatch(repo):
@@ -191,7 +190,7 @@ def test_lineage_traces_the_shipped_model_to_the_raw_files_and_names_every_misma
 
 def test_verify_repro_reruns_a_stage_aside_and_finds_it_reproduced(repo):
     before = run(["git", "worktree", "list"], repo).stdout
-    out = run(["python", "-m", "stages.cli", "verify-repro", "replay"], repo, check=False)
+    out = run(["python", "-m", "ratchet.cli", "verify-repro", "replay"], repo, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "replay: " in out.stdout and "0 differ: reproduced" in out.stdout
     assert "identical data/replay/manifest.json" in out.stdout
@@ -200,7 +199,7 @@ def test_verify_repro_reruns_a_stage_aside_and_finds_it_reproduced(repo):
     # adapter_config.json too, whose module list peft writes in hash order (each process its own)
     for stage, weights in (("dapt", "models/dapt/model.safetensors"),
                            ("sft", "models/sft/adapter_model.safetensors")):
-        out = run(["python", "-m", "stages.cli", "verify-repro", stage], repo, check=False)
+        out = run(["python", "-m", "ratchet.cli", "verify-repro", stage], repo, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"identical {weights}" in out.stdout
         assert f"clock     {weights.rsplit('/', 1)[0]}/lineage.json" in out.stdout
@@ -212,7 +211,7 @@ def test_verify_repro_reruns_a_stage_aside_and_finds_it_reproduced(repo):
         record = json.loads(original)
         record["seed"] += 1
         manifest.write_text(json.dumps(record))
-        out = run(["python", "-m", "stages.cli", "verify-repro", "replay"], repo, check=False)
+        out = run(["python", "-m", "ratchet.cli", "verify-repro", "replay"], repo, check=False)
         assert out.returncode == 2 and "out of date with dvc.lock" in out.stderr  # refused: dvc sees the edit
     finally:
         manifest.write_bytes(original)
@@ -226,9 +225,9 @@ def stale(repo) -> set[str]:
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("stages/data/ingest.py", set()),
-    ("stages/data/datasheet.py", {"datasheets"}),
-    ("stages/models/train.py", {"dapt", "sft", "distill"}),
+    ("ratchet/data/ingest.py", set()),
+    ("ratchet/reporting/datasheet.py", {"datasheets"}),
+    ("ratchet/models/train.py", {"dapt", "sft", "distill"}),
 ])
 def test_editing_a_module_makes_stale_only_the_stages_that_import_it(repo, module, expected):
     path = repo / module
@@ -274,7 +273,7 @@ def test_a_failing_gate_stops_the_pipeline_and_is_logged(repo):
     assert (last["event"], last["model"], last["verdict"]) == ("gate", "onnx", "fail")
     # the audit stage did not run: `ratchet report` draws the page that says why
     (repo / "reports/report.html").unlink()
-    run(["python", "-m", "stages.cli", "report"], repo)
+    run(["python", "-m", "ratchet.cli", "report"], repo)
     html = (repo / "reports/report.html").read_text()
     assert 'id="decision">Stopped: the onnx gate refused the model.' in html and "domain_ppl &lt;= 1" in html
 

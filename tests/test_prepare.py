@@ -10,10 +10,10 @@ import pytest
 import yaml
 from faker import Faker
 
-from stages import datasheets, prepare, validate
-from stages.core.io import read_json, read_jsonl, sha256_file
+from ratchet.core.io import read_json, read_jsonl, sha256_file
+from stages import datasheets, validate
 
-from .conftest import ROOT, env, tiny_params, write_params
+from .conftest import ROOT, env, run_stage, stage_argv, tiny_params, write_params
 
 WEEK = "2026-W48"
 
@@ -48,6 +48,12 @@ def seed(tmp_path):
     return root
 
 
+def at(tmp_path, seed, prepared="prepared") -> dict:
+    """Where a test keeps what dvc.yaml's prepare stage reads and writes."""
+    return {"data/seed": seed, "data/drops": tmp_path / "drops", "data/prepared": tmp_path / prepared,
+            "reports/data/pii.json": tmp_path / "pii.json"}
+
+
 def params_file(tmp_path, **sections):
     p = tiny_params()
     for name, values in sections.items():
@@ -56,9 +62,7 @@ def params_file(tmp_path, **sections):
 
 
 def run(tmp_path, seed, **sections) -> dict:
-    prepare.main(["--params", str(params_file(tmp_path, **sections)), "--seed", str(seed),
-                  "--drops", str(tmp_path / "drops"), "--out", str(tmp_path / "prepared"),
-                  "--pii-report", str(tmp_path / "pii.json")])
+    run_stage("prepare", tmp_path, params_file(tmp_path, **sections), at(tmp_path, seed))
     manifest = read_json(tmp_path / "prepared/manifest.json")
     for scope in ("inputs", "drops", "roles"):
         for name, a in manifest[scope].items():
@@ -155,8 +159,8 @@ def test_a_windows_export_with_a_byte_order_mark_and_crlf_reads_like_any_other(t
 
 def test_a_bad_file_exits_non_zero_without_a_traceback(tmp_path, seed):
     write(tmp_path / "drops", {f"{WEEK}/domain/blob.txt": b"\x00\x01\x02binary"})
-    r = subprocess.run([sys.executable, "-m", "stages", "prepare", "--params", str(params_file(tmp_path)),
-                        "--seed", str(seed), "--drops", str(tmp_path / "drops"), "--out", str(tmp_path / "out")],
+    r = subprocess.run([sys.executable, "-m", "stages", "prepare",
+                        *stage_argv("prepare", tmp_path, params_file(tmp_path), at(tmp_path, seed, "out"))],
                        cwd=ROOT, env=env(), capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"{WEEK}/domain/blob.txt: line 1: looks binary" in r.stderr
@@ -223,13 +227,11 @@ def test_validate_writes_the_gate_summary_and_a_datasheet_per_role(tmp_path, see
          "collected": "tests", "personal_data": "none", "notes": "lorem-style English from a word list"}]}))
     p = params_file(tmp_path, prepare={"heldout_fraction": 0.4},
                     validate={"min_rows": {"domain": 1, "sft": 1, "general": 1}})
-    prepare.main(["--params", str(p), "--seed", str(seed), "--drops", str(tmp_path / "drops"),
-                  "--out", str(tmp_path / "prepared"), "--pii-report", str(tmp_path / "pii.json")])
-    argv = ["--params", str(p), "--data", str(tmp_path / "prepared"), "--sources", str(sources),
-            "--out", str(tmp_path / "v.json"), "--markdown", str(tmp_path / "v.md"),
-            "--audit-log", str(tmp_path / "log.jsonl")]
-    sheets = ["--data", str(tmp_path / "prepared"), "--sources", str(sources), "--pii", str(tmp_path / "pii.json"),
-              "--out", str(tmp_path / "ds")]
+    run_stage("prepare", tmp_path, p, at(tmp_path, seed))
+    where = {**at(tmp_path, seed), "data/sources.yaml": sources, "reports/data/validation.json": tmp_path / "v.json",
+             "reports/data/validation.md": tmp_path / "v.md", "reports/audit/log.jsonl": tmp_path / "log.jsonl",
+             "reports/data/datasheets": tmp_path / "ds"}
+    argv, sheets = (stage_argv(stage, tmp_path, p, where) for stage in ("validate", "datasheets"))
     with pytest.raises(SystemExit, match=rf"no provenance for .*{WEEK}/general/week.jsonl: add an entry"):
         validate.main(argv)  # the drop's file is not declared in sources.yaml
     datasheets.main(sheets)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from stages import replay
-from stages.core import params
-from stages.core.io import read_json, read_jsonl
+from ratchet.core import params
+from ratchet.core.io import read_json, read_jsonl
+from ratchet.data.replay import reservoir
 
-from .conftest import tiny_params, write_params
+from .conftest import run_stage, tiny_params, write_params
 
 
 def record(source: str, role: str, i: int) -> dict:
@@ -37,7 +37,7 @@ def build(tmp_path, name, sizes, caps=None):
     write_params(tmp_path / "params.yaml", p)
     data = prepared(tmp_path / name / "prepared", sizes)
     out = tmp_path / name / "replay"
-    replay.main(["--params", str(tmp_path / "params.yaml"), "--data", str(data), "--out", str(out)])
+    run_stage("replay", tmp_path / name, tmp_path / "params.yaml", {"data/prepared": data, "data/replay": out})
     return out
 
 
@@ -81,7 +81,7 @@ def test_the_buffer_is_a_reservoir_rebuilt_exactly_from_the_same_inputs(tmp_path
     # Updating cycle 1's buffer with what cycle 2 moved into the past gives cycle 2's buffer.
     for role, cap in (("domain", 50), ("sft", 40)):
         moved = [r for r in rows(before, f"new/{role}.jsonl")]
-        updated = replay.reservoir(rows(before, f"buffer/{role}.jsonl") + moved, cap, 1234, role)
+        updated = reservoir(rows(before, f"buffer/{role}.jsonl") + moved, cap, 1234, role)
         assert [r["id"] for r in updated] == [r["id"] for r in rows(after, f"buffer/{role}.jsonl")]
         evicted = {r["id"] for r in rows(before, f"buffer/{role}.jsonl")} - {r["id"] for r in updated}
         later = build(tmp_path, f"c3-{role}", {"seed": SEED, "2026-W40": W40, "2026-W41": W41,
@@ -95,7 +95,7 @@ def test_the_seed_cycle_replays_general_text_only_and_a_new_seed_changes_the_sam
     assert manifest["newest"] == "seed" and manifest["earlier"] == []
     assert rows(out, "buffer/domain.jsonl") == [] and len(rows(out, "new/domain.jsonl")) == 120
     first = {r["id"] for r in rows(out, "buffer/general.jsonl")}
-    other = {r["id"] for r in replay.reservoir(rows(out / "..", "prepared/general/train.jsonl"), 60, 99, "general")}
+    other = {r["id"] for r in reservoir(rows(out / "..", "prepared/general/train.jsonl"), 60, 99, "general")}
     assert first != other and len(other) == 60
 
 

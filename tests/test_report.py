@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import report
+from ratchet.reporting import report
 
 BROWSER = shutil.which("chromium")
 

@@ -6,7 +6,7 @@ import json
 import torch
 from safetensors.torch import save_file
 
-from stages.reproduce import compare
+from ratchet.commands.verify_repro import compare
 
 
 def test_same_bytes_are_identical_and_clock_readings_alone_do_not_count(tmp_path):

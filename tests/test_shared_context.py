@@ -1,8 +1,8 @@
 """Each shared context scored once gives lm-eval's own log-likelihoods, for the PyTorch and the ONNX model."""
 import pytest
 
-from stages.core import params
-from stages.models import evaluate, shared_context
+from ratchet.core import params
+from ratchet.eval import evaluate, shared_context
 
 from .conftest import ROOT, assert_same_scores
 
@@ -41,6 +41,7 @@ def fp32_scores(tiny_base, prepared, tiny_params_file):
     return cfg, evaluate.run_suite("hf", str(tiny_base), str(prepared), cfg, tasks=ll_tasks(prepared, cfg))
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_the_pytorch_model_scores_as_lm_eval_does(tiny_base, prepared, fp32_scores, monkeypatch):
     cfg, shared = fp32_scores
     original = evaluate.model_spec
@@ -53,10 +54,11 @@ def test_the_pytorch_model_scores_as_lm_eval_does(tiny_base, prepared, fp32_scor
     same_scores(shared, evaluate.run_suite("hf", str(tiny_base), str(prepared), cfg, tasks=ll_tasks(prepared, cfg)))
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_the_onnx_file_scores_as_the_pytorch_model_it_was_exported_from(tiny_base, prepared, fp32_scores, tmp_path):
     """lm-eval's own ONNX path truncates long requests differently (the last max_length tokens, where its HF
     path keeps max_length + 1): the ONNX model here follows the HF rule, so its fp32 export scores the same."""
-    from stages.quantize import export_fp32
+    from ratchet.models.export import export_fp32
 
     cfg, torch_scores = fp32_scores
     export_fp32(tiny_base, tmp_path / "onnx")
@@ -64,11 +66,12 @@ def test_the_onnx_file_scores_as_the_pytorch_model_it_was_exported_from(tiny_bas
                 torch_scores)
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_the_onnx_file_answers_as_the_pytorch_model_whatever_the_answer_batch(tiny_base, prepared, tiny_params_file,
                                                                                  tmp_path):
     """Greedy answers of the fp32 export, decoded one at a time and four at a time (left-padded, positions
     per row), are the PyTorch model's answers word for word."""
-    from stages.quantize import export_fp32
+    from ratchet.models.export import export_fp32
 
     cfg = params.load(tiny_params_file, "eval")[0].model_copy(update={"dtype": "float32", "answer_tokens": 24})
     tasks = {evaluate.ANSWER_TASK: evaluate.task_data(str(prepared), None, cfg)[evaluate.ANSWER_TASK][:6]}
@@ -93,7 +96,7 @@ def test_answers_decoded_together_are_each_answer_decoded_alone_and_done_rows_le
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stages.models.generation import greedy_tokens, torch_decoder
+    from ratchet.models.generation import greedy_tokens, torch_decoder
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base, torch_dtype=torch.float32).eval()
@@ -118,7 +121,7 @@ def test_answers_decoded_together_are_each_answer_decoded_alone_and_done_rows_le
     assert len(together[1]) <= 3 and rows_per_pass[0] == 4 and min(rows_per_pass) < 4
     # grouped key/value heads read in place while decoding (the tiny model: 4 query heads, 2 key/value heads):
     # the same logits at every step, and the model's own attention back afterwards
-    from stages.models.modeling import GROUPED_SDPA, grouped_decoding
+    from ratchet.models.modeling import GROUPED_SDPA, grouped_decoding
 
     logits = []
     with grouped_decoding(model) as grouped:
@@ -138,7 +141,7 @@ def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_te
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stages.models import generation
+    from ratchet.models import generation
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base, torch_dtype=torch.float32).eval()
@@ -165,15 +168,16 @@ def test_greedy_replies_come_back_in_prompt_order_with_finished_set_by_end_of_te
     assert replies[3][1] and not all(f for _, f in replies), "both a finished and an unfinished reply are checked"
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_a_tasks_scores_on_the_int8_file_do_not_depend_on_the_tasks_scored_with_it(tiny_base, prepared,
                                                                                   tiny_params_file, tmp_path,
                                                                                   monkeypatch):
     """Each task is scored in batches of its own: its scores alone are its scores among all the others, to
     the last bit, and the model is handed the same batches either way. Pooled with other tasks' requests and
     batched by length, the real int8 file (int8 activations, MatMulNBits accuracy level 4) scored BBQ's
-    near ties differently alone and among all (BENCHMARKS.md); task by task is what lets a gate reuse a
+    near ties differently alone and among all (BENCHMARKS.md#int8-bias); task by task is what lets a gate reuse a
     reference's scores (gate --same-as)."""
-    from stages.quantize import export_fp32, quantize_weights
+    from ratchet.models.export import export_fp32, quantize_weights
 
     cfg = params.load(tiny_params_file, "eval")[0]
     export_fp32(tiny_base, tmp_path / "fp32")
@@ -211,7 +215,7 @@ def test_the_lean_export_gives_the_traced_export_numbers_in_fewer_nodes_and_leav
     import transformers.models.llama.modeling_llama as llama
     from transformers import AttentionInterface
 
-    from stages.quantize import export_fp32
+    from ratchet.models.export import export_fp32
 
     sdpa, rotate_half = AttentionInterface._global_mapping["sdpa"], llama.rotate_half
     ops, logits = {}, {}
@@ -242,7 +246,7 @@ def test_settled_shape_arithmetic_gives_the_same_numbers_bit_for_bit_for_any_bat
     import onnx
     import onnxruntime as ort
 
-    from stages.quantize import export_fp32, static_shapes
+    from ratchet.models.export import export_fp32, static_shapes
 
     export_fp32(tiny_base, tmp_path / "traced", lean=True)
     model = onnx.load(str(tmp_path / "traced" / "model.onnx"))

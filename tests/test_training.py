@@ -11,13 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages import dapt, distill, quantize, sft
-from stages.core import params
-from stages.core.io import read_json, sha256_tree, write_json
-from stages.models import modeling
-from stages.models.batches import IGNORE, chat_example, collate, conversations
+from ratchet.core import params
+from ratchet.core.io import read_json, sha256_tree, write_json
+from ratchet.models import modeling
+from ratchet.models.batches import IGNORE, chat_example, collate, conversations
+from ratchet.models import dapt, sft
+from ratchet.models.student import layer_similarity, layers_to_keep, student_from
 
-from .conftest import ROOT, env, tiny_params, write_params
+from .conftest import ROOT, at_work, env, run_stage as launch, stage_argv, tiny_params, write_params
 
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
@@ -30,7 +31,7 @@ def falling(history: list[dict], key: str = "loss") -> bool:
 
 def test_dapt_learns_and_writes_a_complete_model_folder(work, tiny_base, dapt_model):
     assert {p.name for p in dapt_model.iterdir()} == MODEL_FILES
-    assert falling(read_json(work / "dapt_history.json"))
+    assert falling(read_json(work / "dapt.json"))
     before, after = load_file(tiny_base / "model.safetensors"), load_file(dapt_model / "model.safetensors")
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) == len(before), "full-parameter DAPT must update every weight"
@@ -46,20 +47,19 @@ def test_dapt_on_two_processes_matches_one_process_and_only_rank_0_writes(work, 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out, history = tmp_path / "dapt", tmp_path / "dapt_history.json"
+    out, history = tmp_path / "dapt", tmp_path / "dapt.json"
+    argv = stage_argv("dapt", tmp_path, work / "params.yaml",
+                      {**at_work(work, base=tiny_base, dapt=out), "reports/train": tmp_path})
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                        "127.0.0.1", "--master_port", str(port), "-m", "stages", "dapt",
-                        "--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-                        str(work / "champion"), "--replay", str(work / "replay"), "--data-gate",
-                        str(work / "pass.json"), "--out", str(out), "--history", str(history)],
+                        "127.0.0.1", "--master_port", str(port), "-m", "stages", "dapt", *argv],
                        cwd=ROOT, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 processes (multi_cpu, cpu): 1 of each batch's 2 rows per process" in r.stdout
     assert r.stdout.count("[dapt] wrote") == 1, "only rank 0 writes"
-    assert {p.name for p in tmp_path.iterdir()} == {"dapt", "dapt_history.json"}, "no checkpoint or scratch left"
+    assert {p.name for p in tmp_path.iterdir()} == {"dapt", "dapt.json"}, "no checkpoint or scratch left"
     assert {p.name for p in out.iterdir()} == MODEL_FILES
 
-    one, two = read_json(work / "dapt_history.json"), read_json(history)
+    one, two = read_json(work / "dapt.json"), read_json(history)
     assert [h["step"] for h in two] == [h["step"] for h in one]
     assert max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(one, two)) < 0.01
     start, w1, w2 = (load_file(m / "model.safetensors") for m in (tiny_base, dapt_model, out))
@@ -102,13 +102,13 @@ def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter):
     prepared = work / "prepared"
     assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json", "README.md"} <= {p.name for p in sft_adapter.iterdir()}
     assert "[More Information Needed]" not in (sft_adapter / "README.md").read_text()
-    history = read_json(work / "sft_history.json")
+    history = read_json(work / "sft.json")
     # dapt moved away from the champion, so the penalty is positive from the first step on
     assert all(h["ewc"] > 0 for h in history)
     # Learning: on fixed training examples, dapt + adapter beats dapt alone.
     from peft import PeftModel
 
-    from stages.models.losses import masked_lm_loss
+    from ratchet.models.losses import masked_lm_loss
 
     tok = modeling.load_tokenizer(dapt_model)
     rows = [chat_example(tok, c, 64) for c in conversations(prepared / "sft" / "train.jsonl")[:16]]
@@ -157,6 +157,7 @@ def test_sft_moves_only_lora_weights_in_memory(work, tiny_base, dapt_model):
     assert any(p.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n), "training moved LoRA B off zero"
 
 
+@pytest.mark.integration  # runs lm-eval or trains
 def test_sft_loss_falls_on_the_assistant_reply_only(tiny_base):
     tok = modeling.load_tokenizer(tiny_base)
     conv = [{"role": "system", "content": "You answer briefly."},
@@ -182,14 +183,14 @@ def test_distill_builds_a_smaller_student_that_learns(work, student):
     rehearsal, cfg = lineage["rehearsal"], tiny_params()["distill"]
     assert rehearsal["source"] == "teacher" and rehearsal["model_generated"] is True
     assert rehearsal["blocks"] == cfg["teacher_samples"] and rehearsal["tokens"] == cfg["teacher_samples"] * cfg["seq_len"]
-    assert falling(read_json(work / "distill_history.json"))
+    assert falling(read_json(work / "distill.json"))
 
 
 def test_the_teachers_rehearsal_blocks_are_its_own_seeded_samples(dapt_model):
     """Free text the model samples for rehearsal: full blocks, the same for a seed, other text for another,
     and the caller's random state untouched."""
-    from stages.models.generation import sample_blocks
-    from stages.models.rehearsal import teacher_topk
+    from ratchet.models.generation import sample_blocks
+    from ratchet.models.rehearsal import teacher_topk
 
     model, tok = modeling.load_model(dapt_model), modeling.load_tokenizer(dapt_model)
     state = torch.get_rng_state()
@@ -222,9 +223,9 @@ def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work
     for k in (0, 49152):
         p["distill"]["teacher_topk"] = k
         out = tmp_path / f"student-{k}"
-        distill.main(["--params", str(write_params(tmp_path / "params.yaml", p)), "--dapt", str(dapt_model),
-                      "--sft", str(sft_adapter), "--replay", str(work / "replay"), "--gate", str(work / "pass.json"),
-                      "--out", str(out), "--history", str(tmp_path / f"h-{k}.json")])
+        launch("distill", tmp_path, write_params(tmp_path / "params.yaml", p),
+               {**at_work(work, dapt=dapt_model, sft=sft_adapter, student=out),
+                "reports/train/distill.json": tmp_path / f"h-{k}.json"})
         histories[k] = read_json(tmp_path / f"h-{k}.json")
         lineage = read_json(out / "lineage.json")
         assert (lineage["teacher_cache"] == {}) == (k == 0)
@@ -239,7 +240,7 @@ def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work
 def test_the_student_starts_as_exactly_the_teacher_layers_it_claims(dapt_model):
     teacher = modeling.load_model(dapt_model)
     keep = [0, 2]
-    student_model = distill.student_from(teacher, keep)
+    student_model = student_from(teacher, keep)
     t, s = teacher.state_dict(), student_model.state_dict()
     for name, w in s.items():
         parts = name.split(".")
@@ -256,15 +257,15 @@ def test_the_student_starts_as_exactly_the_teacher_layers_it_claims(dapt_model):
 def test_layer_selection_keeps_the_ends_and_rejects_impossible_students():
     cfg = params.load(ROOT / "params.yaml", "distill")[0]
     first_last = cfg.model_copy(update={"student_layers": 20, "layer_choice": "first_last"})
-    assert distill.layers_to_keep(30, first_last)[0] == list(range(10)) + list(range(20, 30))
-    assert distill.layers_to_keep(4, cfg.model_copy(update={"student_layers": 2, "keep_layers": [0, 2]}))[0] == [0, 2]
+    assert layers_to_keep(30, first_last)[0] == list(range(10)) + list(range(20, 30))
+    assert layers_to_keep(4, cfg.model_copy(update={"student_layers": 2, "keep_layers": [0, 2]}))[0] == [0, 2]
     with pytest.raises(SystemExit, match="student_layers"):
-        distill.layers_to_keep(4, cfg.model_copy(update={"student_layers": 4}))
+        layers_to_keep(4, cfg.model_copy(update={"student_layers": 4}))
 
 
 def test_measured_layer_choice_drops_the_layers_that_do_nothing(tiny_base):
     """Make layers 1 and 2 of a 4-layer model the identity: both measures must find and drop exactly them."""
-    from stages.models.batches import pack
+    from ratchet.models.batches import pack
 
     model = modeling.load_model(tiny_base).eval()
     for i in (1, 2):
@@ -272,19 +273,19 @@ def test_measured_layer_choice_drops_the_layers_that_do_nothing(tiny_base):
         torch.nn.init.zeros_(model.model.layers[i].mlp.down_proj.weight)
     tok = modeling.load_tokenizer(tiny_base)
     blocks = pack(tok, ["The with statement wraps a block with a context manager's methods."] * 20, 32)
-    sim = distill.layer_similarity(model, blocks[:4])
+    sim = layer_similarity(model, blocks[:4])
     assert sim["angle"][1, 3] == pytest.approx(0.0, abs=1e-3) and sim["angle"][0, 1] > 0.01
     cfg = params.load(ROOT / "params.yaml", "distill")[0].model_copy(update={"student_layers": 2})
     for choice in ("angular", "block_influence"):
-        keep, scores = distill.layers_to_keep(4, cfg.model_copy(update={"layer_choice": choice}), sim)
+        keep, scores = layers_to_keep(4, cfg.model_copy(update={"layer_choice": choice}), sim)
         assert keep == [0, 3] and scores["choice"] == choice
     # and a real choice: with other layers idle, angular moves its block with them
     model = modeling.load_model(tiny_base).eval()
     for i in (0, 1):
         torch.nn.init.zeros_(model.model.layers[i].self_attn.o_proj.weight)
         torch.nn.init.zeros_(model.model.layers[i].mlp.down_proj.weight)
-    keep, scores = distill.layers_to_keep(4, cfg.model_copy(update={"layer_choice": "angular"}),
-                                          distill.layer_similarity(model, blocks[:4]))
+    keep, scores = layers_to_keep(4, cfg.model_copy(update={"layer_choice": "angular"}),
+                                          layer_similarity(model, blocks[:4]))
     assert keep == [2, 3] and scores["block_start"] == 0
 
 
@@ -294,9 +295,8 @@ def test_quantize_refuses_a_model_that_fails_parity(work, student, prepared, tmp
     p["quantize"].update(weight_bits=4, block_size=128, min_top1_agreement=1.0, max_nll_increase=0.0)
     out, report = tmp_path / "onnx", tmp_path / "quantize.json"
     with pytest.raises(SystemExit, match="fails parity"):
-        quantize.main(["--params", str(write_params(tmp_path / "params.yaml", p)), "--student", str(student),
-                       "--data", str(prepared), "--gate", str(work / "pass.json"), "--out", str(out),
-                       "--report", str(report)])
+        launch("quantize", tmp_path, write_params(tmp_path / "params.yaml", p),
+               {**at_work(work, student=student, onnx=out), "data/prepared": prepared, "reports/quantize.json": report})
     assert not out.exists(), "no model is written when parity fails"
     check = read_json(report)
     assert check["passed"] is False and (check["top1_agreement"] < 1.0 or check["nll_increase"] > 0.0)
@@ -305,15 +305,15 @@ def test_quantize_refuses_a_model_that_fails_parity(work, student, prepared, tmp
 def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared):
     write_json(work / "fail.json", {"verdict": "fail", "reason": "domain_ppl too high"})
     with pytest.raises(SystemExit, match="domain_ppl too high"):
-        dapt.main(["--params", str(work / "params.yaml"), "--base", str(tiny_base), "--champion",
-                   str(work / "champion"), "--replay", str(work / "replay"), "--data-gate", str(work / "fail.json"),
-                   "--out", str(work / "never"), "--history", str(work / "never.json")])
+        launch("dapt", work, work / "params.yaml",
+               {**at_work(work, base=tiny_base, dapt=work / "never"), "reports/data/validation.json": work / "fail.json",
+                "reports/train/dapt.json": work / "never.json"})
     assert not (work / "never").exists()
 
 
 def crash_at_step_5(run_stage, out, monkeypatch) -> None:
     """Run a training stage that is killed at step 5 (0-based) of its run; checkpoints stay as it left them."""
-    from stages.models import train
+    from ratchet.models import train
 
     lr_at = train.lr_at
 
@@ -334,23 +334,18 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
         stage, work, tiny_base, dapt_model, sft_adapter, tmp_path, monkeypatch):
     """Killed at step 5 of 6, checkpoints every 2 steps: the rerun resumes at step 4 and ends with the very
     weights and history of a run never stopped (sft's LoRA dropout draws the same masks: RNG state is saved)."""
-    from stages.models.train import checkpoint_dir
+    from ratchet.models.train import checkpoint_dir
 
     p = tiny_params()
     p[stage].update(steps=6, checkpoint_every=2, log_every=2)
     params_file = write_params(tmp_path / "params.yaml", p)
     assert stage != "sft" or p["sft"]["lora_dropout"] > 0
-    common = ["--params", str(params_file), "--replay", str(work / "replay")]
-    args = {"dapt": ["--base", str(tiny_base), "--champion", str(work / "champion"), "--data-gate",
-                     str(work / "pass.json")],
-            "sft": ["--dapt", str(dapt_model), "--base", str(tiny_base), "--champion", str(work / "champion"),
-                    "--fisher", str(work / "fisher"), "--gate", str(work / "pass.json")],
-            "distill": ["--dapt", str(dapt_model), "--sft", str(sft_adapter), "--gate", str(work / "pass.json")]}
-    main = {"dapt": dapt.main, "sft": sft.main, "distill": distill.main}[stage]
     weights = "adapter_model.safetensors" if stage == "sft" else "model.safetensors"
+    made = {"dapt": "models/dapt", "sft": "models/sft", "distill": "models/student"}[stage]
 
     def run_stage(out):
-        main([*common, *args[stage], "--out", str(out), "--history", str(out.with_suffix(".json"))])
+        launch(stage, tmp_path, params_file, {**at_work(work, base=tiny_base, dapt=dapt_model, sft=sft_adapter),
+                                              made: out, f"reports/train/{stage}.json": out.with_suffix(".json")})
 
     run_stage(tmp_path / "whole")
     crash_at_step_5(run_stage, tmp_path / "resumed", monkeypatch)
@@ -367,16 +362,15 @@ def test_a_damaged_checkpoint_is_named_and_training_restarts_from_scratch(
         damage, work, tiny_base, tmp_path, monkeypatch, capsys):
     """A checkpoint damaged after it was written is not loaded: the stage names it, starts from step 0, and
     ends with the weights of an uninterrupted run."""
-    from stages.models.train import checkpoint_dir
+    from ratchet.models.train import checkpoint_dir
 
     p = tiny_params()
     p["dapt"].update(steps=6, checkpoint_every=2)
     params_file = write_params(tmp_path / "params.yaml", p)
 
     def run_dapt(out):
-        dapt.main(["--params", str(params_file), "--base", str(tiny_base), "--champion", str(work / "champion"),
-                   "--replay", str(work / "replay"), "--data-gate", str(work / "pass.json"), "--out", str(out),
-                   "--history", str(out.with_suffix(".json"))])
+        launch("dapt", tmp_path, params_file, {**at_work(work, base=tiny_base, dapt=out),
+                                               "reports/train/dapt.json": out.with_suffix(".json")})
 
     run_dapt(tmp_path / "whole")
     crash_at_step_5(run_dapt, tmp_path / "resumed", monkeypatch)
@@ -407,18 +401,20 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
     the same model (the champion stand-in), its per-document scores then made worse or left as they are."""
     from .conftest import run
 
-    def gate(*args, check=True):
-        return run(["python", "-m", "stages", "gate", "--params", str(work / "params.yaml"), "--data",
-                    str(prepared), "--eval-sets", str(ROOT / "data/eval"), "--audit-log", str(work / "log.jsonl"), *args], ROOT, check=check)
+    def gate(stage, check=True, **at):
+        at = {"data/prepared": prepared, "data/eval": ROOT / "data/eval", "reports/audit/log.jsonl": work / "log.jsonl",
+              "models/champion": work / "no-champion", "models/base": dapt_model, **at}
+        return run(["python", "-m", "stages", *stage_argv(stage, work, work / "params.yaml", at)], ROOT, check=check)
 
-    gate("--model", "champion", "--path", str(work / "no-champion"), "--base", str(dapt_model),
-         "--verdict", str(work / "same.json"), "--metrics", str(work / "same-metrics.json"))
+    def wrote(model: str, verdict: str) -> dict:
+        return {f"reports/gates/{model}.json": work / f"{verdict}.json",
+                f"reports/metrics/{model}.json": work / f"{verdict}-metrics.json"}
+
+    gate("gate_champion", **wrote("champion", "same"))
     same = read_json(work / "same.json")
     assert same["verdict"] == "reference" and same["scores"]["ratchet_domain_ppl"]
     assert set(same["seconds"]) == {"load", *same["scores"]}  # where a gate's time goes
-    reused = gate("--model", "shipped", "--path", str(work / "no-champion"), "--base", str(dapt_model),
-                  "--same-as", str(work / "same.json"), "--verdict", str(work / "shipped.json"),
-                  "--metrics", str(work / "shipped-metrics.json"))
+    reused = gate("gate_shipped", **wrote("shipped", "shipped"), **{"reports/gates/champion.json": work / "same.json"})
     shipped = read_json(work / "shipped.json")
     assert "scores are reused" in reused.stdout + reused.stderr
     assert shipped["reused_from"] == {task: str(work / "same.json") for task in same["scores"]}
@@ -427,9 +423,8 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
     partial = {**same, "task_sha256": {**same["task_sha256"], "ratchet_domain_ppl": "0" * 64},
                "scores": {**same["scores"], "ratchet_domain_ppl": []}}
     write_json(work / "partial.json", partial)
-    gate("--model", "shipped", "--path", str(work / "no-champion"), "--base", str(dapt_model),
-         "--same-as", str(work / "no-such-verdict.json"), "--same-as", str(work / "partial.json"),
-         "--verdict", str(work / "shipped2.json"), "--metrics", str(work / "shipped2-metrics.json"))
+    gate("gate_shipped", **wrote("shipped", "shipped2"), **{"reports/gates/champion.json": work / "no-such-verdict.json",
+                                                           "models/champion/verdicts/onnx.json": work / "partial.json"})
     shipped2 = read_json(work / "shipped2.json")
     assert set(shipped2["reused_from"]) == set(same["scores"]) - {"ratchet_domain_ppl"}
     assert set(shipped2["seconds"]) == {"load", "ratchet_domain_ppl"}  # a reused task costs nothing
@@ -442,8 +437,8 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
     write_json(work / "worse.json", worse)
 
     def run_gate(ref: str, check=True):
-        return gate("--model", "dapt", "--path", str(dapt_model), "--ref", f"champion={work / ref}",
-                    "--verdict", str(work / "verdict.json"), "--metrics", str(work / "metrics.json"), check=check)
+        return gate("gate_dapt", check, **wrote("dapt", "verdict"), **{"reports/gates/champion.json": work / ref,
+                                                                       "models/dapt": dapt_model})
 
     out = run_gate("worse.json")
     verdict = read_json(work / "verdict.json")
@@ -466,8 +461,8 @@ def test_a_model_with_one_layer_scrambled_fails_its_gate_and_the_intact_one_pass
     resolved interval even on the tiny profile's eight documents."""
     from safetensors.torch import save_file
 
-    from stages.models.evaluate import run_suite
-    from stages.models.gates import decide
+    from ratchet.eval.evaluate import run_suite
+    from ratchet.eval.rules import decide
 
     damaged = tmp_path / "damaged"
     shutil.copytree(dapt_model, damaged)
@@ -494,7 +489,7 @@ def test_a_model_with_one_layer_scrambled_fails_its_gate_and_the_intact_one_pass
 def test_a_model_folder_changed_after_it_was_written_is_refused_by_the_stages_that_read_it(work, dapt_model,
                                                                                           sft_adapter, tmp_path):
     """One byte of the dapt weights changed: sft, distill and the gate each refuse it, naming the folder."""
-    from stages.models.evaluate import run_suite
+    from ratchet.eval.evaluate import run_suite
 
     bad = tmp_path / "dapt"
     shutil.copytree(dapt_model, bad)
@@ -504,14 +499,13 @@ def test_a_model_folder_changed_after_it_was_written_is_refused_by_the_stages_th
     weights.write_bytes(bytes(data))
     modeling.load_model(dapt_model)  # the intact folder loads
     with pytest.raises(SystemExit, match=f"{bad}: its files do not match its lineage.json"):
-        sft.main(["--params", str(work / "params.yaml"), "--dapt", str(bad), "--base", str(work / "champion"),
-                  "--champion", str(work / "champion"), "--fisher", str(work / "fisher"),
-                  "--replay", str(work / "replay"), "--gate", str(work / "pass.json"),
-                  "--out", str(tmp_path / "sft"), "--history", str(tmp_path / "sft.json")])
+        launch("sft", tmp_path, work / "params.yaml", {**at_work(work, base=work / "champion", dapt=bad,
+                                                                 sft=tmp_path / "sft"),
+                                                       "reports/train/sft.json": tmp_path / "sft.json"})
     with pytest.raises(SystemExit, match=f"{bad}: its files do not match"):
-        distill.main(["--params", str(work / "params.yaml"), "--dapt", str(bad), "--sft", str(sft_adapter),
-                      "--replay", str(work / "replay"), "--gate", str(work / "pass.json"),
-                      "--out", str(tmp_path / "student"), "--history", str(tmp_path / "d.json")])
+        launch("distill", tmp_path, work / "params.yaml", {**at_work(work, dapt=bad, sft=sft_adapter,
+                                                                     student=tmp_path / "student"),
+                                                           "reports/train/distill.json": tmp_path / "d.json"})
     cfg = params.load(work / "params.yaml", "eval")[0]
     with pytest.raises(SystemExit, match=f"{bad}: its files do not match"):
         run_suite("hf", str(bad), str(work / "prepared"), cfg)
@@ -522,11 +516,12 @@ def test_a_model_folder_changed_after_it_was_written_is_refused_by_the_stages_th
 def test_a_damaged_onnx_file_fails_its_gate_with_the_file_named(damage, work, student, prepared, tmp_path):
     """The shipped ONNX folder damaged after quantize wrote it: a byte flipped in model.onnx is caught by its
     lineage; a file cut short with no lineage left to check is named when it fails to load."""
-    from stages.models.evaluate import run_suite
+    from ratchet.eval.evaluate import run_suite
 
     out = tmp_path / "onnx"
-    quantize.main(["--params", str(work / "params.yaml"), "--student", str(student), "--data", str(prepared),
-                   "--gate", str(work / "pass.json"), "--out", str(out), "--report", str(tmp_path / "q.json")])
+    launch("quantize", tmp_path, work / "params.yaml", {**at_work(work, student=student, onnx=out),
+                                                        "data/prepared": prepared,
+                                                        "reports/quantize.json": tmp_path / "q.json"})
     onnx = out / "model.onnx"
     data = bytearray(onnx.read_bytes())
     if damage == "flipped byte":
@@ -543,7 +538,7 @@ def test_a_damaged_onnx_file_fails_its_gate_with_the_file_named(damage, work, st
 
 
 def test_a_rewrite_replaces_its_reference_only_when_faithful_finished_and_not_looping():
-    from stages.models.sdft import choose
+    from ratchet.models.sdft import choose
 
     ref = "Return a copy of the string with leading and trailing whitespace removed."
     good = "The `str.strip` method returns a copy of the string with leading and trailing whitespace removed."
@@ -564,8 +559,8 @@ def faithful_rewrites(model, tok, prompts, max_new_tokens, batch, bf16):
 
 
 def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_base, dapt_model, sft_adapter, monkeypatch):
-    from stages.models import generation
-    from stages.models.batches import Sampler, cycle_conversations
+    from ratchet.models import generation
+    from ratchet.models.batches import Sampler, cycle_conversations
 
     run, cfg = params.load(work / "params.yaml", "run", "sft")
     cfg = cfg.model_copy(update={"steps": 4, "self_distill_min_chrf": 40.0})
@@ -587,7 +582,7 @@ def test_sft_trains_on_the_self_distilled_targets_and_records_them(work, tiny_ba
 
 def test_a_resumed_sft_trains_on_the_targets_it_generated_before(work, tiny_base, dapt_model, sft_adapter, monkeypatch,
                                                                   tmp_path):
-    from stages.models import generation
+    from ratchet.models import generation
 
     run, cfg = params.load(work / "params.yaml", "run", "sft")
     cfg = cfg.model_copy(update={"steps": 2})
@@ -602,6 +597,6 @@ def test_a_resumed_sft_trains_on_the_targets_it_generated_before(work, tiny_base
     monkeypatch.setattr(generation, "greedy", no_generation)
     _, _, _, again = sft.train(cfg, run, dapt_model, tiny_base, work / "fisher", str(work / "replay"), ckpt)
     assert again == first
-    from stages.models.train import discard_checkpoint
+    from ratchet.models.train import discard_checkpoint
     discard_checkpoint(tmp_path / "sft")
     assert not list(tmp_path.iterdir())

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from faker import Faker
 
-from stages.core import audit_log
-from stages.core.io import read_json, read_jsonl, sha256_tree
-from stages.models.losses import lr_at
+from ratchet.core import audit_log
+from ratchet.core.io import read_json, read_jsonl, sha256_tree
+from ratchet.models.losses import lr_at
 
 from .conftest import copy_repo, env, run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 LOG = "reports/audit/log.jsonl"
 
 
@@ -42,7 +42,7 @@ def make_drop(root, name: str, seed: int):
 
 
 def update(repo, drop, week, check=False):
-    return run(["python", "-m", "stages.cli", "update", "--drop", str(drop), "--week", week], repo, check=check)
+    return run(["python", "-m", "ratchet.cli", "update", "--drop", str(drop), "--week", week], repo, check=check)
 
 
 def head(repo) -> str:
@@ -128,7 +128,7 @@ def cycle2(repo, cycle1, drops):
     seen = {"teacher_1": read_json(repo / "models/champion/champion.json")["teacher_sha256"],
             "champion": sha256_tree(repo / "models/champion"), "head": head(repo),
             "promotions": events(repo).count("promotion")}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.cli", "update", "--drop", str(drops[2]), "--week",
+    proc = subprocess.Popen([sys.executable, "-m", "ratchet.cli", "update", "--drop", str(drops[2]), "--week",
                              "2026-W41"], cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     marker = repo / "models/dapt/lineage.json"

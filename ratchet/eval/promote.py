@@ -1,0 +1,345 @@
+"""Promotion: the champion moves only after a run whose every gate passed, on real results that match dvc.lock.
+
+    ratchet promote [--params params.yaml] [--no-commit]
+
+A candidate is the run in the workspace: the data gate and the verdicts of
+every gated model (dapt, sft, student, onnx). It is promoted only when nothing
+is stale against dvc.lock (`dvc status` is clean), the data gate and every gate
+passed, the audit stage found every artifact's lineage intact, and the results
+are real (a tiny-profile run is refused unless promote.accept_test_models).
+
+Promotion builds the new champion aside (the tuned teacher, dapt + sft merged;
+a copy of the shipped int8 model; the verdicts; champion.json; a model card),
+swaps it in with renames, tracks it with `dvc add models/champion`, appends a
+`promotion` entry to the audit log (hashes of the models, the verdicts and the
+drops), commits and tags `<tag_prefix>-<n>`. A refusal names every failing or
+stale gate, appends a `refusal` entry, and leaves the champion byte for byte.
+
+Each step can be repeated: a run killed anywhere is finished by the next one
+(`recover`), and a candidate already promoted is not promoted twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ratchet.core import audit_log, params, pipeline, vcs
+from ratchet.core.io import read_json, sha256_file, sha256_tree, write_json, write_text
+from ratchet.models import champion as champ
+from ratchet.models.lineage import artifact_hash, write_lineage
+
+REFUSED, PROMOTED = 3, 0
+# What a promotion or a weekly update commits; the champion itself is in DVC (models/champion.dvc), its
+# placeholder left git at the first promotion (track stages that removal).
+COMMITTED = ["data/drops", "dvc.lock", "reports", "models/champion.dvc", "models/.gitignore"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the run's artifacts are: read from dvc.yaml, the one place paths are wired."""
+
+    champion: Path
+    base: Path
+    dapt: Path
+    sft: Path
+    onnx: Path
+    verdicts: dict[str, Path]  # every gated model, plus the champion and shipped references
+    data_gate: Path
+    summary: Path
+    manifest: Path
+    replay: Path
+    audit_log: Path
+    annex: tuple[Path, ...]  # the audit stage's Annex IV documentation (Markdown, HTML)
+    report: Path | None = None  # the audit stage's HTML run report, and what it draws from
+    curves: tuple[Path, ...] = ()
+    quantize: Path | None = None
+
+
+def layout(root: Path) -> Layout:
+    by_recipe: dict[str, list[pipeline.Stage]] = {}
+    for stage in pipeline.stages(root).values():
+        by_recipe.setdefault(stage.recipe, []).append(stage)
+    gates = {s.arg("--model"): s for s in by_recipe["gate"]}
+    dapt, = by_recipe["dapt"]
+    audit, = by_recipe["audit"]
+    return Layout(
+        champion=root / dapt.arg("--champion"), base=root / dapt.arg("--base"), dapt=root / dapt.arg("--out"),
+        sft=root / by_recipe["sft"][0].arg("--out"), onnx=root / by_recipe["quantize"][0].arg("--out"),
+        verdicts={m: root / s.arg("--verdict") for m, s in gates.items()},
+        data_gate=root / by_recipe["validate"][0].arg("--out"), summary=root / audit.arg("--out"),
+        manifest=root / by_recipe["prepare"][0].arg("--out") / "manifest.json",
+        replay=root / by_recipe["replay"][0].arg("--out") / "manifest.json",
+        audit_log=pipeline.audit_log_path(root),
+        annex=tuple(root / p for p in audit.args.get("--annex", [])),
+        report=root / audit.arg("--report") if audit.arg("--report") else None,
+        curves=tuple(root / p for p in audit.args.get("--curves", [])),
+        quantize=root / audit.arg("--quantize"))
+
+
+def stale_verdicts(root: Path, lay: Layout) -> set[str]:
+    """Models whose verdict file an earlier run wrote: the gate stage is out of date with dvc.lock and its verdict
+    is still the one dvc.lock recorded (a gate that failed in this run rewrote its verdict; one the run never
+    reached did not)."""
+    status, out = vcs.stale_stages(root), set()
+    for stage in pipeline.of_recipe(root, "gate"):
+        if stage.name not in status:
+            continue
+        rel = lay.verdicts[stage.arg("--model")].relative_to(root).as_posix()
+        if not any(rel in change.get("changed outs", {}) for change in status[stage.name] if isinstance(change, dict)):
+            out.add(stage.arg("--model"))
+    return out
+
+
+
+# --------------------------------------------------------------------------- #
+# The candidate
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Candidate:
+    problems: list[str] = field(default_factory=list)
+    failed_gates: list[str] = field(default_factory=list)  # gates whose verdict is `fail`: a refusal, not a crash
+    run_id: str | None = None  # sha256 over the verdict files: which run this is
+
+
+def run_id(lay: Layout) -> str | None:
+    files = [lay.data_gate, *(lay.verdicts[m] for m in params.GatesConfig.models())]
+    if not all(f.is_file() for f in files):
+        return None
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
+
+
+def check(root: Path, lay: Layout, cfg: params.PromoteConfig) -> Candidate:
+    """Everything that stands between the run in the workspace and a promotion, named."""
+    c = Candidate(run_id=run_id(lay))
+    if not lay.data_gate.is_file():
+        c.problems.append(f"data gate: no verdict ({lay.data_gate.relative_to(root)}); the pipeline did not get there")
+    elif (v := read_json(lay.data_gate))["verdict"] != "pass":
+        c.problems.append(f"data gate: {v['verdict']}: {v['reason']}")
+        c.failed_gates.append("data")
+    for model in params.GatesConfig.models():
+        path = lay.verdicts[model]
+        if not path.is_file():
+            c.problems.append(f"gate {model}: no verdict ({path.relative_to(root)}); the pipeline stopped before it")
+            continue
+        v = read_json(path)
+        if v["verdict"] != "pass":
+            c.problems.append(f"gate {model}: {v['verdict']}: {v['reason']}")
+            c.failed_gates.append(model)
+        if not v.get("real", True) and not cfg.accept_test_models:
+            c.problems.append(f"gate {model}: the results come from the tiny test model and are not real")
+    # after the gates: a failed gate leaves itself and what follows it unlocked, which reads as stale
+    stopped = " (the pipeline stopped at the failed gate)" if c.failed_gates else "; run dvc repro"
+    c.problems += [f"stale: stage {name} is out of date with dvc.lock{stopped}" for name in vcs.stale_stages(root)]
+    if not lay.summary.is_file():
+        c.problems.append("audit: no run summary; the audit stage did not run")
+    elif read_json(lay.summary)["problems"]:
+        c.problems.append(f"audit: {'; '.join(read_json(lay.summary)['problems'])}")
+    return c
+
+
+# --------------------------------------------------------------------------- #
+# The swap, and finishing what a killed run started
+# --------------------------------------------------------------------------- #
+
+
+def _scratch(champion: Path, kind: str) -> Path:
+    return champion.with_name(f".{champion.name}.{kind}-{os.getpid()}")
+
+
+def recover(champion: Path) -> list[str]:
+    """Undo or finish a swap a killed run left: never zero champions, never a half-built one."""
+    notes = []
+    for new in champion.parent.glob(f".{champion.name}.new-*"):
+        shutil.rmtree(new)
+        notes.append(f"removed {new.name}: a champion a killed run had not finished building")
+    olds = sorted(champion.parent.glob(f".{champion.name}.old-*"))
+    if olds and not champion.exists():
+        os.replace(olds[-1], champion)
+        notes.append(f"restored {champion.name} from {olds[-1].name}: a killed run had moved it aside")
+    for old in champion.parent.glob(f".{champion.name}.old-*"):
+        shutil.rmtree(old)
+    return notes
+
+
+def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None, drop: dict | None) -> dict:
+    """The new champion in `out`: merged teacher, shipped model, verdicts, record, card."""
+    from ratchet.models import modeling
+
+    started = time.time()
+    teacher = modeling.load_sft_merged(lay.sft, lay.dapt)
+    modeling.save_model(teacher, modeling.load_tokenizer(lay.sft), out / champ.TEACHER)
+    write_lineage(out / champ.TEACHER, name=lay.champion / champ.TEACHER, stage="promote",
+                  card=f"Champion {cycle}: the tuned teacher, the dapt model with the sft LoRA adapter merged in.",
+                  params={}, parents={"dapt": lay.dapt, "sft": lay.sft}, data={}, seed=0, threads=1,
+                  started=started, real=modeling.is_real(lay.dapt))
+    shutil.copytree(lay.onnx, out / champ.SHIPPED)
+    (out / champ.VERDICTS).mkdir()
+    shutil.copy2(lay.data_gate, out / champ.VERDICTS / "data.json")
+    for name, path in lay.verdicts.items():
+        shutil.copy2(path, out / champ.VERDICTS / f"{name}.json")
+    previous = champ.record(lay.champion)
+    manifest = read_json(lay.manifest) if lay.manifest.is_file() else {"inputs": {}}
+    record = {
+        "cycle": cycle, "week": week, "run_id": cand.run_id,
+        "promoted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "teacher_sha256": sha256_tree(out / champ.TEACHER), "shipped_sha256": artifact_hash(out / champ.SHIPPED),
+        "verdicts": {p.stem: sha256_file(p) for p in sorted((out / champ.VERDICTS).glob("*.json"))},
+        "metrics": {name: read_json(path)["metrics"] for name, path in lay.verdicts.items()},
+        "drop": drop, "data": {f: i["sha256"] for f, i in manifest["inputs"].items()},
+        "replay": read_json(lay.replay)["sha256"] if lay.replay.is_file() else {},
+        "previous": {"cycle": previous["cycle"], "run_id": previous["run_id"]} if previous else None,
+        "real": all(read_json(p).get("real", True) for p in lay.verdicts.values()),
+    }
+    write_json(out / champ.RECORD, record)
+    for doc in lay.annex:  # every promoted model carries its own technical documentation
+        if doc.is_file():
+            shutil.copy2(doc, out / f"annex_iv{doc.suffix}")
+    base = read_json(lay.base / "lineage.json") if (lay.base / "lineage.json").is_file() else {}
+    write_text(out / "README.md", card(record, base.get("source", {}), sorted(manifest["inputs"])))
+    return record
+
+
+# gate metric -> the metric type a model-index result names
+METRIC_TYPE = {"domain_ppl": "perplexity", "general_ppl": "perplexity", "domain_mc_acc": "accuracy",
+               "general_mc_acc": "accuracy", "answer_chrf": "chrf", "answer_repetition": "repetition",
+               "bbq_bias_ambig": "bias_score", "bbq_bias_disambig": "bias_score", "stereotype_pref": "preference",
+               "canary_leaks": "leaks", "canary_exposure": "exposure"}
+
+
+def card(r: dict, source: dict, inputs: list[str]) -> str:
+    """The champion's README.md: a Hugging Face model card whose metadata carries the base model, license,
+    datasets and the shipped model's gate results as a model-index."""
+    from ratchet.eval import scores
+
+    shipped = r["metrics"].get("onnx", {})
+    results = []
+    for task in dict.fromkeys(scores.METRICS[m].task for m in METRIC_TYPE if m in shipped):
+        results.append({"task": {"type": "text-generation"},
+                        "dataset": {"name": task, "type": task, "split": "held-out"},
+                        "metrics": [{"type": METRIC_TYPE[m], "name": m, "value": round(float(shipped[m]), 4),
+                                     "verified": False}
+                                    for m in METRIC_TYPE if m in shipped and scores.METRICS[m].task == task]})
+    meta = {"library_name": "transformers", "pipeline_tag": "text-generation", "license": source.get("license", "other"),
+            **({"base_model": source["model_id"]} if source.get("model_id") else {}),
+            "datasets": inputs, "tags": ["ratchet", "champion", "onnx", "int8"],
+            "model-index": [{"name": f"champion-{r['cycle']}", "results": results}]}
+    m = r["metrics"]
+    rows = [f"| {name} | {v.get('domain_ppl', float('nan')):.2f} | {v.get('general_ppl', float('nan')):.2f} |"
+            for name, v in m.items()]
+    return "\n".join([
+        "---", yaml.safe_dump(meta, sort_keys=False, width=120).strip(), "---", "",
+        f"# Champion {r['cycle']}", "",
+        ("" if r["real"] else "> **Tiny test model.** Random weights: nothing it produces is a real result.\n"),
+        f"Promoted {r['promoted_utc']}" + (f" from week {r['week']}" if r["week"] else "") +
+        f" after every gate passed (run `{r['run_id'][:16]}`). "
+        + (f"It replaced champion {r['previous']['cycle']}." if r["previous"] else "It is the first champion."), "",
+        "- `teacher/`: the tuned teacher (dapt + sft merged, safetensors): the next cycle starts from it.",
+        "- `onnx/`: the shipped int8 ONNX model: `ORTModelForCausalLM.from_pretrained(\"models/champion/onnx\")`.",
+        "- `verdicts/`: the data gate and every gate verdict of the run; `champion.json`: hashes of all of it.",
+        "- `annex_iv.md`, `annex_iv.html`: its technical documentation (EU AI Act, Annex IV).", "",
+        "The model-index above holds the shipped model's gate metrics (`verified: false`: measured by this "
+        "pipeline on its local held-out sets, see `verdicts/onnx.json` for every interval).", "",
+        "| model | domain ppl | general ppl |", "|---|---:|---:|", *rows, ""])
+
+
+def swap(champion: Path, new: Path) -> None:
+    """Move `new` into place; the old champion goes aside first, so a kill leaves one `recover` can restore."""
+    old = _scratch(champion, "old")
+    if champion.exists():
+        os.replace(champion, old)
+    os.replace(new, champion)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def track(root: Path, champion: Path) -> None:
+    """`dvc add` the champion; the first time, its placeholder README leaves git for DVC."""
+    rel = champion.relative_to(root).as_posix()
+    if vcs.git(root, "ls-files", "--", rel):
+        vcs.git(root, "rm", "-r", "-q", "--cached", "--", rel)
+    vcs.dvc(root, "add", rel)
+
+
+# --------------------------------------------------------------------------- #
+# The outcome
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Outcome:
+    code: int  # PROMOTED or REFUSED
+    lines: list[str]
+    entry: dict  # the audit entry
+    tag: str | None = None  # the git tag the commit gets
+
+
+def outcomes(log: Path) -> list[dict]:
+    return [e for e in audit_log.entries(log) if e["event"] in ("promotion", "refusal")]
+
+
+def tag_name(cfg: params.PromoteConfig, log: Path, entry: dict) -> str:
+    """<prefix>-<n> for the n-th promotion, <prefix>-refused-<n> for the n-th refusal."""
+    n = sum(1 for e in outcomes(log) if e["event"] == entry["event"] and e["seq"] <= entry["seq"])
+    return f"{cfg.tag_prefix}-{n}" if entry["event"] == "promotion" else f"{cfg.tag_prefix}-refused-{n}"
+
+
+def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop: dict | None = None) -> Outcome:
+    """Promote the run in the workspace, or refuse it; the champion changes only on promotion."""
+    lay = layout(root)
+    notes = recover(lay.champion)
+    cand = check(root, lay, cfg)
+    log = lay.audit_log
+    if cand.problems:
+        last = (outcomes(log) or [{}])[-1]
+        same = (last.get("event"), last.get("run_id"), last.get("reasons"), last.get("drop")) == (
+            "refusal", cand.run_id, cand.problems, drop)
+        entry = last if same else audit_log.append(  # asking again about the same run is not a new event
+            log, "refusal", run_id=cand.run_id, week=week, drop=drop, reasons=cand.problems,
+            failed_gates=cand.failed_gates, champion=(champ.record(lay.champion) or {}).get("cycle"))
+        return Outcome(REFUSED, notes + ["REFUSED: the champion stays as it was:", *(f"  - {p}" for p in cand.problems)],
+                       entry, tag_name(cfg, log, entry))
+
+    cycle = 1 + sum(1 for e in outcomes(log) if e["event"] == "promotion")
+    new = _scratch(lay.champion, "new")
+    new.mkdir(parents=True)
+    try:
+        record = build(lay, new, cand, cycle, week, drop)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    swap(lay.champion, new)
+    track(root, lay.champion)
+    done = log_promotion(log, lay.champion, record)
+    m = record["metrics"]
+    return Outcome(PROMOTED, notes + [
+        f"PROMOTED: champion {record['cycle']} (run {cand.run_id[:16]})",
+        f"  shipped model: domain ppl {m['onnx']['domain_ppl']:.2f} (was {m['shipped']['domain_ppl']:.2f}), "
+        f"general ppl {m['onnx']['general_ppl']:.2f} (was {m['shipped']['general_ppl']:.2f})"], done,
+        tag_name(cfg, log, done))
+
+
+def log_promotion(log: Path, champion: Path, record: dict) -> dict:
+    """The audit entry of the promotion `record` describes: the one in the log already, or a new one."""
+    done = next((e for e in outcomes(log) if e["event"] == "promotion" and e["run_id"] == record["run_id"]), None)
+    return done or audit_log.append(
+        log, "promotion", run_id=record["run_id"], cycle=record["cycle"], week=record["week"], drop=record["drop"],
+        teacher_sha256=record["teacher_sha256"], shipped_sha256=record["shipped_sha256"],
+        champion_sha256=sha256_tree(champion), verdicts=record["verdicts"], data=record["data"],
+        replay=record.get("replay", {}), previous=record["previous"])
+
+
+def commit(root: Path, outcome: Outcome, message: str, paths: list[str]) -> str:
+    """Commit `paths` (whatever changed among them) and tag it; the tag message holds the audit log's head hash."""
+    vcs.git(root, "add", "-A", "--", *paths)
+    vcs.git(root, "commit", "-q", "--allow-empty", "-m", message)
+    if outcome.tag and not vcs.git(root, "tag", "--list", outcome.tag):
+        vcs.git(root, "tag", "-a", outcome.tag, "-m",
+                f"{message}\n\naudit entry {outcome.entry['seq']}: {outcome.entry['hash']}")
+    return vcs.git(root, "rev-parse", "HEAD")
