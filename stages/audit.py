@@ -4,7 +4,7 @@
         --verdicts reports/gates/{champion,shipped,dapt,sft,student,onnx}.json --data-gate reports/data/validation.json \
         --quantize reports/quantize.json --audit-log reports/audit/log.jsonl \
         --out reports/summary.json --markdown reports/summary.md \
-        --report reports/report.html --curves reports/train/{dapt,sft,distill}.json
+        --report reports/report.html --curves reports/train/{dapt,sft,distill}
 
 For every model folder: its lineage.json exists, its recorded content hash
 matches the folder, and each parent it names still has the hash recorded. The
@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from ratchet.core import audit_log, params
+from ratchet.core.history import read_history
 from ratchet.core.io import dir_size, read_json, write_json, write_text
 from ratchet.core.runtime import log
 from ratchet.models.lineage import check_lineage
@@ -39,7 +40,8 @@ def main(argv=None) -> None:
     ap.add_argument("--pii", default="reports/data/pii.json", help="prepare's PII report")
     ap.add_argument("--governance", default=annex.GOVERNANCE, help="what only people can write (Annex IV)")
     ap.add_argument("--report", help="write the HTML run report here")
-    ap.add_argument("--curves", nargs="*", default=[], help="training curves for the report, named <stage>.json")
+    ap.add_argument("--curves", nargs="*", default=[],
+                    help="training histories for the report: the training stages' DVCLive folders")
     ap.add_argument("--data", default="data/prepared", help="prepare's output: its manifest is the data funnel")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
@@ -91,7 +93,7 @@ def main(argv=None) -> None:
     if args.report:
         from ratchet.reporting import report
 
-        write_text(args.report, report.build(verdicts, {Path(c).stem: read_json(c) for c in args.curves},
+        write_text(args.report, report.build(verdicts, {Path(c).name: read_history(c) for c in args.curves},
                                              read_json(Path(args.data) / "manifest.json"), audit_log.entries(args.audit_log),
                                              quantize=summary["quantize"]))
     if problems:

@@ -2,7 +2,7 @@
 
     python -m stages dapt --params params.yaml --base models/base --champion models/champion \
         --replay data/replay --fisher models/fisher --data-gate reports/data/validation.json \
-        --out models/dapt --history reports/train/dapt.json
+        --out models/dapt --live reports/train/dapt
 
 Full-parameter causal LM training on the cycle's new domain text (the newest
 drop; the seed before any drop), packed into seq_len blocks (Gururangan et al.,
@@ -32,7 +32,8 @@ import argparse
 import time
 
 from ratchet.core import params
-from ratchet.core.io import atomic_dir, write_json
+from ratchet.core.history import write_history
+from ratchet.core.io import atomic_dir
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling
@@ -51,7 +52,8 @@ def main(argv=None) -> None:
     ap.add_argument("--fisher", help="the fisher stage's folder (needed when dapt.ewc_lambda > 0)")
     ap.add_argument("--data-gate", required=True, help="validate's verdict; must pass")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--history", required=True, help="per-step training log (JSON) for dvc plots")
+    ap.add_argument("--live", required=True, help="the per-step training history, a DVCLive folder (dvc plots, "
+                                               "dvc exp show)")
     args = ap.parse_args(argv)
 
     run, cfg = params.load(args.params, "run", "dapt")
@@ -76,7 +78,7 @@ def main(argv=None) -> None:
                       parents={"start": start, **({"fisher": args.fisher} if "ewc" in record else {})}, data=data,
                       seed=run.seed, threads=run.threads, started=started,
                       real=modeling.is_real(start), extra={"final_loss": history[-1]["loss"], **record})
+    write_history(args.live, history)  # before the checkpoint goes: a kill before this line reruns from it
     discard_checkpoint(args.out)
-    write_json(args.history, history)
     log("dapt", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                 f"{history[-1]['loss']:.3f}")

@@ -2,7 +2,7 @@
 
     python -m stages distill --params params.yaml --dapt models/dapt --sft models/sft \
         --replay data/replay --gate reports/gates/sft.json --out models/student \
-        --history reports/train/distill.json
+        --live reports/train/distill
 
 Teacher: dapt + the sft LoRA adapter, merged. Student: the teacher with some
 layers removed, same tokenizer, initialised from the teacher's weights. Which
@@ -26,7 +26,8 @@ import argparse
 import time
 
 from ratchet.core import params
-from ratchet.core.io import atomic_dir, write_json
+from ratchet.core.history import write_history
+from ratchet.core.io import atomic_dir
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling
@@ -38,7 +39,7 @@ from ratchet.models.train import checkpoint_dir, discard_checkpoint, is_main_pro
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    for name in ("dapt", "sft", "replay", "gate", "out", "history"):
+    for name in ("dapt", "sft", "replay", "gate", "out", "live"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args(argv)
 
@@ -64,8 +65,8 @@ def main(argv=None) -> None:
                       seed=run.seed, threads=run.threads, started=started, real=modeling.is_real(args.dapt),
                       extra={**{k: v for k, v in record.items() if k != "teacher_layers"},
                              "final_loss": history[-1]["loss"]})
+    write_history(args.live, history)  # before the checkpoint goes: a kill before this line reruns from it
     discard_checkpoint(args.out)
-    write_json(args.history, history)
     log("distill", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                    f"{history[-1]['loss']:.3f}")
 

@@ -2,7 +2,7 @@
 
     python -m stages sft --params params.yaml --dapt models/dapt --base models/base \
         --champion models/champion --fisher models/fisher --replay data/replay \
-        --gate reports/gates/dapt.json --out models/sft --history reports/train/sft.json
+        --gate reports/gates/dapt.json --out models/sft --live reports/train/sft
 
 The adapted model is dapt + LoRA (peft), trained on the newest drop's
 instruction pairs and the replay buffer's earlier ones. Loss is on the
@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from ratchet.core import params
-from ratchet.core.io import atomic_dir, write_json, write_jsonl
+from ratchet.core.history import write_history
+from ratchet.core.io import atomic_dir, write_jsonl
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling, sdft
@@ -36,7 +37,7 @@ from ratchet.models.train import checkpoint_dir, discard_checkpoint, is_main_pro
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    for name in ("dapt", "base", "champion", "fisher", "replay", "gate", "out", "history"):
+    for name in ("dapt", "base", "champion", "fisher", "replay", "gate", "out", "live"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args(argv)
 
@@ -70,8 +71,8 @@ def main(argv=None) -> None:
                              **({"self_distilled": {"file": sdft.TARGETS_FILE, "generated_by": str(dapt),
                                                     "model_generated": True, "replies": len(targets), **used}}
                                 if targets else {})})
+    write_history(args.live, history)  # before the checkpoint goes: a kill before this line reruns from it
     discard_checkpoint(args.out)
-    write_json(args.history, history)
     log("sft", f"wrote adapter {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
                f"{history[-1]['loss']:.3f}")
 

@@ -221,7 +221,7 @@ WORK = {"data/prepared": Path("prepared"), "data/replay": Path("replay"), "model
         "models/student": Path("student"), "reports/data/validation.json": Path("pass.json"),
         "reports/gates/dapt.json": Path("pass.json"), "reports/gates/sft.json": Path("pass.json"),
         "reports/gates/student.json": Path("pass.json"),
-        "reports/train": Path(".")}
+        "reports/train": Path("train")}
 
 
 def at_work(work: Path, **models: Path) -> dict[str, Path]:

@@ -23,7 +23,8 @@ INPUT_FLAGS = {"--base", "--champion", "--data", "--data-gate", "--gate", "--dap
                "--student", "--replay", "--path", "--adapter-of", "--seed", "--drops", "--ref", "--verdicts", "--models",
                "--quantize", "--sources", "--pii", "--eval-sets", "--same-as", "--datasheets", "--governance",
                "--curves"}
-OUTPUT_FLAGS = {"--out", "--history", "--verdict", "--metrics", "--report", "--markdown", "--pii-report", "--annex"}
+OUTPUT_FLAGS = {"--out", "--verdict", "--metrics", "--report", "--markdown", "--pii-report", "--annex"}
+LIVE_FLAGS = {"--live"}  # a DVCLive folder: its metrics.json and plots/metrics are declared one by one
 NOT_DVC = {"--audit-log"}  # the append-only audit trail lives outside the DAG, like the champion
 NOT_PATHS = {"--model"}
 PACKAGES = ("ratchet", "stages")  # the library (and its commands), and the recipes dvc.yaml runs
@@ -126,7 +127,8 @@ def test_every_stage_module_exists_and_its_paths_are_declared():
         deps, outs = set(stage["deps"]), _paths(stage.get("outs")) | _paths(stage.get("metrics")) | _paths(
             stage.get("plots"))
         for flag, values in args.items():
-            assert flag in INPUT_FLAGS | OUTPUT_FLAGS | NOT_DVC | NOT_PATHS, f"{name}: flag {flag} is not classified"
+            assert flag in INPUT_FLAGS | OUTPUT_FLAGS | LIVE_FLAGS | NOT_DVC | NOT_PATHS, (
+                f"{name}: flag {flag} is not classified")
             for v in values:
                 v = v.split("=", 1)[-1]
                 if flag in INPUT_FLAGS:  # the path itself, or a folder holding it (a champion's verdicts)
@@ -134,6 +136,9 @@ def test_every_stage_module_exists_and_its_paths_are_declared():
                         f"{name}: reads {v} ({flag}) but does not declare it in deps")
                 elif flag in OUTPUT_FLAGS:
                     assert v in outs, f"{name}: writes {v} ({flag}) but does not declare it in outs"
+                elif flag in LIVE_FLAGS:
+                    assert f"{v}/metrics.json" in _paths(stage.get("metrics")) and f"{v}/plots/metrics" in _paths(
+                        stage.get("plots")), f"{name}: writes the DVCLive folder {v} but does not declare its files"
 
 
 def test_the_launcher_knows_every_stage_and_nothing_else():

@@ -131,12 +131,12 @@ def test_training_export_and_gate_killed_at_random_moments_end_as_an_undisturbed
 
     p, rng = work / "params.yaml", random.Random(2)
     at = {**at_work(work, base=tiny_base, student=student), "data/prepared": prepared, "data/eval": ROOT / "data/eval",
-          "models/dapt": tmp_path / "dapt", "reports/train/dapt.json": tmp_path / "dapt.json",
+          "models/dapt": tmp_path / "dapt", "reports/train/dapt": tmp_path / "dapt-history",
           "models/onnx": tmp_path / "onnx", "reports/quantize.json": tmp_path / "quantize.json",
           "reports/gates/champion.json": tmp_path / "gate.json", "reports/metrics/champion.json": tmp_path / "metrics.json",
           "reports/audit/log.jsonl": tmp_path / "log.jsonl"}
     runs = {
-        "dapt": (stage("dapt", tmp_path, p, at), [tmp_path / "dapt", tmp_path / "dapt.json"]),
+        "dapt": (stage("dapt", tmp_path, p, at), [tmp_path / "dapt", tmp_path / "dapt-history"]),
         "quantize": (stage("quantize", tmp_path, p, at), [tmp_path / "onnx", tmp_path / "quantize.json"]),
         "gate": (stage("gate_champion", tmp_path, p, at),
                  [tmp_path / "gate.json", tmp_path / "gate.md", tmp_path / "metrics.json"]),

@@ -22,7 +22,8 @@ REPORTS = {
     "gates/base.json", "metrics/base.json",
     "gates/sft.json", "gates/student.json",
     "gates/onnx.json", "metrics/champion.json", "metrics/dapt.json", "metrics/sft.json", "metrics/student.json",
-    "metrics/onnx.json", "train/dapt.json", "train/sft.json", "train/distill.json", "quantize.json",
+    "metrics/onnx.json", "train/dapt/metrics.json", "train/sft/metrics.json", "train/distill/metrics.json",
+    "quantize.json",
     "summary.json", "summary.md", "annex_iv.md", "annex_iv.html", "report.html", "governance.yaml", "audit/log.jsonl",
     "data/validation.md", "data/pii.json",
     *(f"data/datasheets/{role}.{ext}" for role in ("domain", "sft", "general") for ext in ("md", "json")),
@@ -52,7 +53,13 @@ def repo(tmp_path_factory):
 
 def test_repro_writes_every_artifact_and_report(repo):
     reports = {p.relative_to(repo / "reports").as_posix() for p in (repo / "reports").rglob("*") if p.is_file()}
-    assert reports == REPORTS
+    plots = {r for r in reports if "/plots/metrics/" in r}
+    assert reports - plots == REPORTS
+    for stage in ("dapt", "sft", "distill"):  # DVCLive's files: one plot per value the loop logs, every step
+        logged = json.loads((repo / f"reports/train/{stage}/metrics.json").read_text())
+        assert {"loss", "lr", "grad_norm", "step"} <= set(logged)
+        assert {r for r in plots if r.startswith(f"train/{stage}/")} == {
+            f"train/{stage}/plots/metrics/{k}.tsv" for k in logged if k != "step"}
     for model in ("base", "dapt", "student"):
         assert {p.name for p in (repo / "models" / model).iterdir()} == {
             "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from ratchet.core import params
+from ratchet.core.history import read_history
 from ratchet.core.io import read_json, sha256_tree, write_json
 from ratchet.models import modeling
 from ratchet.models.batches import IGNORE, chat_example, collate, conversations
@@ -31,7 +32,7 @@ def falling(history: list[dict], key: str = "loss") -> bool:
 
 def test_dapt_learns_and_writes_a_complete_model_folder(work, tiny_base, dapt_model):
     assert {p.name for p in dapt_model.iterdir()} == MODEL_FILES
-    assert falling(read_json(work / "dapt.json"))
+    assert falling(read_history(work / "train/dapt"))
     before, after = load_file(tiny_base / "model.safetensors"), load_file(dapt_model / "model.safetensors")
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) == len(before), "full-parameter DAPT must update every weight"
@@ -47,19 +48,20 @@ def test_dapt_on_two_processes_matches_one_process_and_only_rank_0_writes(work, 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out, history = tmp_path / "dapt", tmp_path / "dapt.json"
+    out, history = tmp_path / "dapt", tmp_path / "train" / "dapt"
     argv = stage_argv("dapt", tmp_path, work / "params.yaml",
-                      {**at_work(work, base=tiny_base, dapt=out), "reports/train": tmp_path})
+                      {**at_work(work, base=tiny_base, dapt=out), "reports/train": tmp_path / "train"})
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                         "127.0.0.1", "--master_port", str(port), "-m", "stages", "dapt", *argv],
                        cwd=ROOT, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2 processes (multi_cpu, cpu): 1 of each batch's 2 rows per process" in r.stdout
     assert r.stdout.count("[dapt] wrote") == 1, "only rank 0 writes"
-    assert {p.name for p in tmp_path.iterdir()} == {"dapt", "dapt.json"}, "no checkpoint or scratch left"
+    assert {p.name for p in tmp_path.iterdir()} == {"dapt", "train"}, "no checkpoint or scratch left"
+    assert {p.name for p in history.parent.iterdir()} == {"dapt"}
     assert {p.name for p in out.iterdir()} == MODEL_FILES
 
-    one, two = read_json(work / "dapt.json"), read_json(history)
+    one, two = read_history(work / "train/dapt"), read_history(history)
     assert [h["step"] for h in two] == [h["step"] for h in one]
     assert max(abs(a["loss"] - b["loss"]) / a["loss"] for a, b in zip(one, two)) < 0.01
     start, w1, w2 = (load_file(m / "model.safetensors") for m in (tiny_base, dapt_model, out))
@@ -102,7 +104,7 @@ def test_sft_trains_lora_only_and_learns(work, dapt_model, sft_adapter):
     prepared = work / "prepared"
     assert {"adapter_config.json", "adapter_model.safetensors", "lineage.json", "README.md"} <= {p.name for p in sft_adapter.iterdir()}
     assert "[More Information Needed]" not in (sft_adapter / "README.md").read_text()
-    history = read_json(work / "sft.json")
+    history = read_history(work / "train/sft")
     # dapt moved away from the champion, so the penalty is positive from the first step on
     assert all(h["ewc"] > 0 for h in history)
     # Learning: on fixed training examples, dapt + adapter beats dapt alone.
@@ -183,7 +185,7 @@ def test_distill_builds_a_smaller_student_that_learns(work, student):
     rehearsal, cfg = lineage["rehearsal"], tiny_params()["distill"]
     assert rehearsal["source"] == "teacher" and rehearsal["model_generated"] is True
     assert rehearsal["blocks"] == cfg["teacher_samples"] and rehearsal["tokens"] == cfg["teacher_samples"] * cfg["seq_len"]
-    assert falling(read_json(work / "distill.json"))
+    assert falling(read_history(work / "train/distill"))
 
 
 def test_the_teachers_rehearsal_blocks_are_its_own_seeded_samples(dapt_model):
@@ -225,8 +227,8 @@ def test_distill_with_the_live_teacher_matches_the_cached_one_at_full_width(work
         out = tmp_path / f"student-{k}"
         launch("distill", tmp_path, write_params(tmp_path / "params.yaml", p),
                {**at_work(work, dapt=dapt_model, sft=sft_adapter, student=out),
-                "reports/train/distill.json": tmp_path / f"h-{k}.json"})
-        histories[k] = read_json(tmp_path / f"h-{k}.json")
+                "reports/train/distill": tmp_path / f"h-{k}"})
+        histories[k] = read_history(tmp_path / f"h-{k}")
         lineage = read_json(out / "lineage.json")
         assert (lineage["teacher_cache"] == {}) == (k == 0)
         # two steps draw two replay rows (batch 2, replay 0.5): the teacher writes those two, not teacher_samples (4)
@@ -307,7 +309,7 @@ def test_a_stage_refuses_to_train_behind_a_failed_gate(work, tiny_base, prepared
     with pytest.raises(SystemExit, match="domain_ppl too high"):
         launch("dapt", work, work / "params.yaml",
                {**at_work(work, base=tiny_base, dapt=work / "never"), "reports/data/validation.json": work / "fail.json",
-                "reports/train/dapt.json": work / "never.json"})
+                "reports/train/dapt": work / "never-history"})
     assert not (work / "never").exists()
 
 
@@ -345,7 +347,7 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
 
     def run_stage(out):
         launch(stage, tmp_path, params_file, {**at_work(work, base=tiny_base, dapt=dapt_model, sft=sft_adapter),
-                                              made: out, f"reports/train/{stage}.json": out.with_suffix(".json")})
+                                              made: out, f"reports/train/{stage}": out.with_name(f"{out.name}-history")})
 
     run_stage(tmp_path / "whole")
     crash_at_step_5(run_stage, tmp_path / "resumed", monkeypatch)
@@ -354,7 +356,9 @@ def test_a_crashed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
     assert not checkpoint_dir(tmp_path / "resumed").exists()
     whole, resumed = (load_file(tmp_path / d / weights) for d in ("whole", "resumed"))
     assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
-    assert read_json(tmp_path / "whole.json") == read_json(tmp_path / "resumed.json")
+    # the DVCLive files too, byte for byte: written once from the history the checkpoint carried
+    whole, resumed = (tmp_path / f"{d}-history" for d in ("whole", "resumed"))
+    assert read_history(whole) and sha256_tree(whole) == sha256_tree(resumed)
 
 
 @pytest.mark.parametrize("damage", ["truncated weights", "flipped bit in the optimizer", "garbled state"])
@@ -370,7 +374,7 @@ def test_a_damaged_checkpoint_is_named_and_training_restarts_from_scratch(
 
     def run_dapt(out):
         launch("dapt", tmp_path, params_file, {**at_work(work, base=tiny_base, dapt=out),
-                                               "reports/train/dapt.json": out.with_suffix(".json")})
+                                               "reports/train/dapt": out.with_name(f"{out.name}-history")})
 
     run_dapt(tmp_path / "whole")
     crash_at_step_5(run_dapt, tmp_path / "resumed", monkeypatch)
@@ -393,7 +397,9 @@ def test_a_damaged_checkpoint_is_named_and_training_restarts_from_scratch(
     assert "resuming" not in said
     whole, resumed = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "resumed"))
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    assert read_json(tmp_path / "whole.json") == read_json(tmp_path / "resumed.json")
+    # the DVCLive files too, byte for byte: written once from the history the checkpoint carried
+    whole, resumed = (tmp_path / f"{d}-history" for d in ("whole", "resumed"))
+    assert read_history(whole) and sha256_tree(whole) == sha256_tree(resumed)
 
 
 def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(work, dapt_model, prepared):
@@ -501,11 +507,11 @@ def test_a_model_folder_changed_after_it_was_written_is_refused_by_the_stages_th
     with pytest.raises(SystemExit, match=f"{bad}: its files do not match its lineage.json"):
         launch("sft", tmp_path, work / "params.yaml", {**at_work(work, base=work / "champion", dapt=bad,
                                                                  sft=tmp_path / "sft"),
-                                                       "reports/train/sft.json": tmp_path / "sft.json"})
+                                                       "reports/train/sft": tmp_path / "sft-history"})
     with pytest.raises(SystemExit, match=f"{bad}: its files do not match"):
         launch("distill", tmp_path, work / "params.yaml", {**at_work(work, dapt=bad, sft=sft_adapter,
                                                                      student=tmp_path / "student"),
-                                                           "reports/train/distill.json": tmp_path / "d.json"})
+                                                           "reports/train/distill": tmp_path / "d-history"})
     cfg = params.load(work / "params.yaml", "eval")[0]
     with pytest.raises(SystemExit, match=f"{bad}: its files do not match"):
         run_suite("hf", str(bad), str(work / "prepared"), cfg)

@@ -27,6 +27,8 @@ OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
     "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
     "GX_ANALYTICS_ENABLED": "False",
+    "DVC_STUDIO_OFFLINE": "true",  # DVCLive (training histories) and gto post to DVC Studio when configured
+    "DVC_NO_ANALYTICS": "1",
 }
 # One line per stage event and per logged step: no progress bars from libraries
 # (great_expectations draws one per metric, lm-eval and datasets one per pass).

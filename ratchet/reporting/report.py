@@ -2,7 +2,7 @@
 
 Written by the audit stage (`--report reports/report.html`) from what the run left:
 the gate verdicts (every metric of every model with its bootstrap interval, every
-rule with its decision), the training curves (reports/train/*.json), prepare's
+rule with its decision), the training curves (reports/train/<stage>/, DVCLive's), prepare's
 manifest (the data funnel of every drop: records in, kept, redacted, and what
 each rule quarantined) and the audit log, which holds every cycle's gate results
 and promotion or refusal, so the page follows each metric across cycles.
@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 
 from ratchet.core import audit_log
+from ratchet.core.history import read_history
 from ratchet.core.io import dir_size, read_json, write_text
 from ratchet.eval import promote, scores
 
@@ -250,7 +251,7 @@ def write(lay, stale=()) -> Path | None:
         return None
     verdicts = {n: read_json(p) for n, p in lay.verdicts.items() if p.is_file()}
     write_text(lay.report, build(
-        verdicts, {p.stem: read_json(p) for p in lay.curves if p.is_file()},
+        verdicts, {p.name: read_history(p) for p in lay.curves},
         read_json(lay.manifest) if lay.manifest.is_file() else {},
         audit_log.entries(lay.audit_log) if lay.audit_log.is_file() else [],
         quantize=read_json(lay.quantize) if lay.quantize and lay.quantize.is_file() else None, stale=stale))
