@@ -33,8 +33,10 @@ WINGS = ("core", "data", "models", "eval", "reporting")  # the library, ground f
 # a gate) reads both; reporting (every document a person reads) reads all of them.
 MAY_IMPORT = {"core": set(), "data": {"core"}, "models": {"core"}, "eval": {"core", "data", "models"},
               "reporting": {"core", "data", "models", "eval"}}
-# Non-code folders in the library a stage reads at run time.
-DATA_DEPS = {"gate": {"ratchet/eval/tasks"}, "audit": {"ratchet/reporting/templates"}}
+# Non-code folders in the library a stage reads at run time; templates are found from the modules that name
+# them (templates_rendered), so a wording change reruns only the stages that render it.
+DATA_DEPS = {"gate": {"ratchet/eval/tasks"}}
+TEMPLATES = "ratchet/reporting/templates"
 
 
 # --------------------------------------------------------------------------- #
@@ -82,6 +84,20 @@ def code_closure(module: str) -> set[str]:
             todo.extend(direct_imports(m))
     files = {module_file(m) for m in seen}
     return {f.relative_to(ROOT).as_posix() for f in files if f.name != "__init__.py" or f.read_text().strip()}
+
+
+def templates_rendered(files: set[str]) -> set[str]:
+    """Repository paths of the templates the modules in `files` name (a string literal ending in .j2), and of the
+    templates those import, include or extend."""
+    todo = [n for f in files for n in re.findall(r"[\"'](\w[\w.-]*\.j2)[\"']", (ROOT / f).read_text())]
+    found = set()
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += re.findall(r"{%-?\s*(?:import|include|extends|from)\s+[\"']([\w.-]+)[\"']",
+                               (ROOT / TEMPLATES / name).read_text())
+    return {f"{TEMPLATES}/{name}" for name in found}
 
 
 def modules_under(folder: str) -> list[str]:
@@ -151,7 +167,8 @@ def test_code_deps_are_exactly_the_modules_each_stage_imports():
     for name, stage in DVC.items():
         module, _ = _cmd_args(stage["cmd"])
         declared = {d for d in stage["deps"] if d.startswith(("stages/", "ratchet/"))}
-        expected = code_closure("stages.__main__") | code_closure(module) | DATA_DEPS.get(module.split(".")[-1], set())
+        code = code_closure("stages.__main__") | code_closure(module)
+        expected = code | templates_rendered(code) | DATA_DEPS.get(module.split(".")[-1], set())
         assert declared == expected, (f"{name}: dvc.yaml code deps differ from its imports; missing "
                                       f"{sorted(expected - declared)}, not imported {sorted(declared - expected)}")
 
