@@ -98,7 +98,9 @@ def test_cycle_one_promotes_commits_and_tags(repo, cycle1):
     assert "## 9. Post-market monitoring" in annex and "**NOT PROVIDED**" in annex and "TEST PROFILE" in annex
     assert record["cycle"] == 1 and record["week"] == "2026-W40" and record["previous"] is None
     assert record["teacher_sha256"] == sha256_tree(champion / "teacher")
-    assert "champion-1" in tags(repo)
+    assert {"champion@v1.0.0", "champion#prod#1"} <= tags(repo)  # a GTO version in stage prod
+    shown = json.loads(run(["gto", "show", "--json"], repo).stdout)["champion"]
+    assert shown["version"] == "v1.0.0" and shown["stage"] == {"prod": "v1.0.0"}
     assert "dvc push to remote 'local': done" in cycle1.stdout
     assert run(["git", "status", "--porcelain", "--", "data", "reports", "models", "dvc.lock"], repo).stdout == ""
     assert (repo / "models/champion.dvc").is_file()
@@ -107,7 +109,7 @@ def test_cycle_one_promotes_commits_and_tags(repo, cycle1):
     assert promotion["event"] == "promotion" and promotion["shipped_sha256"] == record["shipped_sha256"]
     assert promotion["drop"]["week"] == "2026-W40" and len(promotion["drop"]["files"]) == 2
     assert audit_log.verify(repo / LOG) == []
-    message = run(["git", "tag", "-n20", "champion-1"], repo).stdout
+    message = run(["git", "tag", "-n20", "champion@v1.0.0"], repo).stdout
     assert f"audit entry {promotion['seq']}: {promotion['hash']}" in message
 
 
@@ -175,7 +177,7 @@ def test_an_update_killed_mid_run_then_cut_short_before_its_commit_is_finished_w
     assert cut.returncode == 1 and "commits are refused right now" in cut.stdout, cut.stdout + cut.stderr
     record = state["record"]
     assert record["week"] == "2026-W41" and state["champion"] != cycle2["champion"]
-    assert state["head"] == cycle2["head"] and f"champion-{record['cycle']}" not in state["tags"]
+    assert state["head"] == cycle2["head"] and f"champion@v{record['cycle']}.0.0" not in state["tags"]
     assert state["promotions"] == cycle2["promotions"] + 1
 
     out = cycle2["finish"]
@@ -183,7 +185,8 @@ def test_an_update_killed_mid_run_then_cut_short_before_its_commit_is_finished_w
     assert f"finished an interrupted promotion: champion {record['cycle']}" in out.stdout
     assert "processed before: promotion" in out.stdout and "dvc repro" not in out.stdout
     assert (repo / "models/dapt/lineage.json").read_text() == state["dapt"], "nothing was retrained"
-    assert f"champion-{record['cycle']}" in tags(repo) and events(repo).count("promotion") == state["promotions"]
+    assert {f"champion@v{record['cycle']}.0.0", f"champion#prod#{record['cycle']}"} <= tags(repo)
+    assert events(repo).count("promotion") == state["promotions"]
     assert run(["git", "status", "--porcelain", "--", "data", "reports", "models", "dvc.lock"], repo).stdout == ""
     assert audit_log.verify(repo / LOG) == []
 
@@ -194,7 +197,7 @@ def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle2):
     assert lineage["parents"]["start"] == {"path": "models/champion/teacher", "sha256": teacher_1}
     record = read_json(repo / "models/champion/champion.json")
     assert record["cycle"] == 2 and record["previous"]["cycle"] == 1
-    assert {"champion-1", "champion-2"} <= tags(repo)
+    assert {"champion@v1.0.0", "champion@v2.0.0", "champion#prod#2"} <= tags(repo)
     verdict = read_json(repo / "reports/gates/onnx.json")
     assert any(f["ref"] == "shipped" for f in verdict["findings"]), "the shipped model is gated against the champion's"
     # The references are scored again only where the drop changed their documents: the fixed evaluation sets'
@@ -212,12 +215,12 @@ def test_cycle_two_starts_from_cycle_one_champion_and_promotes(repo, cycle2):
     assert lineage["data"]["domain"]["path"] == "data/replay/new/domain.jsonl"
     assert audit_log.entries(repo / LOG)[-1]["replay"] == manifest["sha256"], "the promotion names its replay buffer"
     locked = [yaml.safe_load(run(["git", "show", f"{t}:dvc.lock"], repo).stdout)["stages"]["replay"]["outs"][0]
-              for t in ("champion-1", "champion-2")]
+              for t in ("champion@v1.0.0", "champion@v2.0.0")]
     assert locked[0]["path"] == "data/replay" and locked[0]["md5"] != locked[1]["md5"]
     # The learning rate warms up and decays again: cycle 2 runs the whole schedule, as cycle 1 did.
     cfg = yaml.safe_load((repo / "params.yaml").read_text())["dapt"]
     schedule = [lr_at(s, cfg["steps"], cfg["warmup_steps"], cfg["lr"], cfg["lr_floor"]) for s in range(cfg["steps"])]
-    for tag in ("champion-1", "champion-2"):
+    for tag in ("champion@v1.0.0", "champion@v2.0.0"):
         lr = run(["git", "show", f"{tag}:reports/train/dapt/plots/metrics/lr.tsv"], repo).stdout.split()
         assert lr[:2] == ["step", "lr"] and [float(v) for v in lr[3::2]] == pytest.approx(schedule)
         assert schedule[-1] < schedule[0]

@@ -1,11 +1,14 @@
-"""`ratchet audit verify`: check the audit log's hash chain, and the heads its git tags recorded."""
+"""`ratchet audit verify`: check the audit log's hash chain, the heads its git tags recorded, and that every
+champion version in the GTO registry is a promotion the log holds."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from ratchet.core import audit_log, pipeline, vcs
+from ratchet.eval import promote
 
 HELP = "audit trail operations"
 
@@ -17,8 +20,37 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                       f"{pipeline.DEFAULT_AUDIT_LOG})")
 
 
+def registry_problems(log: str | Path, tags: dict[str, str]) -> list[str]:
+    """Champion versions in the GTO registry (the tags <artifact>@v<n>.0.0 `ratchet promote` creates) that the log
+    does not back: registered by hand (no audit entry in the message), or recording an entry that is not the
+    promotion of that cycle. Nothing to check outside a ratchet repository."""
+    try:
+        root = vcs.repo_root(Path(log).resolve().parent)
+        artifact = promote.layout(root).artifact
+    except (vcs.VcsError, pipeline.WiringError, KeyError, ValueError):
+        return []
+    entries, problems = audit_log.entries(log), []
+    for tag, text in sorted(tags.items()):
+        version = re.fullmatch(rf"{re.escape(artifact)}@(v\d+\.\d+\.\d+)", tag)
+        if not version:
+            continue
+        anchor = audit_log.ANCHOR.search(text)
+        if not anchor:
+            problems.append(f"{tag}: a version of {artifact} in the registry that records no audit entry "
+                            "(registered outside ratchet promote)")
+            continue
+        seq = int(anchor.group(1))
+        entry = entries[seq] if seq < len(entries) else None  # a cut-off tail: audit_log.anchored names it
+        if entry is not None and (entry.get("event") != "promotion"
+                                  or f"v{entry.get('cycle')}.0.0" != version.group(1)):
+            problems.append(f"{tag} records audit entry {seq} (a {entry.get('event')}, cycle {entry.get('cycle')}), "
+                            f"not the promotion of {version.group(1)}")
+    return problems
+
+
 def execute(args: argparse.Namespace) -> int:
-    """Exit 1 naming every entry that breaks the chain or disagrees with a tag's recorded head."""
+    """Exit 1 naming every entry that breaks the chain, disagrees with a tag's recorded head, or a champion
+    version the log does not back."""
     if args.log is None:
         root = vcs.repo_root(Path.cwd())
         log = pipeline.audit_log_path(root).relative_to(root).as_posix()
@@ -28,7 +60,7 @@ def execute(args: argparse.Namespace) -> int:
     problems = audit_log.verify(log)
     tags = vcs.tag_messages(Path(log).resolve().parent)
     if not problems:
-        problems = audit_log.anchored(log, tags)
+        problems = audit_log.anchored(log, tags) + registry_problems(log, tags)
     if problems:
         print(f"{log}: TAMPERED or corrupt:", *problems, sep="\n  - ", file=sys.stderr)
         return 1

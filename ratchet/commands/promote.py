@@ -28,7 +28,7 @@ def execute(args: argparse.Namespace) -> int:
         outcome.lines.append(f"run report: {write_run_report(root)}")
         if not args.no_commit and outcome.code == promote.PROMOTED:
             sha = promote.commit(root, outcome, f"Promote: {outcome.tag}", promote.COMMITTED)
-            outcome.lines.append(f"committed {sha[:12]}, tagged {outcome.tag}")
+            outcome.lines.append(f"committed {sha[:12]}, registered {outcome.tag} in stage {promote.STAGE}")
     except (vcs.VcsError, params.ParamsError) as e:
         print(f"ratchet promote: {e}", file=sys.stderr)
         return 1

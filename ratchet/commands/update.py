@@ -8,7 +8,8 @@
 4. `dvc repro`: retrains from the current champion, every gate on the way;
 5. promotes the candidate or refuses it (`ratchet promote`);
 6. commits the drop, dvc.lock, the reports, the audit log and the champion, and
-   tags the commit (<tag_prefix>-<n> or <tag_prefix>-refused-<n>);
+   tags the commit: a promotion as GTO version champion@v<n>.0.0 in stage prod
+   (ratchet.eval.promote), a refusal as <tag_prefix>-refused-<n>;
 7. `dvc push` when a default remote is configured.
 
 The same drop again does no new work and ends as it ended the first time.
@@ -73,12 +74,13 @@ def finish_killed_promotion(root: Path, lay: promote.Layout, cfg: params.Promote
     if record is None:
         return notes
     entry = promote.log_promotion(lay.audit_log, lay.champion, record)
-    outcome = promote.Outcome(PROMOTED, [], entry, promote.tag_name(cfg, lay.audit_log, entry))
+    outcome = promote.Outcome(PROMOTED, [], entry, promote.tag_name(cfg, lay, entry))
+    message = f"Weekly update {record['week']}: promoted {outcome.tag} (finished after an interrupted run)"
     if vcs.git(root, "tag", "--list", outcome.tag):
-        return notes  # committed and tagged: nothing was left undone
+        promote.tag(root, outcome, message)  # committed and registered: at most the stage assignment was cut off
+        return notes
     promote.track(root, lay.champion)
-    promote.commit(root, outcome, f"Weekly update {record['week']}: promoted {outcome.tag} "
-                                  "(finished after an interrupted run)", promote.COMMITTED)
+    promote.commit(root, outcome, message, promote.COMMITTED)
     return notes + [f"finished an interrupted promotion: champion {record['cycle']}, tagged {outcome.tag}"]
 
 
@@ -122,7 +124,7 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
     say(f"run report: {report.write_run_report(root)}")
     what = "promoted " + outcome.tag if outcome.code == PROMOTED else "refused: " + "; ".join(outcome.entry["reasons"])
     sha = promote.commit(root, outcome, f"Weekly update {week}: {what}", promote.COMMITTED)
-    say(f"committed {sha[:12]}, tagged {outcome.tag}")
+    say(f"committed {sha[:12]}, tagged {outcome.tag}" + (f" (stage {promote.STAGE})" if outcome.code == PROMOTED else ""))
     remote = vcs.default_remote(root)
     if remote:
         try:

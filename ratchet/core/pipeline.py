@@ -110,6 +110,18 @@ def audit_log_path(root: Path) -> Path:
     return root / (found.pop() if found else DEFAULT_AUDIT_LOG)
 
 
+def artifact_at(root: Path, path: Path) -> str:
+    """The name dvc.yaml's `artifacts:` gives the model at `path` (the champion): its name in the GTO registry."""
+    root = Path(root)
+    rel = Path(path).relative_to(root).as_posix() if Path(path).is_absolute() else Path(path).as_posix()
+    declared = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("artifacts") or {}
+    found = [name for name, a in declared.items() if str(a.get("path", "")).rstrip("/") == rel]
+    if len(found) != 1:
+        raise WiringError(f"{root / 'dvc.yaml'}: {len(found)} entries of `artifacts:` have path {rel}, expected one; "
+                          f"declare it as `artifacts: {{champion: {{path: {rel}, type: model}}}}`")
+    return found[0]
+
+
 @dataclass(frozen=True)
 class Locked:
     """One stage of dvc.lock: the paths it read and wrote, each with the hash DVC recorded."""

@@ -67,3 +67,23 @@ def default_remote(root: Path) -> str | None:
     r = dvc(root, "remote", "default", check=False)
     name = r.stdout.strip()
     return name if r.returncode == 0 and name else None
+
+
+def register(root: Path, artifact: str, version: str, stage: str, message: str) -> list[str]:
+    """GTO: HEAD becomes `version` of `artifact` (the annotated tag `artifact@version`, holding `message`), and
+    that version is assigned `stage` (the tag `artifact#stage#n`). A step already done is skipped, so a run killed
+    between the two is finished by the next one. Returns the tags it created."""
+    from gto import api
+    from gto.exceptions import GTOException
+
+    made = []
+    try:
+        if not git(root, "tag", "--list", f"{artifact}@{version}"):
+            made.append(api.register(str(root), artifact, "HEAD", version=version, message=message).tag)
+        in_stage = api.find_versions_in_stage(str(root), artifact, stage, versions_per_stage=-1) or []
+        if version not in {v.version for v in in_stage}:
+            made.append(api.assign(str(root), artifact, stage, version=version,
+                                   message=f"{artifact} {version} is the {stage} model").tag)
+    except GTOException as e:
+        raise VcsError(f"gto could not register {artifact} {version} as {stage} in {root}: {e}") from e
+    return made

@@ -12,8 +12,14 @@ Promotion builds the new champion aside (the tuned teacher, dapt + sft merged;
 a copy of the shipped int8 model; the verdicts; champion.json; a model card),
 swaps it in with renames, tracks it with `dvc add models/champion`, appends a
 `promotion` entry to the audit log (hashes of the models, the verdicts and the
-drops), commits and tags `<tag_prefix>-<n>`. A refusal names every failing or
-stale gate, appends a `refusal` entry, and leaves the champion byte for byte.
+drops) and commits. The commit is registered in GTO, the model registry DVC
+reads: version `v<n>.0.0` of the artifact dvc.yaml declares at models/champion
+(the annotated tag `champion@v<n>.0.0`, whose message holds the audit log's head
+hash, which `ratchet audit verify` checks), assigned the stage `prod`
+(`champion#prod#<n>`); `gto show` lists the champions. A refusal (a failed or a
+held gate) names every failing or stale gate, appends a `refusal` entry, and
+leaves the champion byte for byte; it stays out of the registry: its commit is
+tagged `<tag_prefix>-refused-<n>`, to anchor the audit log all the same.
 
 Each step can be repeated: a run killed anywhere is finished by the next one
 (`recover`), and a candidate already promoted is not promoted twice.
@@ -35,6 +41,7 @@ from ratchet.models import champion as champ
 from ratchet.models.lineage import artifact_hash, write_lineage
 
 REFUSED, PROMOTED = 3, 0
+STAGE = "prod"  # the GTO stage every promoted champion is assigned: the model `ratchet update` ships
 # What a promotion or a weekly update commits; the champion itself is in DVC (models/champion.dvc), its
 # placeholder left git at the first promotion (track stages that removal).
 COMMITTED = ["data/drops", "dvc.lock", "reports", "models/champion.dvc", "models/.gitignore"]
@@ -59,6 +66,7 @@ class Layout:
     report: Path | None = None  # the audit stage's HTML run report, and what it draws from
     curves: tuple[Path, ...] = ()
     quantize: Path | None = None
+    artifact: str | None = None  # the champion's name in the GTO registry: its entry in dvc.yaml's `artifacts:`
 
 
 def layout(root: Path) -> Layout:
@@ -79,7 +87,8 @@ def layout(root: Path) -> Layout:
         annex=tuple(root / p for p in audit.args.get("--annex", [])),
         report=root / audit.arg("--report") if audit.arg("--report") else None,
         curves=tuple(root / p for p in audit.args.get("--curves", [])),
-        quantize=root / audit.arg("--quantize"))
+        quantize=root / audit.arg("--quantize"),
+        artifact=pipeline.artifact_at(root, root / dapt.arg("--champion")))
 
 
 def stale_verdicts(root: Path, lay: Layout) -> set[str]:
@@ -284,10 +293,11 @@ def outcomes(log: Path) -> list[dict]:
     return [e for e in audit_log.entries(log) if e["event"] in ("promotion", "refusal")]
 
 
-def tag_name(cfg: params.PromoteConfig, log: Path, entry: dict) -> str:
-    """<prefix>-<n> for the n-th promotion, <prefix>-refused-<n> for the n-th refusal."""
-    n = sum(1 for e in outcomes(log) if e["event"] == entry["event"] and e["seq"] <= entry["seq"])
-    return f"{cfg.tag_prefix}-{n}" if entry["event"] == "promotion" else f"{cfg.tag_prefix}-refused-{n}"
+def tag_name(cfg: params.PromoteConfig, lay: Layout, entry: dict) -> str:
+    """The tag of the outcome's commit: the n-th promotion is GTO version v<n>.0.0 of the champion artifact
+    (<artifact>@v<n>.0.0), the n-th refusal <tag_prefix>-refused-<n>, outside the registry."""
+    n = sum(1 for e in outcomes(lay.audit_log) if e["event"] == entry["event"] and e["seq"] <= entry["seq"])
+    return f"{lay.artifact}@v{n}.0.0" if entry["event"] == "promotion" else f"{cfg.tag_prefix}-refused-{n}"
 
 
 def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop: dict | None = None) -> Outcome:
@@ -304,7 +314,7 @@ def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop:
             log, "refusal", run_id=cand.run_id, week=week, drop=drop, reasons=cand.problems,
             failed_gates=cand.failed_gates, champion=(champ.record(lay.champion) or {}).get("cycle"))
         return Outcome(REFUSED, notes + ["REFUSED: the champion stays as it was:", *(f"  - {p}" for p in cand.problems)],
-                       entry, tag_name(cfg, log, entry))
+                       entry, tag_name(cfg, lay, entry))
 
     cycle = 1 + sum(1 for e in outcomes(log) if e["event"] == "promotion")
     new = _scratch(lay.champion, "new")
@@ -322,7 +332,7 @@ def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop:
         f"PROMOTED: champion {record['cycle']} (run {cand.run_id[:16]})",
         f"  shipped model: domain ppl {m['onnx']['domain_ppl']:.2f} (was {m['shipped']['domain_ppl']:.2f}), "
         f"general ppl {m['onnx']['general_ppl']:.2f} (was {m['shipped']['general_ppl']:.2f})"], done,
-        tag_name(cfg, log, done))
+        tag_name(cfg, lay, done))
 
 
 def log_promotion(log: Path, champion: Path, record: dict) -> dict:
@@ -336,10 +346,22 @@ def log_promotion(log: Path, champion: Path, record: dict) -> dict:
 
 
 def commit(root: Path, outcome: Outcome, message: str, paths: list[str]) -> str:
-    """Commit `paths` (whatever changed among them) and tag it; the tag message holds the audit log's head hash."""
+    """Commit `paths` (whatever changed among them) and tag it (`tag`)."""
     vcs.git(root, "add", "-A", "--", *paths)
     vcs.git(root, "commit", "-q", "--allow-empty", "-m", message)
-    if outcome.tag and not vcs.git(root, "tag", "--list", outcome.tag):
-        vcs.git(root, "tag", "-a", outcome.tag, "-m",
-                f"{message}\n\naudit entry {outcome.entry['seq']}: {outcome.entry['hash']}")
+    tag(root, outcome, message)
     return vcs.git(root, "rev-parse", "HEAD")
+
+
+def tag(root: Path, outcome: Outcome, message: str) -> None:
+    """Tag HEAD with the outcome's annotated tag, whose message holds the audit log's head hash: a promotion as a
+    GTO version of the champion assigned STAGE, a refusal with a plain git tag. Whatever is already there is kept,
+    so a run killed half-way is finished by the next."""
+    if not outcome.tag:
+        return
+    text = f"{message}\n\naudit entry {outcome.entry['seq']}: {outcome.entry['hash']}"
+    if outcome.entry["event"] == "promotion":
+        artifact, _, version = outcome.tag.partition("@")
+        vcs.register(root, artifact, version, STAGE, text)
+    elif not vcs.git(root, "tag", "--list", outcome.tag):
+        vcs.git(root, "tag", "-a", outcome.tag, "-m", text)
