@@ -46,7 +46,7 @@ PARENT_GATE = {"distill": "sft", "sft": "dapt"}
 def stage_command(stage: str, run_dir: Path, folder: Path) -> list[str]:
     """The stage's own command, reading the run's inputs and writing into `folder`."""
     common = ["--params", str(folder / "params.yaml"), "--dapt", str(run_dir / "models/dapt"),
-              "--replay", str(run_dir / "data/replay"), "--history", str(folder / "history.json")]
+              "--replay", str(run_dir / "data/replay"), "--live", str(folder / "history")]
     if stage == "distill":
         return [sys.executable, "-m", "stages", "distill", *common, "--sft", str(run_dir / "models/sft"),
                 "--gate", str(run_dir / "reports/gates/sft.json"), "--out", str(folder / "student")]
