@@ -94,7 +94,7 @@ def test_pii_policy_is_validated(tmp_path):
     p["pii"] = {**p["pii"], "policy": {"EMAIL": "redact", "PERSON": "shred"}}
     with pytest.raises(ParamsError) as e:
         params.load(write_params(tmp_path / "p.yaml", p), "pii")
-    assert "pii.policy.EMAIL: unknown entity" in str(e.value) and "'shred' is not one of" in str(e.value)
+    assert "pii.policy.EMAIL: 'EMAIL' is not one of" in str(e.value) and "'shred' is not one of" in str(e.value)
     p["pii"] = {**tiny_params()["pii"], "score_thresholds": {"US_PASSPORT": 0.3}}
     with pytest.raises(ParamsError, match="pii.score_thresholds.US_PASSPORT: not in pii.policy"):
         params.load(write_params(tmp_path / "p.yaml", p), "pii")

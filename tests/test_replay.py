@@ -108,9 +108,9 @@ def test_a_drop_without_a_role_trains_that_role_on_its_buffer(tmp_path):
 
 
 @pytest.mark.parametrize("caps, message", [
-    ({"domain": 5, "sft": 5}, "give a cap for general"),
+    ({"domain": 5, "sft": 5}, "replay.max_records.general: missing"),
     ({"domain": 5, "sft": 5, "general": 0}, "replay.max_records.general: must be >= 1"),
-    ({"domain": 5, "sft": 5, "general": 5, "code": 5}, "replay.max_records.code: unknown role"),
+    ({"domain": 5, "sft": 5, "general": 5, "code": 5}, "replay.max_records.code: unknown key; known keys: domain, sft, general"),
 ])
 def test_replay_caps_are_checked(caps, message):
     with pytest.raises(params.ParamsError, match=message):

