@@ -22,7 +22,7 @@ from ratchet.core.history import read_history
 from ratchet.core.io import dir_size, read_json, write_json, write_text
 from ratchet.core.runtime import log
 from ratchet.models.lineage import check_lineage
-from ratchet.reporting import annex
+from ratchet.reporting import annex, facts
 from ratchet.reporting.summary import render
 
 
@@ -78,15 +78,14 @@ def main(argv=None) -> None:
     summary["promotions"] = [{k: e.get(k) for k in ("seq", "time_utc", "cycle", "week")}
                              for e in audit_log.entries(args.audit_log) if e.get("event") == "promotion"]
     write_json(args.out, summary)
-    write_text(args.markdown, render(summary))
+    write_text(args.markdown, render(summary, facts.run(lineages)))
     if args.annex:
         cfgs = dict(zip(("gates", "promote", "eval", "prepare", "distill"), map(params.as_dict, params.load(
             args.params, "gates", "promote", "eval", "prepare", "distill"))))
-        sections = annex.build(summary, verdicts, lineages, cfgs, Path(args.datasheets),
-                               Path(args.pii), Path(args.governance))
-        title = "Technical documentation (EU AI Act, Annex IV)" + ("" if summary["real"] else ": TEST PROFILE")
-        write_text(args.annex[0], annex.to_markdown(title, sections))
-        write_text(args.annex[1], annex.to_html(title, sections))
+        markdown = annex.to_markdown(annex.build(summary, verdicts, lineages, cfgs, Path(args.datasheets),
+                                                  Path(args.pii), Path(args.governance)))
+        write_text(args.annex[0], markdown)
+        write_text(args.annex[1], annex.to_html(markdown))
         missing = annex.check(Path(args.governance))
         log("audit", f"Annex IV -> {', '.join(args.annex)}"
             + (f"; {len(missing)} mandatory parts NOT PROVIDED in {args.governance}" if missing else ""))
@@ -95,7 +94,7 @@ def main(argv=None) -> None:
 
         write_text(args.report, report.build(verdicts, {Path(c).name: read_history(c) for c in args.curves},
                                              read_json(Path(args.data) / "manifest.json"), audit_log.entries(args.audit_log),
-                                             quantize=summary["quantize"]))
+                                             quantize=summary["quantize"], run=facts.run(lineages)))
     if problems:
         raise SystemExit("audit: FAILED:\n  - " + "\n  - ".join(problems))
     log("audit", f"lineage of {len(rows)} artifacts verified; summary -> {args.markdown}")

@@ -212,7 +212,7 @@ def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None,
         if doc.is_file():
             shutil.copy2(doc, out / f"annex_iv{doc.suffix}")
     base = read_json(lay.base / "lineage.json") if (lay.base / "lineage.json").is_file() else {}
-    write_text(out / "README.md", card(record, base.get("source", {}), sorted(manifest["inputs"])))
+    write_text(out / "README.md", card(record, base.get("source", {}), sorted(manifest["inputs"]), lay.onnx))
     return record
 
 
@@ -223,40 +223,28 @@ METRIC_TYPE = {"domain_ppl": "perplexity", "general_ppl": "perplexity", "domain_
                "canary_leaks": "leaks", "canary_exposure": "exposure"}
 
 
-def card(r: dict, source: dict, inputs: list[str]) -> str:
+def card(r: dict, source: dict, inputs: list[str], shipped: Path) -> str:
     """The champion's README.md: a Hugging Face model card whose metadata carries the base model, license,
-    datasets and the shipped model's gate results as a model-index."""
+    datasets and the shipped model's gate results as a model-index; its prose (reporting/templates/model_card.md.j2)
+    says how the model was made from the lineages of `shipped` and the models it came from."""
     from ratchet.eval import scores
+    from ratchet.reporting import card as model_card
 
-    shipped = r["metrics"].get("onnx", {})
+    shipped_metrics = r["metrics"].get("onnx", {})
     results = []
-    for task in dict.fromkeys(scores.METRICS[m].task for m in METRIC_TYPE if m in shipped):
+    for task in dict.fromkeys(scores.METRICS[m].task for m in METRIC_TYPE if m in shipped_metrics):
         results.append({"task": {"type": "text-generation"},
                         "dataset": {"name": task, "type": task, "split": "held-out"},
-                        "metrics": [{"type": METRIC_TYPE[m], "name": m, "value": round(float(shipped[m]), 4),
+                        "metrics": [{"type": METRIC_TYPE[m], "name": m, "value": round(float(shipped_metrics[m]), 4),
                                      "verified": False}
-                                    for m in METRIC_TYPE if m in shipped and scores.METRICS[m].task == task]})
+                                    for m in METRIC_TYPE if m in shipped_metrics and scores.METRICS[m].task == task]})
+    lineages = model_card.lineages(shipped)
+    bits = ((lineages.get("quantize") or {}).get("params") or {}).get("quantize", {}).get("weight_bits")
     meta = {"library_name": "transformers", "pipeline_tag": "text-generation", "license": source.get("license", "other"),
             **({"base_model": source["model_id"]} if source.get("model_id") else {}),
-            "datasets": inputs, "tags": ["ratchet", "champion", "onnx", "int8"],
+            "datasets": inputs, "tags": ["ratchet", "champion", "onnx", *([f"int{bits}"] if bits is not None else [])],
             "model-index": [{"name": f"champion-{r['cycle']}", "results": results}]}
-    m = r["metrics"]
-    rows = [f"| {name} | {v.get('domain_ppl', float('nan')):.2f} | {v.get('general_ppl', float('nan')):.2f} |"
-            for name, v in m.items()]
-    return "\n".join([
-        "---", yaml.safe_dump(meta, sort_keys=False, width=120).strip(), "---", "",
-        f"# Champion {r['cycle']}", "",
-        ("" if r["real"] else "> **Tiny test model.** Random weights: nothing it produces is a real result.\n"),
-        f"Promoted {r['promoted_utc']}" + (f" from week {r['week']}" if r["week"] else "") +
-        f" after every gate passed (run `{r['run_id'][:16]}`). "
-        + (f"It replaced champion {r['previous']['cycle']}." if r["previous"] else "It is the first champion."), "",
-        "- `teacher/`: the tuned teacher (dapt + sft merged, safetensors): the next cycle starts from it.",
-        "- `onnx/`: the shipped int8 ONNX model: `ORTModelForCausalLM.from_pretrained(\"models/champion/onnx\")`.",
-        "- `verdicts/`: the data gate and every gate verdict of the run; `champion.json`: hashes of all of it.",
-        "- `annex_iv.md`, `annex_iv.html`: its technical documentation (EU AI Act, Annex IV).", "",
-        "The model-index above holds the shipped model's gate metrics (`verified: false`: measured by this "
-        "pipeline on its local held-out sets, see `verdicts/onnx.json` for every interval).", "",
-        "| model | domain ppl | general ppl |", "|---|---:|---:|", *rows, ""])
+    return model_card.render(meta, r, lineages)
 
 
 def swap(champion: Path, new: Path) -> None:

@@ -34,7 +34,7 @@ def fmt(value, spec: str) -> str:
 def environment(autoescape: bool = False) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(g4=g4, cell=cell, fmt=fmt, one_line=one_line)
+    env.filters.update(g4=g4, cell=cell, fmt=fmt, one_line=one_line, pyrepr=repr)
     env.globals["NOT_RECORDED"] = NOT_RECORDED
     return env
 

@@ -22,6 +22,7 @@ from ratchet.core import audit_log
 from ratchet.core.history import read_history
 from ratchet.core.io import dir_size, read_json, write_text
 from ratchet.eval import promote, scores
+from ratchet.reporting import facts
 
 ORDER = ("base", "champion", "shipped", "dapt", "sft", "student", "onnx")  # pipeline order; references first
 COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "reference": "#757575", None: "#757575"}
@@ -216,7 +217,7 @@ def model_rows(verdicts: dict[str, dict], stale=()) -> list[dict]:
 
 
 def build(verdicts: dict[str, dict], curves: dict[str, list[dict]], manifest: dict, entries: list[dict], *,
-          quantize: dict | None = None, stale=()) -> str:
+          quantize: dict | None = None, stale=(), run: dict | None = None) -> str:
     """The report page for one run, with every earlier cycle the audit log remembers. `stale` names the
     verdicts a gate did not rewrite in this run (an earlier gate stopped it): shown, and marked as such."""
     names = ordered(verdicts)
@@ -234,9 +235,15 @@ def build(verdicts: dict[str, dict], curves: dict[str, list[dict]], manifest: di
         colours=COLOURS, figures={"metrics": metrics_figure(fresh), "curves": curves_figure(curves),
                                   "funnel": funnel_figure(drops), "cycles": cycles_figure(history)},
         drops=drops, cycles=history, metrics=list(dict.fromkeys(m for v in verdicts.values() for m in v["metrics"])),
-        questions=questions, quantize=quantize, audit_entries=len(entries),
+        questions=questions, quantize=quantize, audit_entries=len(entries), bits=weights(run),
         data_gate=next((e["verdict"] for e in reversed(entries) if e["event"] == "data_gate"), None),
         about={m: scores.METRICS[m].about for m in scores.METRICS})
+
+
+def weights(run: dict | None) -> str:
+    """The shipped model's weight format as its lineage records it (facts.run)."""
+    bits = ((run or {}).get("quantize") or {}).get("weight_bits")
+    return f"int{bits}" if bits is not None else "quantized (bits not recorded)"
 
 
 def v_has_rules(v: dict) -> bool:
@@ -254,7 +261,8 @@ def write(lay, stale=()) -> Path | None:
         verdicts, {p.name: read_history(p) for p in lay.curves},
         read_json(lay.manifest) if lay.manifest.is_file() else {},
         audit_log.entries(lay.audit_log) if lay.audit_log.is_file() else [],
-        quantize=read_json(lay.quantize) if lay.quantize and lay.quantize.is_file() else None, stale=stale))
+        quantize=read_json(lay.quantize) if lay.quantize and lay.quantize.is_file() else None, stale=stale,
+        run=facts.run({"onnx": read_json(lay.onnx / "lineage.json")} if (lay.onnx / "lineage.json").is_file() else {})))
     return lay.report
 
 
