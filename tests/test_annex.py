@@ -180,3 +180,20 @@ def test_the_summary_names_the_weight_format_the_lineage_records(bits):
                       "sample": "x"}, "data_gate": "pass", "audit_log_entries": 1, "problems": []}
     text = summary.render(s, facts.run(changed(onnx__params__quantize__weight_bits=bits)))
     assert f"int{bits} ONNX parity" in text and f"MB int{bits}." in text
+
+
+def test_the_annex_lists_a_rule_group_once_per_reference(tmp_path):
+    """params.yaml says rules shared by several references once, as a group (refs + rules): the Annex IV's rule
+    table lists them one by one, as the gate checks them."""
+    from ratchet.core import params
+    from ratchet.reporting import annex
+
+    groups = {"gates": {m: [{"refs": ["champion", "base"], "rules": [
+        {"metric": "domain_ppl", "max_worse": 1.0}, {"metric": "canary_leaks", "max": 0.0}]}]
+        for m in params.GatesConfig.models()}}
+    params.GatesConfig.model_validate(groups["gates"])  # the shape params.yaml accepts
+    facts_ = annex.build({"real": True}, {}, LINEAGES, PARAMS | groups, tmp_path, tmp_path / "pii.json",
+                         tmp_path / "governance.yaml")
+    assert [r for r in facts_["rules"] if r[0] == "onnx"] == [
+        ["onnx", "domain_ppl at most 1.0 worse than champion's"], ["onnx", "domain_ppl at most 1.0 worse than base's"],
+        ["onnx", "canary_leaks <= 0.0"]]

@@ -73,7 +73,7 @@ def build(summary: dict, verdicts: dict[str, dict], lineages: dict[str, dict], p
         if not sheet.get("collection", {}).get("sources"):
             data_rows.append([role, "-", "-", "-", acc.get("in"), acc.get("kept"), acc.get("redacted"),
                               acc.get("quarantined")])
-    rules = params.get("gates", {})
+    rules = {model: _unfold(entries) for model, entries in params.get("gates", {}).items()}
     metrics = list(dict.fromkeys(m for v in verdicts.values() for m in v.get("metrics", {}) if "[" not in m))
     ref = {name: verdicts.get(name, {}).get("metrics", {}) for name in ("champion", "sft", "shipped", "onnx")}
     bias = {"bbq_bias_ambig", "bbq_bias_disambig", "stereotype_pref"}
@@ -126,6 +126,20 @@ def build(summary: dict, verdicts: dict[str, dict], lineages: dict[str, dict], p
         "promotions": [[e.get("cycle"), e.get("week"), e.get("time_utc"), e.get("seq")]
                        for e in summary.get("promotions", [])],
     }
+
+
+def _unfold(entries: list[dict]) -> list[dict]:
+    """A gate's rules one by one, as the gate checks them: a group's comparing rule once per ref, an absolute rule
+    once (params.GatesConfig.located)."""
+    out = []
+    for e in entries:
+        if "rules" not in e:
+            out.append(e)
+            continue
+        for r in e["rules"]:
+            compares = r.get("max_ratio") is not None or r.get("max_worse") is not None
+            out += [r | {"ref": ref} for ref in e["refs"]] if compares else [r]
+    return out
 
 
 def _refs(rules) -> str:
