@@ -106,13 +106,22 @@ def stage_argv(stage: str, root: Path, params: Path, at: dict[str, Path] | None 
                 return str(at[folder] / value[len(folder) + 1:]) if value != folder else str(at[folder])
         return str(root / value)
 
-    wired, argv = pipeline.stages(ROOT)[stage], []
-    for flag, values in wired.args.items():
-        argv.append(flag)
-        for v in values:
-            name, eq, path = v.rpartition("=") if flag == "--ref" else ("", "", v)
-            argv.append(f"{name}{eq}{moved(path)}")
+    wired, argv, flag = pipeline.stages(ROOT)[stage], [], None
+    for token in wired.argv[len(pipeline.LAUNCHER) + 1:]:  # token by token: a flag may be given twice
+        if token.startswith("--"):
+            flag = token
+            argv.append(token)
+            continue
+        name, eq, path = token.rpartition("=") if flag == "--ref" else ("", "", token)
+        argv.append(f"{name}{eq}{moved(path)}")
     return [*argv, "--params", str(params)] if wired.params else argv
+
+
+def stage_cmd(stage: str, root: Path, params: Path, at: dict[str, Path] | None = None) -> list[str]:
+    """dvc.yaml's command of `stage` as a process's argv, through the launcher as `dvc repro` runs it, laid out as
+    stage_argv says."""
+    return [sys.executable, *pipeline.LAUNCHER[1:], pipeline.stages(ROOT)[stage].recipe,
+            *stage_argv(stage, root, params, at)]
 
 
 def run_stage(stage: str, root: Path, params: Path, at: dict[str, Path] | None = None) -> None:

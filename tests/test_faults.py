@@ -18,7 +18,7 @@ from ratchet.core import audit_log
 from ratchet.core.io import atomic_dir
 
 from . import faults
-from .conftest import ROOT, at_work, copy_repo, env, stage_argv
+from .conftest import ROOT, at_work, copy_repo, env, stage_cmd
 
 FILES = 400
 
@@ -104,8 +104,8 @@ def test_audit_appends_killed_at_any_moment_lose_no_acknowledged_entry_and_the_c
 
 
 def stage(name: str, root, params, at: dict) -> str:
-    """dvc.yaml's command of stage `name` as a shell command, laid out under `root` (conftest.stage_argv)."""
-    return " ".join(shlex.quote(str(a)) for a in (sys.executable, "-m", "stages", *stage_argv(name, root, params, at)))
+    """dvc.yaml's command of stage `name` as a shell command, laid out under `root` (conftest.stage_cmd)."""
+    return " ".join(shlex.quote(str(a)) for a in stage_cmd(name, root, params, at))
 
 
 def killed_then_rerun(cmd: str, outs: list[Path], moments: list[float], cwd: Path) -> list[str]:

@@ -13,7 +13,7 @@ from faker import Faker
 from ratchet.core.io import read_json, read_jsonl, sha256_file
 from stages import datasheets, validate
 
-from .conftest import ROOT, env, run_stage, stage_argv, tiny_params, write_params
+from .conftest import ROOT, env, run_stage, stage_argv, stage_cmd, tiny_params, write_params
 
 WEEK = "2026-W48"
 
@@ -159,8 +159,7 @@ def test_a_windows_export_with_a_byte_order_mark_and_crlf_reads_like_any_other(t
 
 def test_a_bad_file_exits_non_zero_without_a_traceback(tmp_path, seed):
     write(tmp_path / "drops", {f"{WEEK}/domain/blob.txt": b"\x00\x01\x02binary"})
-    r = subprocess.run([sys.executable, "-m", "stages", "prepare",
-                        *stage_argv("prepare", tmp_path, params_file(tmp_path), at(tmp_path, seed, "out"))],
+    r = subprocess.run(stage_cmd("prepare", tmp_path, params_file(tmp_path), at(tmp_path, seed, "out")),
                        cwd=ROOT, env=env(), capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"{WEEK}/domain/blob.txt: line 1: looks binary" in r.stderr

@@ -19,7 +19,7 @@ from ratchet.models.batches import IGNORE, chat_example, collate, conversations
 from ratchet.models import dapt, sft
 from ratchet.models.student import layer_similarity, layers_to_keep, student_from
 
-from .conftest import ROOT, at_work, env, run_stage as launch, stage_argv, tiny_params, write_params
+from .conftest import ROOT, at_work, env, run_stage as launch, stage_argv, stage_cmd, tiny_params, write_params
 
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
@@ -410,7 +410,7 @@ def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(wo
     def gate(stage, check=True, **at):
         at = {"data/prepared": prepared, "data/eval": ROOT / "data/eval", "reports/audit/log.jsonl": work / "log.jsonl",
               "models/champion": work / "no-champion", "models/base": dapt_model, **at}
-        return run(["python", "-m", "stages", *stage_argv(stage, work, work / "params.yaml", at)], ROOT, check=check)
+        return run(stage_cmd(stage, work, work / "params.yaml", at), ROOT, check=check)
 
     def wrote(model: str, verdict: str) -> dict:
         return {f"reports/gates/{model}.json": work / f"{verdict}.json",

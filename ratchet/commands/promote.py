@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ratchet.core import params, vcs
 from ratchet.eval import promote
+from ratchet.reporting.card import model_card
 from ratchet.reporting.report import write_run_report
 
 HELP = "promote the run in the workspace to champion, or refuse it (exit 3)"
@@ -24,7 +25,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     try:
         root = vcs.repo_root(Path.cwd())
-        outcome = promote.decide(root, params.load(root / args.params, "promote")[0])
+        outcome = promote.decide(root, params.load(root / args.params, "promote")[0], model_card)
         outcome.lines.append(f"run report: {write_run_report(root)}")
         if not args.no_commit and outcome.code == promote.PROMOTED:
             sha = promote.commit(root, outcome, f"Promote: {outcome.tag}", promote.COMMITTED)

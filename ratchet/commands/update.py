@@ -31,6 +31,7 @@ from ratchet.core.io import read_json
 from ratchet.data import ingest
 from ratchet.eval import promote
 from ratchet.reporting import report
+from ratchet.reporting.card import model_card
 
 PROMOTED, FAILURE, BAD_INPUT, REFUSED, BUSY = 0, 1, 2, 3, 4
 LOCK = ".dvc/tmp/ratchet-update.lock"
@@ -118,7 +119,7 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
         say(f"ratchet update: dvc repro failed ({rc}) outside any gate; see the log above. Nothing was committed "
             "or promoted; fix the cause and run the same update again to finish it")
         return FAILURE
-    outcome = promote.decide(root, cfg, week=week, drop=drop)
+    outcome = promote.decide(root, cfg, model_card, week=week, drop=drop)
     for line in outcome.lines:
         say(line)
     say(f"run report: {report.write_run_report(root)}")

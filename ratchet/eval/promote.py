@@ -30,6 +30,7 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,9 @@ from ratchet.core import audit_log, params, pipeline, vcs
 from ratchet.core.io import read_json, sha256_file, sha256_tree, write_json, write_text
 from ratchet.models import champion as champ
 from ratchet.models.lineage import artifact_hash, write_lineage
+
+# (champion record, base model's source, training input files, shipped model folder) -> the champion's README.md
+Card = Callable[[dict, dict, list[str], Path], str]
 
 REFUSED, PROMOTED = 3, 0
 STAGE = "prod"  # the GTO stage every promoted champion is assigned: the model `ratchet update` ships
@@ -178,8 +182,10 @@ def recover(champion: Path) -> list[str]:
     return notes
 
 
-def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None, drop: dict | None) -> dict:
-    """The new champion in `out`: merged teacher, shipped model, verdicts, record, card."""
+def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None, drop: dict | None,
+          card: Card) -> dict:
+    """The new champion in `out`: merged teacher, shipped model, verdicts, record, and its model card, which
+    `card` words from the record, the base model's source, the training inputs and the shipped model's folder."""
     from ratchet.models import modeling
 
     started = time.time()
@@ -214,37 +220,6 @@ def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None,
     base = read_json(lay.base / "lineage.json") if (lay.base / "lineage.json").is_file() else {}
     write_text(out / "README.md", card(record, base.get("source", {}), sorted(manifest["inputs"]), lay.onnx))
     return record
-
-
-# gate metric -> the metric type a model-index result names
-METRIC_TYPE = {"domain_ppl": "perplexity", "general_ppl": "perplexity", "domain_mc_acc": "accuracy",
-               "general_mc_acc": "accuracy", "answer_chrf": "chrf", "answer_repetition": "repetition",
-               "bbq_bias_ambig": "bias_score", "bbq_bias_disambig": "bias_score", "stereotype_pref": "preference",
-               "canary_leaks": "leaks", "canary_exposure": "exposure"}
-
-
-def card(r: dict, source: dict, inputs: list[str], shipped: Path) -> str:
-    """The champion's README.md: a Hugging Face model card whose metadata carries the base model, license,
-    datasets and the shipped model's gate results as a model-index; its prose (reporting/templates/model_card.md.j2)
-    says how the model was made from the lineages of `shipped` and the models it came from."""
-    from ratchet.eval import scores
-    from ratchet.reporting import card as model_card
-
-    shipped_metrics = r["metrics"].get("onnx", {})
-    results = []
-    for task in dict.fromkeys(scores.METRICS[m].task for m in METRIC_TYPE if m in shipped_metrics):
-        results.append({"task": {"type": "text-generation"},
-                        "dataset": {"name": task, "type": task, "split": "held-out"},
-                        "metrics": [{"type": METRIC_TYPE[m], "name": m, "value": round(float(shipped_metrics[m]), 4),
-                                     "verified": False}
-                                    for m in METRIC_TYPE if m in shipped_metrics and scores.METRICS[m].task == task]})
-    lineages = model_card.lineages(shipped)
-    bits = ((lineages.get("quantize") or {}).get("params") or {}).get("quantize", {}).get("weight_bits")
-    meta = {"library_name": "transformers", "pipeline_tag": "text-generation", "license": source.get("license", "other"),
-            **({"base_model": source["model_id"]} if source.get("model_id") else {}),
-            "datasets": inputs, "tags": ["ratchet", "champion", "onnx", *([f"int{bits}"] if bits is not None else [])],
-            "model-index": [{"name": f"champion-{r['cycle']}", "results": results}]}
-    return model_card.render(meta, r, lineages)
 
 
 def swap(champion: Path, new: Path) -> None:
@@ -288,8 +263,10 @@ def tag_name(cfg: params.PromoteConfig, lay: Layout, entry: dict) -> str:
     return f"{lay.artifact}@v{n}.0.0" if entry["event"] == "promotion" else f"{cfg.tag_prefix}-refused-{n}"
 
 
-def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop: dict | None = None) -> Outcome:
-    """Promote the run in the workspace, or refuse it; the champion changes only on promotion."""
+def decide(root: Path, cfg: params.PromoteConfig, card: Card, week: str | None = None,
+           drop: dict | None = None) -> Outcome:
+    """Promote the run in the workspace, or refuse it; the champion changes only on promotion. `card` writes the
+    new champion's model card (reporting.card.model_card: a document, which this wing does not import)."""
     lay = layout(root)
     notes = recover(lay.champion)
     cand = check(root, lay, cfg)
@@ -308,7 +285,7 @@ def decide(root: Path, cfg: params.PromoteConfig, week: str | None = None, drop:
     new = _scratch(lay.champion, "new")
     new.mkdir(parents=True)
     try:
-        record = build(lay, new, cand, cycle, week, drop)
+        record = build(lay, new, cand, cycle, week, drop, card)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise

@@ -8,10 +8,38 @@ from pathlib import Path
 import yaml
 
 from ratchet.core.io import read_json
+from ratchet.eval import scores
 from ratchet.reporting import facts
 from ratchet.reporting.render import render as render_template
 
 TEMPLATE = "model_card.md.j2"
+
+# gate metric -> the metric type a model-index result names
+METRIC_TYPE = {"domain_ppl": "perplexity", "general_ppl": "perplexity", "domain_mc_acc": "accuracy",
+               "general_mc_acc": "accuracy", "answer_chrf": "chrf", "answer_repetition": "repetition",
+               "bbq_bias_ambig": "bias_score", "bbq_bias_disambig": "bias_score", "stereotype_pref": "preference",
+               "canary_leaks": "leaks", "canary_exposure": "exposure"}
+
+
+def model_card(r: dict, source: dict, inputs: list[str], shipped: Path) -> str:
+    """The champion's README.md: a Hugging Face model card whose metadata carries the base model, license,
+    datasets and the shipped model's gate results as a model-index; its prose (templates/model_card.md.j2)
+    says how the model was made from the lineages of `shipped` and the models it came from."""
+    shipped_metrics = r["metrics"].get("onnx", {})
+    results = []
+    for task in dict.fromkeys(scores.METRICS[m].task for m in METRIC_TYPE if m in shipped_metrics):
+        results.append({"task": {"type": "text-generation"},
+                        "dataset": {"name": task, "type": task, "split": "held-out"},
+                        "metrics": [{"type": METRIC_TYPE[m], "name": m, "value": round(float(shipped_metrics[m]), 4),
+                                     "verified": False}
+                                    for m in METRIC_TYPE if m in shipped_metrics and scores.METRICS[m].task == task]})
+    lins = lineages(shipped)
+    bits = ((lins.get("quantize") or {}).get("params") or {}).get("quantize", {}).get("weight_bits")
+    meta = {"library_name": "transformers", "pipeline_tag": "text-generation", "license": source.get("license", "other"),
+            **({"base_model": source["model_id"]} if source.get("model_id") else {}),
+            "datasets": inputs, "tags": ["ratchet", "champion", "onnx", *([f"int{bits}"] if bits is not None else [])],
+            "model-index": [{"name": f"champion-{r['cycle']}", "results": results}]}
+    return render(meta, r, lins)
 
 
 def lineages(shipped: Path) -> dict[str, dict]:
