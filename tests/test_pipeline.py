@@ -11,7 +11,7 @@ from ratchet.core import audit_log
 from ratchet.core.io import read_json, sha256_tree
 
 from .conftest import copy_repo, run
-from .test_report import check_in_browser
+from .reporting.test_report import check_in_browser
 
 pytestmark = pytest.mark.integration
 

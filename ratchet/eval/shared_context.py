@@ -10,7 +10,7 @@ cache is repeated for the group's continuations, and logits are taken only
 where a continuation token is predicted. Truncation is lm-eval's HF rule (the
 last max_length + 1 tokens of context and continuation, the last one never
 fed), so results equal lm-eval's own path up to floating-point reassociation
-(tests/test_gates.py compares the two).
+(tests/eval/test_gates.py compares the two).
 
 `register_hf()` registers `ratchet-hf`, lm-eval's HFLM with this scoring (and
 a LoRA adapter merged into its base, as the champion's teacher is);

@@ -95,7 +95,7 @@ def static_shapes(model) -> tuple[int, int]:
     dimensions out once: an integer tensor whose value it knows becomes an initializer, and a Reshape
     whose output dimensions are constants or its input's gets a constant target (0 copies an input
     dimension, -1 takes the rest), so the nodes that fed it go. The same numbers, bit for bit, for any
-    batch, prompt and cache length (tests/test_shared_context.py); about half the graph's nodes."""
+    batch, prompt and cache length (tests/eval/test_shared_context.py); about half the graph's nodes."""
     from onnx import TensorProto, numpy_helper
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 

@@ -19,7 +19,7 @@ from ratchet.models.batches import IGNORE, chat_example, collate, conversations
 from ratchet.models import dapt, sft
 from ratchet.models.student import layer_similarity, layers_to_keep, student_from
 
-from .conftest import ROOT, at_work, env, run_stage as launch, stage_argv, stage_cmd, tiny_params, write_params
+from ..conftest import ROOT, at_work, env, run_stage as launch, stage_argv, stage_cmd, tiny_params, write_params
 
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
@@ -405,7 +405,7 @@ def test_a_damaged_checkpoint_is_named_and_training_restarts_from_scratch(
 def test_a_gate_scores_a_model_with_lm_eval_decides_and_logs_no_progress_bars(work, dapt_model, prepared):
     """Through the launcher, as dvc runs it: a process that starts offline and quiet. The reference is
     the same model (the champion stand-in), its per-document scores then made worse or left as they are."""
-    from .conftest import run
+    from ..conftest import run
 
     def gate(stage, check=True, **at):
         at = {"data/prepared": prepared, "data/eval": ROOT / "data/eval", "reports/audit/log.jsonl": work / "log.jsonl",

@@ -7,7 +7,7 @@ import json
 from ratchet.core.history import read_history, write_history
 from ratchet.core.io import sha256_tree
 
-from .conftest import run
+from ..conftest import run
 
 ROWS = [{"step": s, "loss": round(3.0 - 0.25 * s, 5), "lr": 1e-3 * s / 3, "grad_norm": 1.5 + s, "ewc": 0.125 * s}
         for s in (1, 2, 3)]

@@ -3,7 +3,7 @@ import pytest
 from ratchet.core import params
 from ratchet.core.params import ParamsError
 
-from .conftest import ROOT, tiny_params, write_params
+from ..conftest import ROOT, tiny_params, write_params
 
 
 def test_every_section_of_params_yaml_and_of_the_tiny_profile_parses(tmp_path):

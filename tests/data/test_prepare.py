@@ -13,7 +13,7 @@ from faker import Faker
 from ratchet.core.io import read_json, read_jsonl, sha256_file
 from stages import datasheets, validate
 
-from .conftest import ROOT, env, run_stage, stage_argv, stage_cmd, tiny_params, write_params
+from ..conftest import ROOT, env, run_stage, stage_argv, stage_cmd, tiny_params, write_params
 
 WEEK = "2026-W48"
 

@@ -68,7 +68,7 @@ def test_a_paired_interval_resolves_a_small_change_that_the_spread_of_documents_
 def test_an_unchanged_model_passes_and_a_damaged_one_fails_every_shipped_rule():
     from ratchet.core import params
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("onnx") if r.metric.endswith("_ppl")]
     shipped = scored({"domain_ppl": 90.0, "general_ppl": 200.0}, sources=("seed", "2026-W48"))
@@ -118,7 +118,7 @@ def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression()
     by the rules against the base, the champion's teacher and its shipped model."""
     from ratchet.core import params
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     gates = params.load(ROOT / "params.yaml", "gates")[0]
 
@@ -157,7 +157,7 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
     from ratchet.core import params
     from ratchet.eval.evaluate import run_suite
 
-    from .conftest import ROOT, assert_same_scores
+    from ..conftest import ROOT, assert_same_scores
 
     cfg = params.load(tiny_params_file, "eval")[0].model_copy(update={"dtype": "float32"})
     one, four = (run_suite("hf", str(tiny_base), str(prepared), cfg.model_copy(update={"batch_size": b}),
@@ -202,7 +202,7 @@ def test_a_model_tuned_toward_stereotypes_fails_the_bias_rules_and_an_unchanged_
     from ratchet.core.io import read_jsonl
     from ratchet.eval.evaluate import run_suite
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     cfg = params.load(tiny_params_file, "eval")[0]
     sets = ROOT / "data/eval"
@@ -253,7 +253,7 @@ def test_a_model_trained_on_unredacted_canaries_leaks_them_and_fails_the_pii_rul
     from ratchet.core.io import read_jsonl
     from ratchet.eval.evaluate import CANARY_TASKS, run_suite, task_data
 
-    from .conftest import ROOT, run_stage
+    from ..conftest import ROOT, run_stage
 
     fake = Faker()
     Faker.seed(7)
@@ -359,7 +359,7 @@ def test_a_candidate_is_scored_only_on_the_tasks_its_rules_and_later_rules_on_it
     from ratchet.eval.gate import tasks_read
     from ratchet.eval.rules import load_rules
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     cfg = load_rules(ROOT / "params.yaml")
     dapt = tasks_read("dapt", cfg)

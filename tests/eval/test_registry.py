@@ -9,7 +9,7 @@ import time
 from ratchet.core import audit_log, params
 from ratchet.eval import promote
 
-from .conftest import ROOT, run
+from ..conftest import ROOT, run
 
 LOG = "reports/audit/log.jsonl"
 

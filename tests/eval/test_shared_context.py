@@ -4,7 +4,7 @@ import pytest
 from ratchet.core import params
 from ratchet.eval import evaluate, shared_context
 
-from .conftest import ROOT, assert_same_scores
+from ..conftest import ROOT, assert_same_scores
 
 LL_TASKS = ("ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_domain_mc", "ratchet_general_mc",
             "ratchet_bbq_gender", "ratchet_stereotype_pairs", "ratchet_canary_rank")

@@ -11,7 +11,7 @@ from ratchet.core import audit_log, pipeline
 from ratchet.core.io import read_json, sha256_file
 from ratchet.data import ingest as drops
 
-from .conftest import copy_repo, run
+from ..conftest import copy_repo, run
 
 WEEK = "2026-W48"
 LOG = "reports/audit/log.jsonl"
@@ -90,7 +90,7 @@ def test_ingests_at_once_take_turns_and_the_same_file_lands_once(repo, inputs):
 
     from ratchet.core.io import locked
 
-    from .conftest import env
+    from ..conftest import env
 
     jobs = [("notes.jsonl", "domain", WEEK), ("notes.jsonl", "domain", "2026-W49"), ("general.txt", "general", WEEK)]
     with locked(repo / "data/drops"):

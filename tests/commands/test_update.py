@@ -20,7 +20,7 @@ from ratchet.core import audit_log
 from ratchet.core.io import read_json, read_jsonl, sha256_tree
 from ratchet.models.losses import lr_at
 
-from .conftest import copy_repo, env, run
+from ..conftest import copy_repo, env, run
 
 pytestmark = pytest.mark.integration
 LOG = "reports/audit/log.jsonl"

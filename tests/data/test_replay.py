@@ -10,7 +10,7 @@ from ratchet.core import params
 from ratchet.core.io import read_json, read_jsonl
 from ratchet.data.replay import reservoir
 
-from .conftest import run_stage, tiny_params, write_params
+from ..conftest import run_stage, tiny_params, write_params
 
 
 def record(source: str, role: str, i: int) -> dict:

@@ -13,7 +13,7 @@ from ratchet.data import pii
 from ratchet.data.pii import Finding, Scanner, decide, redact
 from stages import prepare
 
-from .conftest import tiny_params, write_params
+from ..conftest import tiny_params, write_params
 
 POLICY = {"EMAIL_ADDRESS": "redact", "PHONE_NUMBER": "redact", "IP_ADDRESS": "redact", "US_SSN": "drop",
           "CREDIT_CARD": "drop", "PERSON": "allow"}
