@@ -359,3 +359,20 @@ def test_the_gate_stage_refuses_an_unwired_reference_before_evaluating(tmp_path)
         gate.reference_scores("onnx", rules, [])
     with pytest.raises(SystemExit, match="no such verdict"):
         gate.reference_scores("onnx", rules, [f"champion={tmp_path / 'missing.json'}"])
+
+
+def anchors(markdown: str) -> set[str]:
+    """The section anchors a Markdown file offers: as GitHub makes them from its headings, and <a id="..."> tags."""
+    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for line in markdown.splitlines() if line.startswith("#")} | set(re.findall(r'<a id="([^"]+)"', markdown))
+
+
+def test_every_cited_benchmarks_section_exists():
+    """Code, params and docs cite BENCHMARKS.md by section (BENCHMARKS.md#<name>): each name is a heading there."""
+    offered = anchors((ROOT / "BENCHMARKS.md").read_text())
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    cited = {(f, m.group(1)) for f in files if f.endswith((".py", ".md", ".yaml", ".j2"))
+             for m in re.finditer(r"BENCHMARKS\.md#([\w\-]+)", (ROOT / f).read_text(encoding="utf-8"))}
+    assert cited and {c for c in cited if c[1] not in offered} == set()
+    assert anchors('# Title\n## Int8 bias, per task (2 runs)\n<a id="pii"></a>') == {"title", "int8-bias-per-task-2-runs",
+                                                                                  "pii"}
