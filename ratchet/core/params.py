@@ -316,9 +316,11 @@ class RuleGroup(Section):
     rules: list[GateRule] = Field(min_length=1)
 
 
-# A gate's entry is a rule, or a group when it has `rules`; the tag names the kind in pydantic's error locations.
+# A gate's entry is a rule, or a group when it has `rules` (a dict read from params.yaml, or a RuleGroup when the
+# config is dumped); the tag names the kind in pydantic's error locations.
 GateEntry = Annotated[Union[Annotated[GateRule, Tag("rule")], Annotated[RuleGroup, Tag("group")]],
-                      Discriminator(lambda v: "group" if isinstance(v, dict) and "rules" in v else "rule")]
+                      Discriminator(lambda v: "group" if isinstance(v, RuleGroup) or isinstance(v, dict) and "rules" in v
+                                           else "rule")]
 _TAGS = {"rule": GateRule, "group": RuleGroup}
 
 

@@ -208,3 +208,14 @@ def test_a_bf16_instruction_set_is_read_off_the_cpu_flags():
     assert not cpu_has_bf16("flags\t\t: avx512f avx512bw avx512_vnni", "x86_64")  # AVX-512 without bf16
     assert cpu_has_bf16("Features\t: fp asimd sve bf16 i8mm", "aarch64") and not cpu_has_bf16(
         "Features\t: fp asimd", "aarch64")
+
+
+def test_every_section_dumps_as_it_was_read_and_builds_back_to_the_same_config():
+    """A config's dump is what a lineage records: rule groups dump as groups, with no serializer warning."""
+    import warnings
+
+    for name, cfg in params.load_all(ROOT / "params.yaml").items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            dumped = params.as_dict(cfg)
+        assert params.build(name, dumped) == cfg, name
