@@ -39,7 +39,7 @@ from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling
 from ratchet.models.champion import teacher_or_base
 from ratchet.models.dapt import train
-from ratchet.models.lineage import write_lineage
+from ratchet.models.lineage import rehearsal_words, write_lineage
 from ratchet.models.train import checkpoint_dir, discard_checkpoint, is_main_process
 
 
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     with atomic_dir(args.out) as tmp:
         modeling.save_model(model, tok, tmp)
         write_lineage(tmp, name=args.out, card="Domain-adapted causal LM: full-parameter continued pretraining from the champion on the "
-                           "newest drop's domain text, with rehearsal of what it knew (replay, EWC).",
+                           f"newest drop's domain text, {rehearsal_words(cfg)}.",
                       stage="dapt", params={"dapt": params.as_dict(cfg)},
                       parents={"start": start, **({"fisher": args.fisher} if "ewc" in record else {})}, data=data,
                       seed=run.seed, threads=run.threads, started=started,

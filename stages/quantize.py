@@ -75,8 +75,8 @@ def main(argv=None) -> None:
         if problems:
             raise SystemExit(f"quantize: int8 model fails parity with {student}: {check['reason']} "
                              f"(see {args.report}); try quantize.weight_bits: 8 or a smaller block_size")
-        write_lineage(tmp, name=args.out, card="The student as ONNX with KV cache, int8 weight-only quantized (MatMulNBits; the tied embedding and "
-                           "output head share one int8 matrix). Load with "
+        write_lineage(tmp, name=args.out, card=f"The student as ONNX with KV cache, int{cfg.weight_bits} weight-only quantized (MatMulNBits; the "
+                           f"tied embedding and output head share one int{cfg.weight_bits} matrix). Load with "
                            "optimum's ORTModelForCausalLM.from_pretrained(folder).",
                       library="onnx", stage="quantize", params={"quantize": params.as_dict(cfg)},
                       parents={"student": student}, data={"parity_domain": f"{args.data}/domain/heldout.jsonl",

@@ -29,7 +29,7 @@ from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling, sdft
 from ratchet.models.champion import teacher_or_base
-from ratchet.models.lineage import write_lineage
+from ratchet.models.lineage import rehearsal_words, write_lineage
 from ratchet.models.sft import train
 from ratchet.models.train import checkpoint_dir, discard_checkpoint, is_main_process
 
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
             write_jsonl(tmp / sdft.TARGETS_FILE, targets)
         used = dict(Counter(r["used"] for r in targets))
         write_lineage(tmp, name=args.out, card="LoRA adapter (peft) for the dapt model, fine-tuned on instruction data with loss on the "
-                           "reply only, replay of earlier and general text and an EWC penalty towards the champion."
+                           f"reply only, {rehearsal_words(cfg)}."
                            + (f" {used.get('rewrite', 0)} of the {len(targets)} replies it trained on were rewritten "
                               f"by the dapt model from the reference (model-generated, self-distillation: "
                               f"{sdft.TARGETS_FILE})." if targets else ""),

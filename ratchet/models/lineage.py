@@ -36,9 +36,14 @@ def package_versions() -> dict:
 
 
 def hardware(threads: int) -> dict:
+    """The machine a stage ran on, and its device: `cuda` with the GPU's name where torch sees one (training goes
+    to the GPU whenever there is one: train.distributed), `cpu` otherwise."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"machine": platform.machine(), "processor": platform.processor() or None,
             "cpus": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "system": platform.system()}
+            "system": platform.system(), "device": "cuda" if gpu else "cpu", **({"gpu": gpu} if gpu else {})}
 
 
 def artifact_hash(path: str | Path) -> str:
@@ -68,6 +73,17 @@ def verify_artifact(path: str | Path) -> None:
                          "that writes it).")
 
 
+def rehearsal_words(cfg) -> str:
+    """How a training config keeps what the model knew, in words for its card: replay (its share of each batch and
+    its source) and EWC, each as the config sets it."""
+    source = {"buffer": "earlier and general text from the replay buffer",
+              "champion": "text the champion wrote itself"}.get(getattr(cfg, "replay_source", "buffer"))
+    replay = (f"replay of {source} in {cfg.replay_fraction:.0%} of each batch" if cfg.replay_fraction > 0
+              else "no replay")
+    ewc = (f"an EWC penalty towards the champion (lambda {cfg.ewc_lambda:g})" if cfg.ewc_lambda > 0 else "no EWC")
+    return f"with {replay} and {ewc}"
+
+
 def write_card(out: Path, *, name: str, stage: str, card: str, params: dict, parents: dict, data: dict,
                real: bool, library: str) -> None:
     """README.md model card: what the artifact is, how it was made, where its evidence lives."""
@@ -90,9 +106,8 @@ def write_card(out: Path, *, name: str, stage: str, card: str, params: dict, par
               f"- Gate verdict: `reports/gates/{Path(name).name}.json` (metrics, thresholds, outcome); "
               "run summary: `reports/summary.md`; audit trail: `reports/audit/log.jsonl`.", "",
               "## Limitations", "",
-              "A small model adapted on CPU-scale budgets: expect factual errors and weak reasoning. It is "
-              "evaluated on held-out perplexity of its own domain and general corpora only; check the gate "
-              "verdicts before use.", ""]
+              "A language model makes factual errors. What this one was measured on, and how it compares with the "
+              "models it came from, is in its gate verdict: read it before use.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
