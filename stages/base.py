@@ -24,7 +24,7 @@ def obtain(cfg: params.BaseConfig, seed: int):
     if cfg.source == "tiny":
         tok = modeling.load_smollm2_tokenizer()
         return tok, modeling.tiny_llama(tok, cfg.tiny_hidden, cfg.tiny_layers, seed)
-    return modeling.load_tokenizer(cfg.source), modeling.load_model(cfg.source)
+    return modeling.load_tokenizer(cfg.source), modeling.load_model(cfg.source, outside=True)
 
 
 def main(argv=None) -> None:

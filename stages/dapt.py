@@ -37,9 +37,9 @@ from ratchet.core.io import atomic_dir
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling
-from ratchet.models.champion import teacher_or_base
+from ratchet.models.champion import made_by, teacher_or_base
 from ratchet.models.dapt import train
-from ratchet.models.lineage import rehearsal_words, write_lineage
+from ratchet.models.lineage import rehearsal_words, require, write_lineage
 from ratchet.models.train import checkpoint_dir, discard_checkpoint, is_main_process
 
 
@@ -62,6 +62,9 @@ def main(argv=None) -> None:
     seed_everything(run.seed, run.threads)
 
     start = teacher_or_base(args.champion, args.base)
+    require(start, made_by(start, args.champion))
+    if args.fisher and cfg.ewc_lambda > 0:
+        require(args.fisher, "fisher")
     log("dapt", f"starting from {start} (champion={args.champion})")
     model, tok, history, record = train(cfg, run, start, args.replay, args.fisher, checkpoint_dir(args.out))
     if not is_main_process():

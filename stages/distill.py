@@ -31,7 +31,7 @@ from ratchet.core.io import atomic_dir
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling
-from ratchet.models.lineage import write_lineage
+from ratchet.models.lineage import require, write_lineage
 from ratchet.models.student import train
 from ratchet.models.train import checkpoint_dir, discard_checkpoint, is_main_process
 
@@ -48,6 +48,8 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
 
+    require(args.dapt, "dapt")
+    require(args.sft, "sft")
     student, tok, history, record = train(cfg, run, args.dapt, args.sft, args.replay, checkpoint_dir(args.out))
     if not is_main_process():
         return  # one of several training processes: rank 0 writes the outputs

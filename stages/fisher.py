@@ -24,9 +24,9 @@ from ratchet.core.io import atomic_dir
 from ratchet.core.runtime import log, seed_everything
 from ratchet.models import modeling
 from ratchet.models.batches import Sampler, pack, replay_texts
-from ratchet.models.champion import teacher_or_base
+from ratchet.models.champion import made_by, teacher_or_base
 from ratchet.models.fisher import fisher_diagonal, target_weights
-from ratchet.models.lineage import write_lineage
+from ratchet.models.lineage import require, write_lineage
 
 
 def main(argv=None) -> None:
@@ -42,6 +42,7 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
     champion = teacher_or_base(args.champion, args.base)
+    require(champion, made_by(champion, args.champion))
     tok, model = modeling.load_tokenizer(champion), modeling.load_model(champion)
     general = pack(tok, replay_texts(args.replay), cfg.seq_len)
     blocks = general[Sampler(len(general), run.seed).take(min(cfg.samples, len(general)))]

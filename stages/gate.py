@@ -31,11 +31,11 @@ from ratchet.core import audit_log, params
 from ratchet.core.io import read_json, sha256_text, write_json, write_text
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval import evaluate, scores
-from ratchet.eval.gate import REFERENCES, pii_values, reference_scores, reusable, side_by_side, tasks_read
+from ratchet.eval.gate import REFERENCES, WRITTEN_BY, pii_values, reference_scores, reusable, side_by_side, tasks_read
 from ratchet.eval.rules import decide, load_rules
 from ratchet.models import modeling
-from ratchet.models.champion import shipped_or_base, teacher_or_base
-from ratchet.models.lineage import artifact_hash
+from ratchet.models.champion import made_by, shipped_or_base, teacher_or_base
+from ratchet.models.lineage import require
 from ratchet.reporting.verdict import render
 
 
@@ -71,9 +71,12 @@ def main(argv=None) -> None:
         path = teacher_or_base(path, args.base)
     elif args.model == "shipped":
         path = shipped_or_base(path, args.base)
+    digest = require(path, made_by(path, args.path) if args.model in ("champion", "shipped")
+                     else WRITTEN_BY.get(args.model))["artifact"]["sha256"]
+    if args.adapter_of:
+        require(args.adapter_of, "dapt")
     real = modeling.is_real(args.adapter_of or path)
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
-    digest = artifact_hash(path)
     tasks = evaluate.task_data(args.data, args.eval_sets, ecfg)
     read = tasks_read(args.model, load_rules(args.params))
     skipped = sorted(t for t in tasks if read is not None and t not in read)

@@ -34,7 +34,7 @@ from ratchet.eval.parity import parity, parity_docs
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling
 from ratchet.models.export import export_fp32, quantize_weights
-from ratchet.models.lineage import verify_artifact, write_lineage
+from ratchet.models.lineage import require, write_lineage
 
 
 def main(argv=None) -> None:
@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
     student = Path(args.student)
-    verify_artifact(student)
+    require(student, "distill")
     docs = parity_docs(args.data, modeling.load_tokenizer(student), cfg)
 
     with tempfile.TemporaryDirectory(prefix="ratchet-onnx-") as scratch, atomic_dir(args.out) as tmp:

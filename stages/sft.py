@@ -28,8 +28,8 @@ from ratchet.core.io import atomic_dir, write_jsonl
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling, sdft
-from ratchet.models.champion import teacher_or_base
-from ratchet.models.lineage import rehearsal_words, write_lineage
+from ratchet.models.champion import made_by, teacher_or_base
+from ratchet.models.lineage import rehearsal_words, require, write_lineage
 from ratchet.models.sft import train
 from ratchet.models.train import checkpoint_dir, discard_checkpoint, is_main_process
 
@@ -46,6 +46,9 @@ def main(argv=None) -> None:
     started = time.time()
     seed_everything(run.seed, run.threads)
     dapt, champion = Path(args.dapt), teacher_or_base(args.champion, args.base)
+    require(dapt, "dapt")
+    require(champion, made_by(champion, args.champion))
+    require(args.fisher, "fisher")
     model, tok, history, targets = train(cfg, run, dapt, champion, Path(args.fisher), args.replay,
                                          checkpoint_dir(args.out))
     if not is_main_process():

@@ -237,6 +237,18 @@ def at_work(work: Path, **models: Path) -> dict[str, Path]:
     return {**{k: work / v for k, v in WORK.items()}, **{f"models/{k}": v for k, v in models.items()}}
 
 
+def with_lineage(folder: Path, **parents: Path) -> Path:
+    """`folder`, a model a test built or changed by hand, with the lineage.json a stage would write for it now
+    (parents by role): every reader refuses a model folder without one (lineage.require). A tiny test model."""
+    import time
+
+    from ratchet.models.lineage import write_lineage
+
+    write_lineage(folder, name=folder, stage="test", params={}, parents=parents, data={}, seed=0, threads=1,
+                  started=time.time(), real=False)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def dapt_model(work, tiny_base, prepared):
     run_stage("dapt", work, work / "params.yaml", at_work(work, base=tiny_base))

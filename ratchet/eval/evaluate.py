@@ -19,7 +19,7 @@ import numpy as np
 
 from ratchet.core.io import one_line, read_jsonl, sha256_text, write_jsonl
 from ratchet.eval import scores
-from ratchet.models.lineage import verify_artifact
+from ratchet.models.lineage import require
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 # held-out text of a role in the prepared data, scored per source
@@ -207,7 +207,7 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
     from lm_eval.tasks import TaskManager
 
     for folder in (path, adapter_of) if adapter_of else (path,):
-        verify_artifact(folder)  # the model scored is the model its lineage describes
+        require(folder)  # the model scored is the model its lineage describes
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     tasks = tasks if tasks is not None else task_data(data, eval_sets, cfg)
     with tempfile.TemporaryDirectory(prefix="ratchet-eval-") as scratch:

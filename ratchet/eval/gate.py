@@ -10,6 +10,8 @@ from ratchet.data.pii import Scanner
 from ratchet.eval import evaluate, scores
 
 REFERENCES = ("champion", "shipped", "base")  # scored for the others to compare with; no rules of their own
+# the dvc.yaml stage that writes the model each gate scores: the fix a refused folder names (lineage.require)
+WRITTEN_BY = {"base": "base", "dapt": "dapt", "sft": "sft", "student": "distill", "onnx": "quantize"}
 
 
 SIDE_BY_SIDE = 3  # held-out questions whose answers a verdict shows next to its references'

@@ -24,13 +24,27 @@ TEACHER, SHIPPED, VERDICTS, RECORD = "teacher", "onnx", "verdicts", "champion.js
 def teacher_or_base(champion: str | Path, base: str | Path) -> Path:
     """The model the next cycle starts from: the promoted teacher, or base before any promotion."""
     teacher = Path(champion) / TEACHER
-    return teacher if (teacher / "config.json").is_file() else Path(base)
+    return teacher if (teacher / "config.json").is_file() else _before_any_promotion(champion, teacher, base)
 
 
 def shipped_or_base(champion: str | Path, base: str | Path) -> Path:
     """The shipped model new ones must not fall behind: the champion's int8 ONNX model, or base before any."""
     shipped = Path(champion) / SHIPPED
-    return shipped if (shipped / "model.onnx").is_file() else Path(base)
+    return shipped if (shipped / "model.onnx").is_file() else _before_any_promotion(champion, shipped, base)
+
+
+def _before_any_promotion(champion: str | Path, missing: Path, base: str | Path) -> Path:
+    # a promoted champion with its model gone must not quietly hand the next cycle the base model instead
+    if (Path(champion) / RECORD).is_file():
+        raise SystemExit(f"{missing} holds no model, yet {Path(champion) / RECORD} records a promotion: restore the "
+                         f"champion (`dvc checkout {champion}.dvc`, or `dvc pull` on a new clone)")
+    return Path(base)
+
+
+def made_by(model: str | Path, champion: str | Path) -> str:
+    """The stage that writes `model`, one of the folders above: `promote` for the champion's own, `base` for the
+    stand-in (for the fix a refusal names: lineage.require)."""
+    return "promote" if Path(model).is_relative_to(Path(champion)) else "base"
 
 
 def record(champion: str | Path) -> dict | None:

@@ -93,13 +93,16 @@ def load_tokenizer(path: str | Path):
     return fix_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=False))
 
 
-def load_model(path: str | Path, dtype=torch.float32):
-    """A model folder, refused when its files no longer match its lineage.json."""
+def load_model(path: str | Path, dtype=torch.float32, *, outside: bool = False):
+    """A model folder, refused without its lineage.json or when its files no longer match it (lineage.require).
+    `outside`: a folder from outside the pipeline (base.source), which has no lineage: the base stage records
+    its hash instead."""
     from transformers import AutoModelForCausalLM
 
-    from ratchet.models.lineage import verify_artifact
+    from ratchet.models import lineage
 
-    verify_artifact(path)
+    if not outside:
+        lineage.require(path)
     return AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
 
@@ -155,11 +158,11 @@ def save_model(model, tok, out: str | Path) -> None:
 
 
 def is_real(path: str | Path) -> bool:
-    """False when the model descends from the tiny test model: its numbers are not real results."""
-    import json
+    """False when the model descends from the tiny test model: its numbers are not real results (its lineage
+    says so; a folder without one is refused, not taken for real)."""
+    from ratchet.models import lineage
 
-    lineage = Path(path) / "lineage.json"
-    return json.loads(lineage.read_text())["real"] if lineage.is_file() else True
+    return lineage.require(path)["real"]
 
 
 def point_adapter_at(adapter: str | Path, base: str | Path) -> None:
@@ -179,8 +182,8 @@ def load_sft_merged(adapter: str | Path, base: str | Path):
     """The fine-tuned model as one plain model: base + LoRA, merged."""
     from peft import PeftModel
 
-    from ratchet.models.lineage import verify_artifact
+    from ratchet.models import lineage
 
-    verify_artifact(adapter)
+    lineage.require(adapter)
     model = PeftModel.from_pretrained(load_model(base), adapter)
     return model.merge_and_unload()

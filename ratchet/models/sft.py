@@ -17,7 +17,7 @@ from ratchet.core.runtime import log
 from ratchet.models import modeling, sdft
 from ratchet.models.batches import Sampler, chat_example, collate, cycle_conversations, pack, replay_texts
 from ratchet.models.fisher import load_fisher
-from ratchet.models.lineage import verify_artifact
+from ratchet.models.lineage import require
 from ratchet.models.losses import ewc_penalty, ewc_weight, masked_lm_loss, replay_rows
 from ratchet.models.train import fingerprint, is_main_process, train_loop
 
@@ -73,7 +73,7 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
 
     quant = base_quantization(cfg.base_bits, torch.cuda.is_available())
     tok = modeling.load_tokenizer(dapt)
-    verify_artifact(dapt)
+    require(dapt, "dapt")
     base = AutoModelForCausalLM.from_pretrained(dapt, dtype=torch.float32, quantization_config=quant,
                                                 trust_remote_code=False, use_safetensors=True)
     base.config.use_cache = False

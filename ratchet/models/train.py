@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ratchet.core.io import sha256_file
+from ratchet.core.io import sha256_file, sha256_tree
 from ratchet.models.lineage import artifact_hash
 from ratchet.models.losses import lr_at
 
@@ -40,10 +40,11 @@ def is_main_process() -> bool:
 
 
 def fingerprint(cfg, *inputs: str | Path) -> str:
-    """What a checkpoint must match to be resumed: the stage's params and its inputs' content."""
+    """What a checkpoint must match to be resumed: the stage's params and its inputs' content (a model folder's
+    hash as its lineage records it, once lineage.require found it true; a data folder's files)."""
     h = hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode())
     for path in inputs:
-        h.update(artifact_hash(path).encode())
+        h.update((artifact_hash(path) if (Path(path) / "lineage.json").is_file() else sha256_tree(path)).encode())
     return h.hexdigest()
 
 

@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ from ratchet.core.io import write_json
 from ratchet.core.params import GateRule
 from ratchet.eval.rules import decide
 from ratchet.eval.verdict import require_pass
+
+from ..conftest import with_lineage
 
 
 def scored(ppl: dict[str, float], n: int = 40, spread: float = 0.6, seed: int = 0, sources=("seed",)) -> dict:
@@ -188,6 +191,7 @@ def tune(model_dir, texts: list[str], out, *, steps: int, batch_size: int) -> No
         opt.zero_grad()
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    with_lineage(Path(out), start=Path(model_dir))
 
 
 @pytest.mark.integration  # runs lm-eval or trains

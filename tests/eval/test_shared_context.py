@@ -4,7 +4,7 @@ import pytest
 from ratchet.core import params
 from ratchet.eval import evaluate, shared_context
 
-from ..conftest import ROOT, assert_same_scores
+from ..conftest import ROOT, assert_same_scores, with_lineage
 
 LL_TASKS = ("ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_domain_mc", "ratchet_general_mc",
             "ratchet_bbq_gender", "ratchet_stereotype_pairs", "ratchet_canary_rank")
@@ -62,6 +62,7 @@ def test_the_onnx_file_scores_as_the_pytorch_model_it_was_exported_from(tiny_bas
 
     cfg, torch_scores = fp32_scores
     export_fp32(tiny_base, tmp_path / "onnx")
+    with_lineage(tmp_path / "onnx", start=tiny_base)
     same_scores(evaluate.run_suite("onnx", str(tmp_path / "onnx"), str(prepared), cfg, tasks=ll_tasks(prepared, cfg)),
                 torch_scores)
 
@@ -77,6 +78,7 @@ def test_the_onnx_file_answers_as_the_pytorch_model_whatever_the_answer_batch(ti
     tasks = {evaluate.ANSWER_TASK: evaluate.task_data(str(prepared), None, cfg)[evaluate.ANSWER_TASK][:6]}
     assert len({len(r["messages"][-1]["content"]) for r in tasks[evaluate.ANSWER_TASK]}) > 1  # padding is exercised
     export_fp32(tiny_base, tmp_path / "onnx")
+    with_lineage(tmp_path / "onnx", start=tiny_base)
 
     def answers(kind, path, batch):
         out = evaluate.run_suite(kind, path, str(prepared), cfg.model_copy(update={"answer_batch": batch}),
@@ -183,6 +185,7 @@ def test_a_tasks_scores_on_the_int8_file_do_not_depend_on_the_tasks_scored_with_
     export_fp32(tiny_base, tmp_path / "fp32")
     (tmp_path / "int8").mkdir()
     quantize_weights(tmp_path / "fp32", tmp_path / "int8", params.load(tiny_params_file, "quantize")[0])
+    with_lineage(tmp_path / "int8", start=tiny_base)
     tasks = ll_tasks(prepared, cfg)
     calls = []
     original = shared_context.score

@@ -19,7 +19,8 @@ from ratchet.models.batches import IGNORE, chat_example, collate, conversations
 from ratchet.models import dapt, sft
 from ratchet.models.student import layer_similarity, layers_to_keep, student_from
 
-from ..conftest import ROOT, at_work, env, run_stage as launch, stage_argv, stage_cmd, tiny_params, write_params
+from ..conftest import (ROOT, at_work, env, run_stage as launch, stage_argv, stage_cmd, tiny_params, with_lineage,
+                        write_params)
 
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "lineage.json", "README.md"}
@@ -478,7 +479,7 @@ def test_a_model_with_one_layer_scrambled_fails_its_gate_and_the_intact_one_pass
         w = weights[name]
         weights[name] = w.flatten()[torch.randperm(w.numel(), generator=g)].reshape(w.shape).contiguous()
     save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
-    (damaged / "lineage.json").unlink()  # a model as a faulty stage could write it, not one edited afterwards
+    with_lineage(damaged)  # a model as a faulty stage could write it, not one edited afterwards
 
     cfg = params.load(work / "params.yaml", "eval")[0]
     intact = run_suite("hf", str(dapt_model), str(prepared), cfg, eval_sets=str(ROOT / "data/eval"))
@@ -518,10 +519,11 @@ def test_a_model_folder_changed_after_it_was_written_is_refused_by_the_stages_th
     assert not (tmp_path / "sft").exists() and not (tmp_path / "student").exists()
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated, lineage gone"])
+@pytest.mark.parametrize("damage", ["flipped byte", "lineage gone", "truncated, lineage rewritten"])
 def test_a_damaged_onnx_file_fails_its_gate_with_the_file_named(damage, work, student, prepared, tmp_path):
     """The shipped ONNX folder damaged after quantize wrote it: a byte flipped in model.onnx is caught by its
-    lineage; a file cut short with no lineage left to check is named when it fails to load."""
+    lineage, a folder stripped of its lineage is refused, and a file cut short under a lineage written for it
+    (as a faulty stage could) is named when it fails to load."""
     from ratchet.eval.evaluate import run_suite
 
     out = tmp_path / "onnx"
@@ -533,11 +535,15 @@ def test_a_damaged_onnx_file_fails_its_gate_with_the_file_named(damage, work, st
     if damage == "flipped byte":
         data[len(data) // 2] ^= 0x01
         expected = f"{out}: its files do not match its lineage.json"
+    elif damage == "lineage gone":
+        (out / "lineage.json").unlink()
+        expected = f"{out} has no lineage.json"
     else:
         data = data[: len(data) // 3]
-        (out / "lineage.json").unlink()
         expected = f"{out}: the model cannot be loaded"
     onnx.write_bytes(bytes(data))
+    if damage.endswith("rewritten"):
+        with_lineage(out)
     cfg = params.load(work / "params.yaml", "eval")[0]
     with pytest.raises(SystemExit, match=expected):
         run_suite("onnx", str(out), str(prepared), cfg)
