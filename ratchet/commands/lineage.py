@@ -22,6 +22,8 @@ from ratchet.core import audit_log, pipeline, vcs
 from ratchet.core.io import read_json, sha256_file, sha256_tree
 
 # the gate that scores each stage's model: its audit-log event carries the content hash it scored
+# files only a model folder holds: such a folder without lineage.json was not written by a stage, or was altered
+MODEL_FILES = ("config.json", "adapter_config.json", "model.onnx", "fisher.safetensors")
 GATE_OF_STAGE = {"dapt": "dapt", "sft": "sft", "distill": "student", "quantize": "onnx"}
 
 
@@ -130,6 +132,10 @@ class Tracer:
                 node.kind = "report"
         else:
             node.sha256 = sha256_tree(full, exclude=())
+            if any((full / f).is_file() for f in MODEL_FILES):
+                node.kind = "model"
+                node.problems.append(f"{path}: a model folder without lineage.json: it was not written by a "
+                                     "ratchet stage or was altered")
         if stage and not node.upstream:  # no record of its own inputs: dvc.lock's data and model deps
             node.upstream = [d for d in self.stages[stage].deps
                              if not d.startswith(("stages/", "ratchet/")) and not d.endswith((".py", ".yaml", ".toml"))]
@@ -152,6 +158,9 @@ class Tracer:
                 p = self.rel(link["path"])
                 if not (self.root / p).exists():
                     node.problems.append(f"{node.path}: {kind} {role} ({p}) is missing")
+                elif kind == "parent" and not (self.root / p / "lineage.json").is_file():
+                    # its hash leaves lineage.json out, so without this a stripped parent would still match
+                    node.problems.append(f"{node.path}: parent {role} ({p}) has no lineage.json")
                 elif sha256_tree(self.root / p) != link["sha256"]:
                     node.problems.append(f"{node.path}: {kind} {role} ({p}) changed since this artifact was made")
                 # a part of a stage's output (data/replay/new) leads to the whole, whose manifest covers it
