@@ -414,3 +414,15 @@ class LlamaCpp:
         """Before interpreter exit, where llama-cpp-python's own cleanup fails."""
         for llm in (self.scorer, self.runner):
             llm.close()
+
+
+def with_lineage(folder: Path, stage: str, **parents: Path) -> Path:
+    """`folder`, a model variant an experiment built in process, with a lineage.json naming what it came from: the
+    gate's evaluation and the training code refuse a model folder without one (ratchet.models.lineage.require)."""
+    from ratchet.models import modeling
+    from ratchet.models.lineage import write_lineage
+
+    write_lineage(folder, name=folder, stage=f"benchmark {stage}", params={}, parents=parents, data={}, seed=0,
+                  threads=os.cpu_count() or 1, started=time.time(),
+                  real=all(modeling.is_real(p) for p in parents.values()))
+    return folder

@@ -134,6 +134,7 @@ def train_one(out: Path, cfg, run, start: Path, replay: Path, fisher_dir: Path |
         done = {"seconds": round(seconds, 1), "final_loss": history[-1]["loss"], "record": record,
                 "config": params.as_dict(cfg)}
         write_json(tmp / "done.json", done)
+        common.with_lineage(tmp, "dapt", start=start)
     return done
 
 

@@ -80,6 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-int8-bias-") as scratch:
         scratch = Path(scratch)
         export_fp32(student, scratch / "fp32")
+        common.with_lineage(scratch / "fp32", "export", student=student)
         scored["student, PyTorch fp32"] = evaluate.run_suite("hf", str(student), str(run / "data/prepared"), ecfg,
                                                             tasks=tasks)
         folders["onnx fp32"] = scratch / "fp32"
@@ -87,6 +88,7 @@ def main() -> None:
             out = scratch / f"v{len(folders)}"
             out.mkdir()
             quantize_weights(scratch / "fp32", out, qcfg.model_copy(update={"accuracy_level": int(level)}))
+            common.with_lineage(out, "quantize", student=student)
             if patterns:
                 print(f"{name}: {fp32_compute(out, patterns)} MatMulNBits nodes at accuracy level 0", flush=True)
             folders[name] = out

@@ -129,6 +129,7 @@ def main() -> None:
     for i, (name, kept, model) in enumerate(students):
         folder = scratch / f"student-{i}"
         modeling.save_model(model, tok, folder)
+        common.with_lineage(folder, "pruned student", dapt=run_dir / "models/dapt", sft=run_dir / "models/sft")
         m = run_suite("hf", str(folder), data, ecfg, tasks=tasks)["metrics"]
         out["rows"].append([name, kept, sum(p.numel() for p in model.parameters()) / 1e6, m["domain_ppl"],
                             m["general_ppl"]])
