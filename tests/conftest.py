@@ -137,6 +137,20 @@ def sample_seed(src: Path, dst: Path, records: int) -> None:
         out.write_text("".join(f.read_text(encoding="utf-8").splitlines(keepends=True)[:records]), encoding="utf-8")
 
 
+# What a test drop declares about itself (ratchet/data/sources.py); ingest refuses a drop without it.
+DROP_SOURCE = {"what": "synthetic records written by a test", "origin": "generated in the test (tests/)",
+               "license": "CC0-1.0", "personal_data": "none (made-up text)"}
+
+
+def write_drop_source(folder: Path, **fields) -> Path:
+    """The SOURCE.yaml of a drop folder: DROP_SOURCE with `fields` over it (a field given as None is left out)."""
+    path = folder / "SOURCE.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({k: v for k, v in {**DROP_SOURCE, **fields}.items() if v is not None},
+                                   sort_keys=False))
+    return path
+
+
 def copy_repo(dst: Path, seed_records: int | None = None) -> Path:
     """The tracked and unignored files of this checkout, as a fresh git + DVC repo with the tiny profile.
 

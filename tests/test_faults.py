@@ -18,7 +18,7 @@ from ratchet.core import audit_log
 from ratchet.core.io import atomic_dir
 
 from . import faults
-from .conftest import ROOT, at_work, copy_repo, env, stage_cmd
+from .conftest import ROOT, at_work, copy_repo, env, stage_cmd, write_drop_source
 
 FILES = 400
 
@@ -162,6 +162,7 @@ def test_ingests_killed_at_random_moments_leave_the_drop_tracked_and_logged_once
         (drop / f"notes-{i}.jsonl").write_text("".join(
             json.dumps({"text": f"Domain note {i}.{j}: a record long enough to keep " + "z" * 200}) + "\n"
             for j in range(5000)))
+    write_drop_source(drop)
     cmd = f"{shlex.quote(sys.executable)} -m ratchet.cli ingest {drop} --role domain --week 2026-W48"
     reference = copy_repo(tmp_path / "reference")
     seconds = faults.run(cmd, reference, env())

@@ -1,6 +1,10 @@
 """`ratchet ingest PATH [--week 2026-W48] [--role domain|sft|general]`: add a weekly data drop under
 data/drops/<week>/<role>/, tracked by DVC and logged in the audit trail.
 
+The drop says where it comes from in SOURCE.yaml (what, origin, license, personal_data; optionally collected and
+notes), in the folder PATH names or beside the file it names; it is copied to data/drops/<week>/SOURCE.yaml and
+recorded in the audit entry. A drop without one, or with a vague or unknown key, is refused.
+
 Exit codes: 0 ingested (or nothing new), 2 bad input (nothing copied), 1 DVC or the disk failed after the copy.
 """
 from __future__ import annotations
@@ -17,7 +21,8 @@ HELP = "add a weekly data drop under data/drops/<week>/<role>/"
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="a .jsonl or .txt file, or a folder of them (flat, or domain/ sft/ general/)")
+    p.add_argument("path", help="a .jsonl or .txt file, or a folder of them (flat, or domain/ sft/ general/), "
+                                "with the drop's SOURCE.yaml in that folder (or beside that file)")
     p.add_argument("--week", help="ISO week of the drop, YYYY-Www (default: this week)")
     p.add_argument("--role", choices=params.ROLES,
                    help="role of raw-text files; instruction records (prompt/response, messages) are sft")

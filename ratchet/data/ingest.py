@@ -6,11 +6,15 @@ PATH is a file or a folder. A folder either holds files directly (their role
 comes from --role or, for instruction data, from the records) or is laid out
 by role as domain/ sft/ general/. Files are .jsonl with {"text"} (domain,
 general), {"prompt", "response"} or {"messages": [...]} (sft), or .txt (domain,
-general). Every file is checked before anything is copied; one bad file stops
-the whole ingest. Files whose bytes are already somewhere under data/drops are
+general). The drop says where it comes from in SOURCE.yaml, in the folder PATH
+names or beside the file it names (ratchet/data/sources.py has its fields).
+Every file and the SOURCE.yaml are checked before anything is copied; one bad
+file, or a missing or vague SOURCE.yaml, stops the whole ingest. Files whose bytes are already somewhere under data/drops are
 skipped, so re-ingesting a drop changes nothing. The new files land in
-data/drops/<week>/<role>/, `dvc add data/drops/<week>` tracks the week, and a
-"data_drop" event goes into the audit log.
+data/drops/<week>/<role>/ and the SOURCE.yaml into data/drops/<week>/, `dvc add
+data/drops/<week>` tracks the week, and a "data_drop" event with the provenance
+goes into the audit log. A week holds one provenance: a later ingest into the
+same week must bring the same SOURCE.yaml fields.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from pathlib import Path
 from ratchet.core import audit_log, pipeline, vcs
 from ratchet.core.io import clear_leftovers, locked, read_json, sha256_file, write_json
 from ratchet.core.params import ROLES
+from ratchet.data import sources
 
 # ingest reads files with prepare's own reader, so a file it accepts is one prepare reads the same way
 from ratchet.data.records import TEXT_ROLES, RecordFileError, read_records
@@ -55,6 +60,8 @@ class Drop:
     source: Path  # the file or folder it came from
     week: str
     files: tuple[DropFile, ...]
+    provenance: Path  # its SOURCE.yaml
+    declared: dict  # the checked fields of its SOURCE.yaml
 
     @property
     def key(self) -> dict:
@@ -99,7 +106,7 @@ def candidates(path: Path, role: str | None) -> list[tuple[Path, str | None, boo
         return [(path, role, role is not None)]
     if not path.is_dir():
         raise IngestError(f"{path}: no such file or folder")
-    entries = _visible_files(path)
+    entries = [p for p in _visible_files(path) if p.name != sources.DROP_FILE]
     if not any(p.is_dir() and p.name in ROLES for p in entries):
         for p in entries:
             if p.is_dir():
@@ -114,6 +121,9 @@ def candidates(path: Path, role: str | None) -> list[tuple[Path, str | None, boo
             raise IngestError(f"{folder}: next to role folders, everything must be one of "
                               f"{', '.join(r + '/' for r in ROLES)}; move it into one of them")
         for p in _visible_files(folder):
+            if p.name == sources.DROP_FILE:
+                raise IngestError(f"{p}: a drop's {sources.DROP_FILE} goes in {path}, next to the role folders; "
+                                  "move it up")
             if p.is_dir():
                 raise IngestError(f"{p}: role folders hold files only; move its files up into {folder}")
             out.append((p, folder.name, True))
@@ -183,6 +193,46 @@ def check_all(files: list[tuple[Path, str | None, bool]]) -> list[DropFile]:
     return checked
 
 
+def provenance_file(path: Path) -> Path:
+    """Where a drop's SOURCE.yaml is: in the folder PATH names, or beside the file it names."""
+    return (path if path.is_dir() else path.parent) / sources.DROP_FILE
+
+
+def check_provenance(path: Path) -> dict:
+    """The checked fields of the drop's SOURCE.yaml, or IngestError with the file to write and its keys."""
+    where = provenance_file(path)
+    if not where.is_file():
+        raise IngestError(f"{where}: missing. A drop says where it comes from (the data gate and the datasheets "
+                          f"need it); write it:\n{sources.template(where.parent)}\n"
+                          "see data/drops/README.md, then ingest again")
+    try:
+        return sources.read_drop_source(where)
+    except sources.ProvenanceError as e:
+        raise IngestError(str(e)) from None
+
+
+def week_conflict(week_dir: Path, declared: dict) -> str | None:
+    """Why new files with this provenance cannot join week_dir, or None. A week keeps one SOURCE.yaml, which
+    prepare applies to every file of the week, so files from elsewhere must not join it silently."""
+    held = week_dir / sources.DROP_FILE
+    fix = (f"if the files do come from the same place, give the drop the same {sources.DROP_FILE}; if not, "
+           f"describe both sources in {held} (then `dvc add {week_dir}`) and bring that {sources.DROP_FILE}")
+    if held.is_file():
+        try:
+            there = sources.read_drop_source(held)
+        except sources.ProvenanceError as e:
+            return f"{e}\n{held} was changed by hand since its ingest; fix it, `dvc add {week_dir}`, and ingest again"
+        differ = [k for k in sources.FIELDS if there.get(k) != declared.get(k)]
+        if differ:
+            return (f"week {week_dir.name} already holds files declared by {held}, and this drop's "
+                    f"{sources.DROP_FILE} differs in {', '.join(differ)}; a week has one provenance: {fix}")
+    elif week_dir.is_dir() and any(p.is_file() for p in week_dir.glob("*/*")):
+        return (f"week {week_dir.name} holds files ingested without a {sources.DROP_FILE}; this drop's would "
+                f"declare them too: write {held} for the files already there (then `dvc add {week_dir}`), and "
+                f"bring the same {sources.DROP_FILE}")
+    return None
+
+
 # --------------------------------------------------------------------------- #
 # Duplicates, copying, tracking
 # --------------------------------------------------------------------------- #
@@ -244,7 +294,7 @@ def clear_staged(drops: Path) -> list[str]:
     """Scratch copies under data/drops that a killed ingest left (the caller holds the drops lock)."""
     notes = []
     for week in sorted(p for p in drops.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for p in sorted(week.glob("*/.*.tmp-*")):
+        for p in sorted([*week.glob(".*.tmp-*"), *week.glob("*/.*.tmp-*")]):
             notes.extend(clear_leftovers(p.with_name(p.name[1:p.name.rindex(".tmp-")])))
     return notes
 
@@ -260,22 +310,26 @@ def _log_drop(root: Path, pending: dict) -> dict:
     for e in reversed(audit_log.entries(log)):
         if e["event"] == "data_drop" and e.get("week") == pending["week"] and e.get("files") == pending["files"]:
             return e
+    # a note left by an ingest before drops carried their provenance has none to log
+    said = {"provenance": pending["provenance"]} if "provenance" in pending else {}
     return audit_log.append(log, "data_drop", week=pending["week"], source=pending["source"],
-                            files=pending["files"], skipped=pending["skipped"])
+                            files=pending["files"], skipped=pending["skipped"], **said)
 
 
 def _complete(root: Path, pending: dict) -> dict:
     """Rename the staged files in, `dvc add` the week, log it, then drop the note: every step may be redone."""
-    for f in pending["files"]:
-        dst, tmp = root / f["path"], root / f["staged"]
-        if tmp.is_file():
-            os.replace(tmp, dst)
+    for f in pending["files"] + ([pending["provenance"]] if "provenance" in pending else []):
+        dst = root / f["path"]
+        if "staged" in f and (root / f["staged"]).is_file():  # a week's SOURCE.yaml already there is not staged
+            os.replace(root / f["staged"], dst)
         if not dst.is_file() or sha256_file(dst) != f["sha256"]:
             raise TrackError(f"{DROPS / PENDING}: {f['path']} is missing or changed since it was copied; restore "
                              f"it, or remove {DROPS / PENDING} and the week's files and ingest the drop again")
     dvc_add(root, DROPS / pending["week"])
-    entry = _log_drop(root, {**pending, "files": [{k: v for k, v in f.items() if k != "staged"}
-                                                  for f in pending["files"]]})
+    unstaged = {"files": [{k: v for k, v in f.items() if k != "staged"} for f in pending["files"]]}
+    if "provenance" in pending:
+        unstaged["provenance"] = {k: v for k, v in pending["provenance"].items() if k != "staged"}
+    entry = _log_drop(root, {**pending, **unstaged})
     (root / DROPS / PENDING).unlink()
     return entry
 
@@ -309,12 +363,23 @@ def _shown(path: Path, root: Path) -> Path:
 
 
 def check(path: Path, week: str, role: str | None) -> Drop:
-    """The drop at `path` as week `week`, every file read and hashed once; copies nothing.
+    """The drop at `path` as week `week`, every file read and hashed once, and its SOURCE.yaml; copies nothing.
 
-    Raises IngestError naming every bad file, line and fix together.
+    Raises IngestError naming every bad file, line, key and fix together.
     """
     check_week(week)
-    return Drop(path, week, tuple(check_all(candidates(path, role))))
+    files, problems = candidates(path, role), []
+    try:
+        declared = check_provenance(path)
+    except IngestError as e:
+        problems.append(str(e))
+    try:
+        checked = check_all(files)
+    except IngestError as e:
+        problems.append(str(e))
+    if problems:
+        raise IngestError("\n".join(problems))
+    return Drop(path, week, tuple(checked), provenance_file(path), declared)
 
 
 def apply(drop: Drop, cwd: Path) -> list[str]:
@@ -336,23 +401,38 @@ def apply(drop: Drop, cwd: Path) -> list[str]:
         if not new:
             return out + ["every file is already in data/drops: nothing to do"]
 
+        conflict = week_conflict(drops / week, drop.declared)
+        if conflict:
+            raise IngestError(conflict)
+        held = drops / week / sources.DROP_FILE
+        # the week's SOURCE.yaml is copied once; a later ingest into the week brought the same fields
+        bring = not held.is_file()
+        provenance = {"path": held.relative_to(root).as_posix(),
+                      "sha256": sha256_file(drop.provenance if bring else held), **drop.declared}
         targets = destinations(drops / week, new)
-        staged = copy_aside([(f.source, dst) for f, dst in zip(new, targets)])
+        staged = copy_aside([(f.source, dst) for f, dst in zip(new, targets)]
+                            + ([(drop.provenance, held)] if bring else []))
+        if bring:
+            provenance["staged"] = staged.pop()[0].relative_to(root).as_posix()
         pending = {"week": week, "source": str(path),
                    "files": [{"path": dst.relative_to(root).as_posix(), "role": f.role, "sha256": f.sha256,
                               "records": f.records, "staged": tmp.relative_to(root).as_posix()}
                              for f, (tmp, dst) in zip(new, staged)],
-                   "skipped": [{"source": str(f.source), "sha256": f.sha256} for f, _ in skipped]}
+                   "skipped": [{"source": str(f.source), "sha256": f.sha256} for f, _ in skipped],
+                   "provenance": provenance}
         try:
             write_json(drops / PENDING, pending)
         except BaseException:
-            for tmp, _ in staged:
+            for tmp in [t for t, _ in staged] + ([root / provenance["staged"]] if bring else []):
                 tmp.unlink(missing_ok=True)
             raise
         entry = _complete(root, pending)
         files = entry["files"]
 
     out += [f"  added {e['path']}  role={e['role']}  records={e['records']}" for e in files]
+    said = entry.get("provenance", {})
+    if said:
+        out.append(f"  provenance {said['path']}: license={said['license']}  origin={said['origin']}")
     roles = sorted({e["role"] for e in files})
     out += [f"week {week}: {len(files)} file(s), {sum(e['records'] for e in files)} records, "
             f"roles {', '.join(roles)}; tracked with `dvc add {DROPS / week}`",

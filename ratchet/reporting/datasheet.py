@@ -2,9 +2,10 @@
 
 Built from what the pipeline knows: prepare's manifest (per-file hashes and
 counts, the count each filter took out, the params used), the PII report, the
-provenance and license of each input file (data/sources.yaml) and the prepared
-files themselves. What is specific to a corpus (what it is, its license, its
-known risks) comes from data/sources.yaml, never from this module. Questions
+provenance and license of each input file (its drop's SOURCE.yaml, else
+data/sources.yaml) and the prepared files themselves. What is specific to a
+corpus (what it is, its license, its known risks) comes from those files, never
+from this module. Questions
 the pipeline cannot answer are said to be so.
 """
 from __future__ import annotations
@@ -53,20 +54,26 @@ def funnel(acc: dict) -> list[dict]:
     return steps
 
 
-UNDECLARED = "UNDECLARED: add an entry to data/sources.yaml"
+UNDECLARED = "UNDECLARED: add a SOURCE.yaml to the drop, or an entry to data/sources.yaml"
 
 
-def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outputs: dict, stats: dict) -> dict:
-    """The datasheet of one role as a JSON-able dict."""
+def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outputs: dict, stats: dict,
+          drops: dict[str, dict] | None = None) -> dict:
+    """The datasheet of one role as a JSON-able dict; `drops` are the drops' SOURCE.yaml records
+    (sources.drop_records), which declare their files ahead of `sources`."""
     acc = manifest["roles"][role]
     inputs = {f: i for f, i in manifest["inputs"].items() if i["role"] == role}
     prov = []
     for f, i in inputs.items():
-        entry = source_list.match(f, sources) or {}
+        entry, where = source_list.of_input(f, i["source"], drops or {}, sources)
+        entry = entry or {}
+        # a SOURCE.yaml may leave out when it was collected; an empty cell would read as undeclared
+        optional = {"notes": "", "collected": "not stated" if where else UNDECLARED}
         prov.append({"file": f, "drop": i["source"], "sha256": i["sha256"], "bytes": i["bytes"],
                      "records_in": i["in"], "kept": i["kept"], "redacted": i["redacted"],
                      "quarantined": i["quarantined"],
-                     **{k: entry.get(k, UNDECLARED if k != "notes" else "") for k in source_list.FIELDS}})
+                     **{k: entry.get(k, optional.get(k, UNDECLARED)) for k in source_list.FIELDS},
+                     "declared_in": where or ("data/sources.yaml" if entry else None)})
     prep, pii_cfg = manifest["params"]["prepare"], manifest["params"]["pii"]
     purpose = PURPOSE[role].format(languages=", ".join(prep.get("languages") or ["not recorded"]))
     return {
@@ -118,7 +125,7 @@ def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outp
             "not_intended": "evaluation of other models (held-out splits are tuned to this pipeline's gates); any use "
                             "that needs the personal data of named people",
             "risks": "; ".join(dict.fromkeys(p["notes"] for p in prov if p["notes"]))
-                     or "none declared: add `notes` to the entries of data/sources.yaml",
+                     or "none declared: add `notes` to the drops' SOURCE.yaml or the entries of data/sources.yaml",
         },
         "distribution": {
             "licenses": sorted({p["license"] for p in prov}),

@@ -20,7 +20,7 @@ from ratchet.core import audit_log
 from ratchet.core.io import read_json, read_jsonl, sha256_tree
 from ratchet.models.losses import lr_at
 
-from ..conftest import copy_repo, env, run
+from ..conftest import copy_repo, env, run, write_drop_source
 
 pytestmark = pytest.mark.integration
 LOG = "reports/audit/log.jsonl"
@@ -38,6 +38,8 @@ def make_drop(root, name: str, seed: int):
     (folder / "sft" / "qa.jsonl").write_text("".join(
         json.dumps({"prompt": fake.sentence(nb_words=10).rstrip(".") + "?", "response": fake.paragraph(3)}) + "\n"
         for _ in range(20)))
+    write_drop_source(folder, what="synthetic weekly drop: Faker prose and questions", origin="Faker (en_US)",
+                      license="MIT", notes="English word-list prose")
     return folder
 
 
@@ -59,12 +61,8 @@ def events(repo) -> list[str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    repo = copy_repo(tmp_path_factory.mktemp("weekly") / "repo", seed_records=300)
-    with open(repo / "data/sources.yaml", "a") as f:
-        f.write("  - {path: 'data/drops/*/*/*.jsonl', role: any, what: synthetic weekly drops, origin: Faker, "
-                "license: MIT, collected: tests, personal_data: none, notes: English word-list prose}\n")
-    run("git add -A && git commit -qm 'declare the test drops'", repo)
-    return repo
+    # no entry in data/sources.yaml: each drop declares itself in its SOURCE.yaml, as a scheduled one does
+    return copy_repo(tmp_path_factory.mktemp("weekly") / "repo", seed_records=300)
 
 
 @pytest.fixture(scope="module")

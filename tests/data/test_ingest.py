@@ -11,7 +11,7 @@ from ratchet.core import audit_log, pipeline
 from ratchet.core.io import read_json, sha256_file
 from ratchet.data import ingest as drops
 
-from ..conftest import copy_repo, run
+from ..conftest import DROP_SOURCE, copy_repo, run, write_drop_source
 
 WEEK = "2026-W48"
 LOG = "reports/audit/log.jsonl"
@@ -51,6 +51,7 @@ def inputs(tmp_path):
     (folder / "general.txt").write_text(GENERAL)
     (folder / "pairs.jsonl").write_text(jsonl(PAIRS))
     (folder / "chat.jsonl").write_text(jsonl(CHAT))
+    write_drop_source(folder)
     return folder
 
 
@@ -115,6 +116,7 @@ def test_ingests_at_once_take_turns_and_the_same_file_lands_once(repo, inputs):
 def test_a_windows_export_is_accepted(repo, tmp_path):
     """A UTF-8 byte order mark and CRLF line ends, as spreadsheet and Windows tools write them."""
     path = tmp_path / "export.jsonl"
+    write_drop_source(tmp_path)
     path.write_bytes(("\ufeff" + "".join(json.dumps(r) + "\r\n" for r in PAIRS)).encode("utf-8"))
     out = ingest(repo, path, "--week", WEEK).stdout
     assert f"data/drops/{WEEK}/sft/export.jsonl  role=sft  records=2" in out
@@ -126,6 +128,7 @@ def test_a_folder_laid_out_by_role_needs_no_role_flag(repo, tmp_path):
                              ("general", "news.jsonl", jsonl(TEXT))]:
         (drop / role).mkdir(parents=True)
         (drop / role / name).write_text(text)
+    write_drop_source(drop)
     ingest(repo, drop, "--week", WEEK)
     assert drop_files(repo) == {f"{WEEK}/domain/ref.txt", f"{WEEK}/sft/qa.jsonl", f"{WEEK}/general/news.jsonl"}
 
@@ -182,6 +185,7 @@ def test_a_bad_input_exits_2_names_the_file_and_line_and_copies_nothing(shared_r
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "good.jsonl").write_text(jsonl(PAIRS))  # a good file beside it is not copied either
+    write_drop_source(folder)
     (folder / name).write_bytes(data)
 
     for target in (folder / name, folder):
