@@ -7,7 +7,8 @@
         --report reports/report.html --curves reports/train/{dapt,sft,distill}
 
 For every model folder: its lineage.json exists, its recorded content hash
-matches the folder, and each parent it names still has the hash recorded. The
+matches the folder, and each parent it names is still there, with its own
+lineage.json and the hash recorded. The
 audit log's hash chain must be intact. Any mismatch fails the stage. The
 summary lists per model: wall time, size on disk, gate metrics and verdicts.
 With --report it also writes the HTML run report (ratchet/reporting/report.py).
