@@ -9,12 +9,13 @@ general), {"prompt", "response"} or {"messages": [...]} (sft), or .txt (domain,
 general). The drop says where it comes from in SOURCE.yaml, in the folder PATH
 names or beside the file it names (ratchet/data/sources.py has its fields).
 Every file and the SOURCE.yaml are checked before anything is copied; one bad
-file, or a missing or vague SOURCE.yaml, stops the whole ingest. Files whose bytes are already somewhere under data/drops are
-skipped, so re-ingesting a drop changes nothing. The new files land in
-data/drops/<week>/<role>/ and the SOURCE.yaml into data/drops/<week>/, `dvc add
-data/drops/<week>` tracks the week, and a "data_drop" event with the provenance
-goes into the audit log. A week holds one provenance: a later ingest into the
-same week must bring the same SOURCE.yaml fields.
+file, or a missing or vague SOURCE.yaml, stops the whole ingest. Files whose
+bytes are already somewhere under data/drops are skipped, so re-ingesting a
+drop changes nothing. The new files land in data/drops/<week>/<role>/ and the
+SOURCE.yaml in data/drops/<week>/, `dvc add data/drops/<week>` tracks the week,
+and a "data_drop" event with the provenance goes into the audit log. A week
+holds one provenance: a later ingest into the same week must bring the same
+SOURCE.yaml fields.
 """
 from __future__ import annotations
 

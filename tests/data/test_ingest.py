@@ -197,6 +197,68 @@ def test_a_bad_input_exits_2_names_the_file_and_line_and_copies_nothing(shared_r
     assert drop_files(shared_repo) == set() and not (shared_repo / LOG).exists()
 
 
+def test_a_drop_without_its_source_yaml_is_refused_with_the_file_to_write(shared_repo, inputs, tmp_path):
+    """A folder, a role-laid folder and a single file without SOURCE.yaml: exit 2, nothing copied, and the
+    message names where to put it and every key it needs; a SOURCE.yaml inside a role folder is misplaced."""
+    (inputs / "SOURCE.yaml").unlink()
+    laid = tmp_path / "laid"
+    (laid / "sft").mkdir(parents=True)
+    (laid / "sft" / "qa.jsonl").write_text(jsonl(PAIRS))
+    for target, args in ((inputs, ["--role", "general"]), (laid, []), (inputs / "pairs.jsonl", [])):
+        r = ingest(shared_repo, target, *args, "--week", WEEK, check=False)
+        folder = target if target.is_dir() else target.parent
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "nothing was copied" in r.stderr, r.stderr
+        assert f"{folder / 'SOURCE.yaml'}: missing" in r.stderr and "data/drops/README.md" in r.stderr
+        for key in ("what:", "origin:", "license:", "personal_data:"):
+            assert key in r.stderr
+    write_drop_source(laid / "sft")
+    r = ingest(shared_repo, laid, "--week", WEEK, check=False)
+    assert r.returncode == 2 and f"goes in {laid}, next to the role folders" in r.stderr
+    assert drop_files(shared_repo) == set() and not (shared_repo / LOG).exists()
+
+
+BAD_SOURCE = {
+    "a key missing": ({"personal_data": None}, ["`personal_data` missing", "add `personal_data: <`none`"]),
+    "an unknown key": ({"licence": "MIT"}, ["`licence`: unknown key", "what, origin, license, personal_data"]),
+    "a placeholder": ({"license": "TODO"}, ["`license`: 'TODO' says nothing", "SPDX"]),
+    "no license": ({"license": "none"}, ["`license`: 'none': without a license"]),
+    "YAML's no": ({"personal_data": False}, ["`personal_data`: expected text, got bool False", "quote it"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SOURCE, ids=list(BAD_SOURCE))
+def test_a_source_yaml_that_says_too_little_is_refused_naming_the_key(shared_repo, inputs, case):
+    fields, expected = BAD_SOURCE[case]
+    write_drop_source(inputs, **fields)
+    r = ingest(shared_repo, inputs, "--role", "general", "--week", WEEK, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nothing was copied" in r.stderr, r.stderr
+    assert f"{inputs / 'SOURCE.yaml'}: " in r.stderr
+    for text in expected:
+        assert text in r.stderr
+    assert drop_files(shared_repo) == set() and not (shared_repo / LOG).exists()
+
+
+def test_the_source_yaml_is_tracked_with_the_drop_and_recorded_in_its_audit_entry(repo, inputs):
+    write_drop_source(inputs, license="CC-BY-4.0", collected=datetime.date(2026, 11, 23))
+    out = ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK).stdout
+    held = repo / f"data/drops/{WEEK}/SOURCE.yaml"
+    assert held.read_bytes() == (inputs / "SOURCE.yaml").read_bytes()
+    assert f"provenance data/drops/{WEEK}/SOURCE.yaml: license=CC-BY-4.0" in out
+    assert yaml.safe_load((repo / f"data/drops/{WEEK}.dvc").read_text())["outs"][0]["nfiles"] == 2
+    (entry,) = audit_log.entries(repo / LOG)
+    assert entry["provenance"] == {"path": f"data/drops/{WEEK}/SOURCE.yaml", "sha256": sha256_file(held),
+                                   **DROP_SOURCE, "license": "CC-BY-4.0", "collected": "2026-11-23"}
+
+    # the same week again: the same fields join it (the week's SOURCE.yaml stays), other ones are refused
+    ingest(repo, inputs / "chat.jsonl", "--week", WEEK)
+    assert audit_log.entries(repo / LOG)[-1]["provenance"] == entry["provenance"]
+    write_drop_source(inputs, license="MIT")
+    r = ingest(repo, inputs / "pairs.jsonl", "--week", WEEK, check=False)
+    assert r.returncode == 2 and "nothing was copied" in r.stderr and "differs in license" in r.stderr, r.stderr
+    assert drop_files(repo) == {f"{WEEK}/domain/notes.jsonl", f"{WEEK}/sft/chat.jsonl"}
+    assert len(audit_log.entries(repo / LOG)) == 2 and audit_log.verify(repo / LOG) == []
+
+
 @pytest.mark.integration  # prepares the whole seed (a minute of PII scanning)
 def test_prepare_picks_up_the_ingested_records(repo, inputs):
     ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK)

@@ -13,7 +13,7 @@ from faker import Faker
 from ratchet.core.io import read_json, read_jsonl, sha256_file
 from stages import datasheets, validate
 
-from ..conftest import ROOT, env, run_stage, stage_argv, stage_cmd, tiny_params, write_params
+from ..conftest import ROOT, env, run_stage, stage_argv, stage_cmd, tiny_params, write_drop_source, write_params
 
 WEEK = "2026-W48"
 
@@ -270,6 +270,51 @@ def test_validate_writes_the_gate_summary_and_a_datasheet_per_role(tmp_path, see
     for section in ("## Motivation", "## Composition", "## Collection and provenance", "## Preprocessing",
                     "## Uses", "## Distribution", "## Maintenance", "| near_dup |", "| EMAIL_ADDRESS | 1 | 1 |"):
         assert section in md
+
+
+def test_a_drop_file_declared_only_by_its_drops_source_yaml_passes_the_gate_with_that_license(tmp_path, seed):
+    """data/sources.yaml declares the seed only; the drop's SOURCE.yaml declares its file for the data gate and
+    the datasheet, and wins over a sources.yaml entry that matches the file too (listed as shadowed)."""
+    drop_file = f"{(tmp_path / 'drops').as_posix()}/{WEEK}/general/week.jsonl"
+    write(tmp_path / "drops", {f"{WEEK}/general/week.jsonl": jsonl({"text": t} for t in paragraphs(4, seed=21))})
+    held = write_drop_source(tmp_path / "drops" / WEEK, license="CC-BY-SA-4.0", origin="https://example.org/notes",
+                             notes="an editor's weekly notes")
+    sources = tmp_path / "sources.yaml"
+    seed_only = [{"path": "seed/*/*.jsonl", "what": "synthetic seed", "origin": "Faker", "license": "MIT",
+                  "collected": "tests", "personal_data": "none", "notes": "lorem-style English from a word list"}]
+    sources.write_text(yaml.safe_dump({"sources": seed_only}))
+    p = params_file(tmp_path, prepare={"heldout_fraction": 0.4},
+                    validate={"min_rows": {"domain": 1, "sft": 1, "general": 1}})
+    run_stage("prepare", tmp_path, p, at(tmp_path, seed))
+    where = {**at(tmp_path, seed), "data/sources.yaml": sources, "reports/data/validation.json": tmp_path / "v.json",
+             "reports/data/validation.md": tmp_path / "v.md", "reports/audit/log.jsonl": tmp_path / "log.jsonl",
+             "reports/data/datasheets": tmp_path / "ds"}
+    argv, sheets = (stage_argv(stage, tmp_path, p, where) for stage in ("validate", "datasheets"))
+
+    validate.main(argv)
+    prov = read_json(tmp_path / "v.json")["provenance"]
+    assert prov["undeclared"] == [] and prov["shadowed"] == [] and prov["declared_in"][drop_file] == held.as_posix()
+    assert prov["drops"] == {WEEK: {"path": held.as_posix(), "sha256": sha256_file(held), "license": "CC-BY-SA-4.0"}}
+    datasheets.main(sheets)
+    sheet = read_json(tmp_path / "ds/general.json")
+    (from_drop,) = [s for s in sheet["collection"]["sources"] if s["drop"] == WEEK]
+    assert {k: from_drop[k] for k in ("license", "origin", "collected", "notes", "declared_in")} == {
+        "license": "CC-BY-SA-4.0", "origin": "https://example.org/notes", "collected": "not stated",
+        "notes": "an editor's weekly notes", "declared_in": held.as_posix()}
+    assert sheet["distribution"]["licenses"] == ["CC-BY-SA-4.0", "MIT"]
+    assert "| CC-BY-SA-4.0 |" in (tmp_path / "ds/general.md").read_text()
+
+    # a sources.yaml glob that also matches the drop's file: the drop's own SOURCE.yaml wins, the gate says so
+    sources.write_text(yaml.safe_dump({"sources": seed_only + [{**seed_only[0], "path": "drops/*/general/*.jsonl"}]}))
+    validate.main(argv)
+    assert read_json(tmp_path / "v.json")["provenance"]["shadowed"] == [drop_file]
+    datasheets.main(sheets)
+    assert read_json(tmp_path / "ds/general.json")["distribution"]["licenses"] == ["CC-BY-SA-4.0", "MIT"]
+
+    # a SOURCE.yaml edited by hand into saying nothing fails the gate, naming the key
+    write_drop_source(tmp_path / "drops" / WEEK, license="TODO")
+    with pytest.raises(SystemExit, match=r"SOURCE.yaml: `license`: 'TODO' says nothing"):
+        validate.main(argv)
 
 
 def test_sources_yaml_declares_every_seed_file_as_sources_md_does():
