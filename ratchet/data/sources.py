@@ -44,7 +44,7 @@ class DropSource(BaseModel):
     what: str = Field(description="what the files hold, e.g. `support answers for product X, English, 2026`")
     origin: str = Field(description="where they come from: a URL, or the system or team that exported them")
     license: str = Field(description="the terms you may train under: an SPDX id (CC-BY-4.0, MIT) or "
-                                     "`proprietary: <who allowed it>`")
+                                     "`proprietary (<who allowed it>)`")
     personal_data: str = Field(description="`none`, `pseudonymised (<how>)`, or `contains <kinds>` "
                                            "(names, e-mail addresses, ...)")
     collected: str | None = Field(None, description="when and how the files were collected, e.g. `2026-11-23, "
@@ -64,7 +64,7 @@ class DropSource(BaseModel):
             raise ValueError(f"{v!r} says nothing; write {cls.model_fields[info.field_name].description}")
         if info.field_name == "license" and v.strip().lower() in ("none", "no license", "unlicensed"):
             raise ValueError(f"{v!r}: without a license there is no permission to train on the files; get one, "
-                             "or write the terms you do have (`proprietary: <who allowed it>`)")
+                             "or write the terms you do have (`proprietary (<who allowed it>)`)")
         return v.strip()
 
 
