@@ -23,6 +23,9 @@ def launch(argv: list[str]) -> None:
     runtime.start()
     try:
         importlib.import_module(f"stages.{argv[0]}").main(argv[1:])
+    except runtime.Refused as e:
+        runtime.record_refusal(argv[0], str(e.code))
+        raise
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise

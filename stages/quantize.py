@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ratchet.core import params
 from ratchet.core.io import atomic_dir, dir_size, write_json
-from ratchet.core.runtime import log, seed_everything
+from ratchet.core.runtime import Refused, log, seed_everything
 from ratchet.eval.parity import parity, parity_docs
 from ratchet.eval.verdict import require_pass
 from ratchet.models import modeling
@@ -73,8 +73,8 @@ def main(argv=None) -> None:
         log("quantize", f"parity: top-1 agreement {check['top1_agreement']:.3f}, NLL {check['nll_torch']:.3f} -> "
                         f"{check['nll_onnx']:.3f}; sample: {check['sample'][:80]!r}")
         if problems:
-            raise SystemExit(f"quantize: int8 model fails parity with {student}: {check['reason']} "
-                             f"(see {args.report}); try quantize.weight_bits: 8 or a smaller block_size")
+            raise Refused(f"quantize: int8 model fails parity with {student}: {check['reason']} "
+                          f"(see {args.report}); try quantize.weight_bits: 8 or a smaller block_size")
         write_lineage(tmp, name=args.out, card=f"The student as ONNX with KV cache, int{cfg.weight_bits} weight-only quantized (MatMulNBits; the "
                            f"tied embedding and output head share one int{cfg.weight_bits} matrix). Load with "
                            "optimum's ORTModelForCausalLM.from_pretrained(folder).",

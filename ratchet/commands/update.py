@@ -12,21 +12,26 @@
    (ratchet.eval.promote), a refusal as <tag_prefix>-refused-<n>;
 7. `dvc push` when a default remote is configured.
 
-The same drop again does no new work and ends as it ended the first time.
-Exit codes: 0 promoted, 3 refused by a gate, 2 bad input, 4 another update is
-running, 1 any other failure (the next run finishes the job).
+The same drop again does no new work and ends as it ended the first time. A
+refusal is final for its drop: a gate's `fail`, or a stage's check that the
+same drop would fail again (the PII policy or its cap, int8 parity, a loss that
+is not finite) is logged and committed as a refusal with its reason. Only a
+crash or a kill is retried by the next run.
+Exit codes: 0 promoted, 3 refused, 2 bad input, 4 another update is running,
+1 any other failure (the next run finishes the job).
 """
 from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ratchet.core import params, vcs
+from ratchet.core import params, runtime, vcs
 from ratchet.core.io import read_json
 from ratchet.data import ingest
 from ratchet.eval import promote
@@ -35,6 +40,7 @@ from ratchet.reporting.card import model_card
 
 PROMOTED, FAILURE, BAD_INPUT, REFUSED, BUSY = 0, 1, 2, 3, 4
 LOCK = ".dvc/tmp/ratchet-update.lock"
+REFUSALS = ".dvc/tmp/ratchet-refusals.jsonl"
 
 
 class Busy(RuntimeError):
@@ -114,12 +120,12 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
         say(line)
     say("dvc repro: retraining from the current champion")
     started = time.time()
-    rc = vcs.dvc(root, "repro", check=False, stream=True).returncode
-    if rc != 0 and not gate_failed_since(lay, started):
+    rc, refusals = repro(root)
+    if rc != 0 and not refusals and not gate_failed_since(lay, started):
         say(f"ratchet update: dvc repro failed ({rc}) outside any gate; see the log above. Nothing was committed "
             "or promoted; fix the cause and run the same update again to finish it")
         return FAILURE
-    outcome = promote.decide(root, cfg, model_card, week=week, drop=drop)
+    outcome = promote.decide(root, cfg, model_card, week=week, drop=drop, refusals=refusals)
     for line in outcome.lines:
         say(line)
     say(f"run report: {report.write_run_report(root)}")
@@ -135,6 +141,21 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
             say(f"ratchet update: the outcome is committed, but dvc push failed; run `dvc push`:\n{e}")
             return FAILURE
     return outcome.code
+
+
+def repro(root: Path) -> tuple[int, list[str]]:
+    """`dvc repro`, and the failures its stages said would repeat on the same drop (runtime.Refused: the PII
+    policy, int8 parity, a loss that is not finite), each as `stage: reason`."""
+    path = root / REFUSALS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    os.environ[runtime.REFUSALS_ENV] = str(path)
+    try:
+        rc = vcs.dvc(root, "repro", check=False, stream=True).returncode
+    finally:
+        del os.environ[runtime.REFUSALS_ENV]
+    said = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    return rc, list(dict.fromkeys(f"stage {r['stage']}: {r['reason']}" for r in said))
 
 
 def gate_failed_since(lay: promote.Layout, started: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.abc
+import json
 import logging
 import os
 import platform
@@ -111,6 +112,24 @@ def seed_everything(seed: int, threads: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
+
+
+# Where a stage records a Refused failure: set by `ratchet update` around its `dvc repro`, unset otherwise.
+REFUSALS_ENV = "RATCHET_REFUSALS"
+
+
+class Refused(SystemExit):
+    """A stage's failure that would repeat on the same inputs: a check its data or its model fails (the PII policy
+    or its cap, int8 parity, a loss that is not finite), not a crash or a kill. The launcher records it where
+    `ratchet update` asks (REFUSALS_ENV), and the update refuses the drop on it instead of retrying the same work
+    at every scheduled run."""
+
+
+def record_refusal(stage: str, reason: str) -> None:
+    path = os.environ.get(REFUSALS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": stage, "reason": reason}) + "\n")
 
 
 def log(stage: str, msg: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ratchet.core import params
 from ratchet.core.io import atomic_dir, sha256_file, sha256_text, write_json, write_jsonl
 from ratchet.core.params import ROLES
+from ratchet.core.runtime import Refused
 from ratchet.data.dedup import NearDuplicates
 from ratchet.data.language import LanguageFilter
 from ratchet.data.pii import Scanner, decide, pii_text, redact_record
@@ -136,7 +137,7 @@ class Prepare:
                 self.pii[scope].update(f"{e}.records" for e in {f.entity for f in found})
                 self.pii[scope].update(f"{e}.{policy[e]}" for e in {f.entity for f in found})
             if action == "fail":
-                raise SystemExit(f"{where['file']}:{where['line']}: PII found ({entity}) and pii.policy.{entity} is "
+                raise Refused(f"{where['file']}:{where['line']}: PII found ({entity}) and pii.policy.{entity} is "
                                  "`fail`: remove it from the source, or set the policy to redact or drop")
             if action == "drop":
                 found_types = sorted({f.entity for f in found if policy[f.entity] == "drop"})
@@ -234,7 +235,7 @@ def run(files: list[tuple[str, str, Path]], cfg: params.PrepareConfig, pii_cfg: 
         if pii_report_path:
             write_json(pii_report_path, pii_report(prep))
         if problems:
-            raise SystemExit("prepare: PII policy cap exceeded:\n  - "
+            raise Refused("prepare: PII policy cap exceeded:\n  - "
                              + "\n  - ".join(problems) + "\nremove or clean those records at the source")
         write_json(tmp / "manifest.json", manifest)
     return manifest, prep

@@ -264,12 +264,15 @@ def tag_name(cfg: params.PromoteConfig, lay: Layout, entry: dict) -> str:
 
 
 def decide(root: Path, cfg: params.PromoteConfig, card: Card, week: str | None = None,
-           drop: dict | None = None) -> Outcome:
+           drop: dict | None = None, refusals: list[str] = ()) -> Outcome:
     """Promote the run in the workspace, or refuse it; the champion changes only on promotion. `card` writes the
-    new champion's model card (reporting.card.model_card: a document, which this wing does not import)."""
+    new champion's model card (reporting.card.model_card: a document, which this wing does not import);
+    `refusals` are the failures a stage said the same inputs would repeat, each a reason to refuse."""
     lay = layout(root)
     notes = recover(lay.champion)
     cand = check(root, lay, cfg)
+    if refusals:  # the run stopped there: the verdicts it never wrote and the stages after it are no news
+        cand.problems = list(refusals)
     log = lay.audit_log
     if cand.problems:
         last = (outcomes(log) or [{}])[-1]
@@ -311,8 +314,11 @@ def log_promotion(log: Path, champion: Path, record: dict) -> dict:
 
 
 def commit(root: Path, outcome: Outcome, message: str, paths: list[str]) -> str:
-    """Commit `paths` (whatever changed among them) and tag it (`tag`)."""
-    vcs.git(root, "add", "-A", "--", *paths)
+    """Commit `paths` (whatever changed among them) and tag it (`tag`). A path that neither exists nor is tracked
+    is no change (a refusal before the first promotion has no models/champion.dvc)."""
+    tracked = set(vcs.git(root, "ls-files", "--", *paths).splitlines())
+    present = [p for p in paths if (root / p).exists() or any(t == p or t.startswith(p + "/") for t in tracked)]
+    vcs.git(root, "add", "-A", "--", *present)
     vcs.git(root, "commit", "-q", "--allow-empty", "-m", message)
     tag(root, outcome, message)
     return vcs.git(root, "rev-parse", "HEAD")

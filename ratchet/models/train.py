@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from ratchet.core.io import sha256_file, sha256_tree
+from ratchet.core.runtime import Refused
 from ratchet.models.lineage import artifact_hash
 from ratchet.models.losses import lr_at
 
@@ -196,7 +197,7 @@ def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
         with acc.autocast():
             loss, logs = compute_loss(model, batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"[{stage}] loss is {loss.item()} at step {step}; lower {stage}.lr")
+            raise Refused(f"[{stage}] loss is {loss.item()} at step {step}; lower {stage}.lr")
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
