@@ -214,7 +214,8 @@ def check_provenance(path: Path) -> dict:
 
 def week_conflict(week_dir: Path, declared: dict) -> str | None:
     """Why new files with this provenance cannot join week_dir, or None. A week keeps one SOURCE.yaml, which
-    prepare applies to every file of the week, so files from elsewhere must not join it silently."""
+    the data gate and the datasheets apply to every file of the week, so files from elsewhere must not join it
+    silently."""
     held = week_dir / sources.DROP_FILE
     fix = (f"if the files do come from the same place, give the drop the same {sources.DROP_FILE}; if not, "
            f"describe both sources in {held} (then `dvc add {week_dir}`) and bring that {sources.DROP_FILE}")
