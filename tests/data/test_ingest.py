@@ -259,6 +259,18 @@ def test_the_source_yaml_is_tracked_with_the_drop_and_recorded_in_its_audit_entr
     assert len(audit_log.entries(repo / LOG)) == 2 and audit_log.verify(repo / LOG) == []
 
 
+def test_a_later_drop_does_not_declare_a_week_ingested_without_provenance(tmp_path):
+    """Files ingested before drops carried a SOURCE.yaml are declared in data/sources.yaml; a new drop's
+    SOURCE.yaml would silently declare them too, so it may join their week only once the week has its own."""
+    week = tmp_path / WEEK
+    (week / "domain").mkdir(parents=True)
+    (week / "domain" / "old.jsonl").write_text(jsonl(TEXT))
+    assert "holds files ingested without a SOURCE.yaml" in drops.week_conflict(week, DROP_SOURCE)
+    write_drop_source(week)
+    assert drops.week_conflict(week, DROP_SOURCE) is None
+    assert "differs in license" in drops.week_conflict(week, {**DROP_SOURCE, "license": "MIT"})
+
+
 @pytest.mark.integration  # prepares the whole seed (a minute of PII scanning)
 def test_prepare_picks_up_the_ingested_records(repo, inputs):
     ingest(repo, inputs / "notes.jsonl", "--role", "domain", "--week", WEEK)
