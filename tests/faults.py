@@ -93,12 +93,20 @@ def outcome(paths: list[Path]) -> dict[str, str]:
 
 def half_written(paths: list[Path]) -> list[str]:
     """Outputs that exist and look whole but are not: a model folder whose files do not match its lineage,
-    one without its lineage (written last), a JSON report that does not parse."""
+    one without its lineage (written last), a training history whose metrics or plots do not read back, a JSON
+    report that does not parse."""
+    from ratchet.core import history
     from ratchet.models import lineage
 
     bad = []
     for p in paths:
-        if p.is_dir():
+        if p.is_dir() and (p / history.METRICS).is_file():
+            try:
+                if not history.read_history(p):
+                    bad.append(f"{p}: a training history with no steps")
+            except (OSError, ValueError, KeyError) as e:
+                bad.append(f"{p}: a training history that does not read back ({e})")
+        elif p.is_dir():
             if not (p / "lineage.json").is_file():
                 bad.append(f"{p}: a folder without lineage.json")
             elif not lineage.intact(p):
