@@ -116,8 +116,12 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
             say(f"  - {reason}")
         return code
 
-    for line in ingest.apply(checked, root):
-        say(line)
+    try:
+        for line in ingest.apply(checked, root):
+            say(line)
+    except ingest.IngestError as e:  # what only the drops folder can tell: the week's provenance, under its lock
+        say(f"ratchet update: bad input, nothing was ingested.\n{e}")
+        return BAD_INPUT
     say("dvc repro: retraining from the current champion")
     started = time.time()
     rc, refusals = repro(root)
