@@ -81,8 +81,8 @@ def main(argv=None) -> None:
     write_json(args.out, summary)
     write_text(args.markdown, render(summary, facts.run(lineages)))
     if args.annex:
-        cfgs = dict(zip(("gates", "promote", "eval", "prepare", "distill"), map(params.as_dict, params.load(
-            args.params, "gates", "promote", "eval", "prepare", "distill"))))
+        cfgs = dict(zip(("gates", "promote", "eval", "prepare"), map(params.as_dict, params.load(
+            args.params, "gates", "promote", "eval", "prepare"))))
         markdown = annex.to_markdown(annex.build(summary, verdicts, lineages, cfgs, Path(args.datasheets),
                                                   Path(args.pii), Path(args.governance)))
         write_text(args.annex[0], markdown)
