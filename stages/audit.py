@@ -78,6 +78,9 @@ def main(argv=None) -> None:
                "real": all(r["real"] for r in rows)}
     summary["promotions"] = [{k: e.get(k) for k in ("seq", "time_utc", "cycle", "week")}
                              for e in audit_log.entries(args.audit_log) if e.get("event") == "promotion"]
+    # what promotion requires of the documentation: every mandatory part people write is written
+    summary["documentation"] = {"governance": args.governance,
+                                "missing": annex.check(Path(args.governance)) if args.annex else None}
     write_json(args.out, summary)
     write_text(args.markdown, render(summary, facts.run(lineages)))
     if args.annex:
@@ -87,7 +90,7 @@ def main(argv=None) -> None:
                                                   Path(args.pii), Path(args.governance)))
         write_text(args.annex[0], markdown)
         write_text(args.annex[1], annex.to_html(markdown))
-        missing = annex.check(Path(args.governance))
+        missing = summary["documentation"]["missing"]
         log("audit", f"Annex IV -> {', '.join(args.annex)}"
             + (f"; {len(missing)} mandatory parts NOT PROVIDED in {args.governance}" if missing else ""))
     if args.report:

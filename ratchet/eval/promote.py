@@ -153,8 +153,18 @@ def check(root: Path, lay: Layout, cfg: params.PromoteConfig) -> Candidate:
     c.problems += [f"stale: stage {name} is out of date with dvc.lock{stopped}" for name in vcs.stale_stages(root)]
     if not lay.summary.is_file():
         c.problems.append("audit: no run summary; the audit stage did not run")
-    elif read_json(lay.summary)["problems"]:
-        c.problems.append(f"audit: {'; '.join(read_json(lay.summary)['problems'])}")
+        return c
+    summary = read_json(lay.summary)
+    if summary["problems"]:
+        c.problems.append(f"audit: {'; '.join(summary['problems'])}")
+    doc = summary.get("documentation") or {}
+    if doc.get("missing") is None:
+        c.problems.append("documentation: the run summary does not say that the Annex IV documentation was written; "
+                          "run the audit stage with --annex and --governance (dvc repro audit)")
+    elif doc["missing"]:
+        c.problems.append(f"documentation: {len(doc['missing'])} mandatory Annex IV parts are empty in "
+                          f"{doc['governance']}: " + "; ".join(m.split(": ", 1)[-1] for m in doc["missing"])
+                          + ". Write them, check with `ratchet docs check`, then dvc repro audit")
     return c
 
 
@@ -213,8 +223,10 @@ def build(lay: Layout, out: Path, cand: Candidate, cycle: int, week: str | None,
         "previous": {"cycle": previous["cycle"], "run_id": previous["run_id"]} if previous else None,
         "real": all(read_json(p).get("real", True) for p in lay.verdicts.values()),
     }
+    # every promoted model carries its own technical documentation, and its record the hashes of what was promoted
+    record["documentation"] = {f"annex_iv{doc.suffix}": sha256_file(doc) for doc in lay.annex if doc.is_file()}
     write_json(out / champ.RECORD, record)
-    for doc in lay.annex:  # every promoted model carries its own technical documentation
+    for doc in lay.annex:
         if doc.is_file():
             shutil.copy2(doc, out / f"annex_iv{doc.suffix}")
     base = read_json(lay.base / "lineage.json") if (lay.base / "lineage.json").is_file() else {}
@@ -310,7 +322,7 @@ def log_promotion(log: Path, champion: Path, record: dict) -> dict:
         log, "promotion", run_id=record["run_id"], cycle=record["cycle"], week=record["week"], drop=record["drop"],
         teacher_sha256=record["teacher_sha256"], shipped_sha256=record["shipped_sha256"],
         champion_sha256=sha256_tree(champion), verdicts=record["verdicts"], data=record["data"],
-        replay=record.get("replay", {}), previous=record["previous"])
+        replay=record.get("replay", {}), documentation=record.get("documentation", {}), previous=record["previous"])
 
 
 def commit(root: Path, outcome: Outcome, message: str, paths: list[str]) -> str:

@@ -95,6 +95,7 @@ def test_cycle_one_promotes_commits_and_tags(repo, cycle1):
     annex = (champion / "annex_iv.md").read_text()
     assert "## 9. Post-market monitoring" in annex and "**NOT PROVIDED**" in annex and "TEST PROFILE" in annex
     assert record["cycle"] == 1 and record["week"] == "2026-W40" and record["previous"] is None
+    assert set(record["documentation"]) == {"annex_iv.md", "annex_iv.html"}  # promoted with every mandatory part
     assert record["teacher_sha256"] == sha256_tree(champion / "teacher")
     assert {"champion@v1.0.0", "champion#prod#1"} <= tags(repo)  # a GTO version in stage prod
     shown = json.loads(run(["gto", "show", "--json"], repo).stdout)["champion"]

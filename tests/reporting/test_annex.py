@@ -168,6 +168,10 @@ def test_the_model_card_says_what_the_run_did(tmp_path):
     text = card.render({"tags": ["ratchet"]}, record, lins)
     assert "the shipped int4 ONNX model" in text and "EWC towards the champion (lambda 10.0)" in text
     assert "device: cuda" in text and "int8" not in text
+    assert "every mandatory part written" not in text  # a record from before promotion kept its documentation's hash
+    record["documentation"] = {"annex_iv.md": "a" * 64, "annex_iv.html": "b" * 64}
+    assert ("every mandatory part written when it was promoted (sha256 annex_iv.md `aaaaaaaaaaaaaaaa`, "
+            "annex_iv.html `bbbbbbbbbbbbbbbb`)") in card.render({"tags": ["ratchet"]}, record, lins)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
