@@ -346,7 +346,7 @@ def test_tiny_profile_results_never_certify_a_champion(tmp_path, monkeypatch):
                          manifest=tmp_path / "manifest.json", replay=tmp_path / "replay",
                          audit_log=tmp_path / "log.jsonl", annex=())
     write_json(lay.data_gate, {"verdict": "pass", "reason": "ok"})
-    write_json(lay.summary, {"problems": []})
+    write_json(lay.summary, {"problems": [], "documentation": {"governance": "governance.yaml", "missing": []}})
     strict, lenient = (params.PromoteConfig(accept_test_models=a, tag_prefix="champion") for a in (False, True))
     for real in (False, True):
         for path in verdicts.values():

@@ -22,7 +22,8 @@ def test_a_run_is_refused_while_a_mandatory_annex_part_is_empty(tmp_path):
 
     missing = ["reports/governance.yaml: `provider` is empty (Annex IV point 1(a): the provider)"]
     [empty] = documentation_problems({"governance": "reports/governance.yaml", "missing": missing})
-    assert empty.startswith("documentation: 1 mandatory Annex IV parts are empty in reports/governance.yaml: `provider`")
+    assert empty.startswith("documentation: 1 mandatory Annex IV parts are empty in reports/governance.yaml: "
+                            "`provider`")
     assert "ratchet docs check" in empty
     [unsaid] = documentation_problems(None)  # a summary from before the audit recorded it
     assert "does not say that the Annex IV documentation was written" in unsaid
