@@ -12,7 +12,10 @@ scored on the same documents (the champion, or the model this one was made
 from), each decided on a bootstrap confidence interval. The verdict is written
 as JSON (for `dvc metrics` and the audit) and Markdown (for a person, next to
 it), appended to the audit log, and a failed gate exits non-zero with the
-reason, which stops `dvc repro` before any downstream stage. Two references are only scored, on the same evaluation set
+reason, which stops `dvc repro` before any downstream stage. A rule whose
+interval spans its limit decides nothing: the verdict is then `hold` (when no
+rule failed), which stops the run the same way and names, per undecided rule,
+about how many more documents would resolve it. Two references are only scored, on the same evaluation set
 as every candidate: `--model champion`, the champion's tuned teacher (ref
 `champion`), and `--model shipped`, the champion's shipped int8 model (ref
 `shipped`); before the first promotion the base model stands in for both. A
@@ -32,7 +35,7 @@ from ratchet.core.io import read_json, sha256_text, write_json, write_text
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval import evaluate, scores
 from ratchet.eval.gate import REFERENCES, WRITTEN_BY, pii_values, reference_scores, reusable, side_by_side, tasks_read
-from ratchet.eval.rules import decide, load_rules
+from ratchet.eval.rules import decide, load_rules, outcome
 from ratchet.models import modeling
 from ratchet.models.champion import made_by, shipped_or_base, teacher_or_base
 from ratchet.models.lineage import require
@@ -123,14 +126,17 @@ def main(argv=None) -> None:
     else:
         findings = decide(scored["scores"], rules, refs, draws=ecfg.bootstrap, confidence=ecfg.confidence,
                           seed=run.seed)
-        failed = [f["reason"] for f in findings if not f["passed"]]
-        unresolved = [f["rule"] for f in findings if not f["resolved"]]
-        verdict.update(verdict="fail" if failed else "pass", findings=findings, unresolved=unresolved,
-                       reason="; ".join(failed) if failed else "every rule passed" + (
-                           f" ({len(unresolved)} inside the noise: see unresolved)" if unresolved else ""))
+        result = outcome(findings)
+        said = [f["reason"] for f in findings if f["outcome"] == result] if result != "pass" else []
+        held = [f["rule"] for f in findings if f["outcome"] == "hold"]
+        resolved = sum(f["resolved"] for f in findings)
+        verdict.update(verdict=result, findings=findings, unresolved=held,
+                       resolved=f"{resolved}/{len(findings)}",
+                       reason="; ".join(said) if said else "every rule passed, each on its whole interval")
         audit_log.append(args.audit_log, "gate", model=args.model, artifact_sha256=verdict["artifact_sha256"],
                          verdict=verdict["verdict"], reason=verdict["reason"], metrics=metrics, intervals=cis,
-                         real=real)
+                         real=real, **({"held": [{"rule": f["rule"], "more_docs": f.get("more_docs")}
+                                                 for f in findings if f["outcome"] == "hold"]} if held else {}))
     verdict["answers"] = side_by_side(args.model, scored["scores"], refs, tasks)
     verdict["scores"] = scored["scores"]  # last: the per-document rows are long
     write_json(args.verdict, verdict)
@@ -140,6 +146,9 @@ def main(argv=None) -> None:
                               "passed": int(verdict["verdict"] in ("pass", "reference"))})
     if verdict["verdict"] == "fail":
         raise SystemExit(f"gate {args.model}: FAILED: {verdict['reason']} (see {args.verdict})")
+    if verdict["verdict"] == "hold":  # nothing downstream may build on an undecided model
+        raise SystemExit(f"gate {args.model}: HELD: the evaluation set cannot decide {len(held)} rule(s): "
+                         f"{verdict['reason']} (see {args.verdict})")
     log("gate", f"{args.model}: {verdict['verdict']} ({verdict['reason']}) in {verdict['wall_time_s']:.0f}s")
 
 

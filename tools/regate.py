@@ -45,7 +45,7 @@ def main() -> None:
     for f in decide(scored["candidate"]["scores"], rules, {args.ref: scored["reference"]["scores"]},
                     draws=cfg.bootstrap, confidence=cfg.confidence, seed=run.seed):
         est = f"{f['estimate']:.4g} [{f['ci'][0]:.4g}, {f['ci'][1]:.4g}]" if "ci" in f else "-"
-        print(f"{'pass' if f['passed'] else 'FAIL':4} {'' if f['resolved'] else 'unresolved':10} {f['rule']:55} {est}")
+        print(f"{f['outcome']:4} {f['rule']:55} {est}")
 
 
 if __name__ == "__main__":

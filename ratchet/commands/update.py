@@ -15,10 +15,13 @@
 The same drop again does no new work and ends as it ended the first time. A
 refusal is final for its drop: a gate's `fail`, or a stage's check that the
 same drop would fail again (the PII policy or its cap, int8 parity, a loss that
-is not finite) is logged and committed as a refusal with its reason. Only a
-crash or a kill is retried by the next run.
-Exit codes: 0 promoted, 3 refused, 2 bad input, 4 another update is running,
-1 any other failure (the next run finishes the job).
+is not finite) is logged and committed as a refusal with its reason. A hold (a
+gate whose evaluation set could not decide a rule, nothing failing) is final
+for the drop too, on the same evaluation sets: it is logged and committed with
+each undecided rule and about how many more documents would resolve it. Only
+a crash or a kill is retried by the next run.
+Exit codes: 0 promoted, 3 refused, 5 held, 2 bad input, 4 another update is
+running, 1 any other failure (the next run finishes the job).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from ratchet.eval import promote
 from ratchet.reporting import report
 from ratchet.reporting.card import model_card
 
-PROMOTED, FAILURE, BAD_INPUT, REFUSED, BUSY = 0, 1, 2, 3, 4
+PROMOTED, FAILURE, BAD_INPUT, REFUSED, BUSY, HELD = 0, 1, 2, 3, 4, 5
 LOCK = ".dvc/tmp/ratchet-update.lock"
 REFUSALS = ".dvc/tmp/ratchet-refusals.jsonl"
 
@@ -109,7 +112,7 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
     new, _ = ingest.plan(list(checked.files), ingest.existing_hashes(root / ingest.DROPS))
     before = previous_outcome(lay.audit_log, drop)
     if before is not None and not new:
-        code = PROMOTED if before["event"] == "promotion" else REFUSED
+        code = promote.EVENTS[before["event"]]
         say(f"this drop was processed before: {before['event']} at audit entry {before['seq']} "
             f"({before['time_utc']}); nothing to do")
         for reason in before.get("reasons", []):
@@ -133,7 +136,8 @@ def update(drop_path: Path, week: str, role: str | None, params_path: str, root:
     for line in outcome.lines:
         say(line)
     say(f"run report: {report.write_run_report(root)}")
-    what = "promoted " + outcome.tag if outcome.code == PROMOTED else "refused: " + "; ".join(outcome.entry["reasons"])
+    what = ("promoted " + outcome.tag if outcome.code == PROMOTED else
+            f"{'held' if outcome.code == HELD else 'refused'}: " + "; ".join(outcome.entry["reasons"]))
     sha = promote.commit(root, outcome, f"Weekly update {week}: {what}", promote.COMMITTED)
     say(f"committed {sha[:12]}, tagged {outcome.tag}" + (f" (stage {promote.STAGE})" if outcome.code == PROMOTED else ""))
     remote = vcs.default_remote(root)
@@ -163,9 +167,10 @@ def repro(root: Path) -> tuple[int, list[str]]:
 
 
 def gate_failed_since(lay: promote.Layout, started: float) -> bool:
-    """Whether the data gate or a model gate wrote a `fail` verdict during this repro."""
+    """Whether the data gate or a model gate wrote a `fail` or `hold` verdict during this repro."""
     for path in [lay.data_gate, *lay.verdicts.values()]:
-        if path.is_file() and path.stat().st_mtime >= started - 1 and read_json(path).get("verdict") == "fail":
+        if path.is_file() and path.stat().st_mtime >= started - 1 and read_json(path).get("verdict") in (
+                "fail", "hold"):
             return True
     return False
 

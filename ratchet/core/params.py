@@ -287,7 +287,9 @@ class PromoteConfig(Section):
 
 class GateRule(Section):
     """One rule on `metric`: an absolute bound (`max`, or `min` when higher is better), and/or at most
-    `max_ratio` times or `max_worse` worse than the `ref` model; with `per_source`, for each source alone."""
+    `max_ratio` times or `max_worse` worse than the `ref` model; with `per_source`, for each source alone.
+    A `precondition` that does not pass holds the gate instead of failing it: without it the other measures
+    say nothing (a model that does not understand the bias items has no bias score worth reading)."""
 
     metric: str
     max: float | None = None  # optional bounds of a rule, not knobs with defaults
@@ -296,6 +298,7 @@ class GateRule(Section):
     max_worse: float | None = Field(None, ge=0.0)
     ref: str | None = None
     per_source: bool = False
+    precondition: bool = False  # the other measures can be read only if this passes: short of it, the gate holds
 
     @property
     def compares(self) -> bool:

@@ -16,10 +16,15 @@ drops) and commits. The commit is registered in GTO, the model registry DVC
 reads: version `v<n>.0.0` of the artifact dvc.yaml declares at models/champion
 (the annotated tag `champion@v<n>.0.0`, whose message holds the audit log's head
 hash, which `ratchet audit verify` checks), assigned the stage `prod`
-(`champion#prod#<n>`); `gto show` lists the champions. A refusal (a failed or a
-held gate) names every failing or stale gate, appends a `refusal` entry, and
-leaves the champion byte for byte; it stays out of the registry: its commit is
-tagged `<tag_prefix>-refused-<n>`, to anchor the audit log all the same.
+(`champion#prod#<n>`); `gto show` lists the champions. A refusal (a failed
+gate, or anything else in the way) names every failing or stale gate, appends a
+`refusal` entry, and leaves the champion byte for byte; it stays out of the
+registry: its commit is tagged `<tag_prefix>-refused-<n>`, to anchor the audit
+log all the same. A hold (a gate that could not decide: a rule whose interval
+spans its limit, and nothing failed) is not a refusal of the model but moves
+nothing either: a `hold` entry names each undecided rule and about how many
+more evaluation documents would resolve it, and the commit is tagged
+`<tag_prefix>-held-<n>`.
 
 Each step can be repeated: a run killed anywhere is finished by the next one
 (`recover`), and a candidate already promoted is not promoted twice.
@@ -44,7 +49,8 @@ from ratchet.models.lineage import artifact_hash, write_lineage
 # (champion record, base model's source, training input files, shipped model folder) -> the champion's README.md
 Card = Callable[[dict, dict, list[str], Path], str]
 
-REFUSED, PROMOTED = 3, 0
+REFUSED, PROMOTED, HELD = 3, 0, 5
+EVENTS = {"promotion": PROMOTED, "refusal": REFUSED, "hold": HELD}  # the outcome of a run, and its exit code
 STAGE = "prod"  # the GTO stage every promoted champion is assigned: the model `ratchet update` ships
 # What a promotion or a weekly update commits; the champion itself is in DVC (models/champion.dvc), its
 # placeholder left git at the first promotion (track stages that removal).
@@ -119,6 +125,7 @@ def stale_verdicts(root: Path, lay: Layout) -> set[str]:
 class Candidate:
     problems: list[str] = field(default_factory=list)
     failed_gates: list[str] = field(default_factory=list)  # gates whose verdict is `fail`: a refusal, not a crash
+    held: list[dict] = field(default_factory=list)  # the undecided rules of gates whose verdict is `hold`
     run_id: str | None = None  # sha256 over the verdict files: which run this is
 
 
@@ -145,11 +152,16 @@ def check(root: Path, lay: Layout, cfg: params.PromoteConfig) -> Candidate:
         v = read_json(path)
         if v["verdict"] != "pass":
             c.problems.append(f"gate {model}: {v['verdict']}: {v['reason']}")
+        if v["verdict"] == "fail":
             c.failed_gates.append(model)
+        elif v["verdict"] == "hold":
+            c.held += [{"gate": model, "rule": f["rule"], "more_docs": f.get("more_docs")}
+                       for f in v["findings"] if f.get("outcome") == "hold"]
         if not v.get("real", True) and not cfg.accept_test_models:
             c.problems.append(f"gate {model}: the results come from the tiny test model and are not real")
     # after the gates: a failed gate leaves itself and what follows it unlocked, which reads as stale
-    stopped = " (the pipeline stopped at the failed gate)" if c.failed_gates else "; run dvc repro"
+    stopped = (" (the pipeline stopped at the failed gate)" if c.failed_gates else
+               " (the pipeline stopped at the held gate)" if c.held else "; run dvc repro")
     c.problems += [f"stale: stage {name} is out of date with dvc.lock{stopped}" for name in vcs.stale_stages(root)]
     if not lay.summary.is_file():
         c.problems.append("audit: no run summary; the audit stage did not run")
@@ -265,14 +277,17 @@ class Outcome:
 
 
 def outcomes(log: Path) -> list[dict]:
-    return [e for e in audit_log.entries(log) if e["event"] in ("promotion", "refusal")]
+    return [e for e in audit_log.entries(log) if e["event"] in EVENTS]
 
 
 def tag_name(cfg: params.PromoteConfig, lay: Layout, entry: dict) -> str:
     """The tag of the outcome's commit: the n-th promotion is GTO version v<n>.0.0 of the champion artifact
-    (<artifact>@v<n>.0.0), the n-th refusal <tag_prefix>-refused-<n>, outside the registry."""
+    (<artifact>@v<n>.0.0), the n-th refusal <tag_prefix>-refused-<n> and the n-th hold <tag_prefix>-held-<n>,
+    outside the registry."""
     n = sum(1 for e in outcomes(lay.audit_log) if e["event"] == entry["event"] and e["seq"] <= entry["seq"])
-    return f"{lay.artifact}@v{n}.0.0" if entry["event"] == "promotion" else f"{cfg.tag_prefix}-refused-{n}"
+    if entry["event"] == "promotion":
+        return f"{lay.artifact}@v{n}.0.0"
+    return f"{cfg.tag_prefix}-{'refused' if entry['event'] == 'refusal' else 'held'}-{n}"
 
 
 def decide(root: Path, cfg: params.PromoteConfig, card: Card, week: str | None = None,
@@ -284,16 +299,24 @@ def decide(root: Path, cfg: params.PromoteConfig, card: Card, week: str | None =
     notes = recover(lay.champion)
     cand = check(root, lay, cfg)
     if refusals:  # the run stopped there: the verdicts it never wrote and the stages after it are no news
-        cand.problems = list(refusals)
+        cand.problems, cand.held = list(refusals), []
     log = lay.audit_log
     if cand.problems:
+        # a hold: the gates that spoke could not decide, none refused; anything else in the way is a refusal
+        event = "hold" if cand.held and not cand.failed_gates else "refusal"
         last = (outcomes(log) or [{}])[-1]
         same = (last.get("event"), last.get("run_id"), last.get("reasons"), last.get("drop")) == (
-            "refusal", cand.run_id, cand.problems, drop)
+            event, cand.run_id, cand.problems, drop)
+        extra = {"held": cand.held} if event == "hold" else {"failed_gates": cand.failed_gates}
         entry = last if same else audit_log.append(  # asking again about the same run is not a new event
-            log, "refusal", run_id=cand.run_id, week=week, drop=drop, reasons=cand.problems,
-            failed_gates=cand.failed_gates, champion=(champ.record(lay.champion) or {}).get("cycle"))
-        return Outcome(REFUSED, notes + ["REFUSED: the champion stays as it was:", *(f"  - {p}" for p in cand.problems)],
+            log, event, run_id=cand.run_id, week=week, drop=drop, reasons=cand.problems, **extra,
+            champion=(champ.record(lay.champion) or {}).get("cycle"))
+        head = ("HELD: a gate could not decide on this evaluation set; the champion stays as it was:"
+                if event == "hold" else "REFUSED: the champion stays as it was:")
+        more = [f"  - undecided: gate {h['gate']}: {h['rule']}: "
+                + (f"about {h['more_docs']} more documents would resolve it" if h["more_docs"] else
+                   "its estimate sits on the limit") for h in cand.held] if event == "hold" else []
+        return Outcome(EVENTS[event], notes + [head, *(f"  - {p}" for p in cand.problems), *more],
                        entry, tag_name(cfg, lay, entry))
 
     cycle = 1 + sum(1 for e in outcomes(log) if e["event"] == "promotion")

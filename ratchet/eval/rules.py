@@ -9,13 +9,18 @@ a gain on the newest one.
 
 Each check is decided on a bootstrap confidence interval of how much worse the
 candidate is (paired with the reference: the same resampled documents score
-both). Oriented so that larger is worse, against the rule's limit:
+both). Oriented so that larger is worse, against the rule's limit, it has one
+of three outcomes:
 
-- the whole interval within the limit: pass;
-- the whole interval beyond it: fail;
-- the interval spans the limit: the evaluation set cannot resolve the rule's
-  tolerance. The point estimate decides, and the finding is flagged
-  `resolved: false` so the verdict shows the gate was decided inside the noise.
+- pass: the whole interval is within the limit;
+- fail: the whole interval is beyond it;
+- hold: the interval spans the limit. The evaluation set cannot tell, so
+  nothing is decided: the finding says about how many more documents would
+  resolve it, and a gate with a hold moves nothing forward (but it refuses
+  nothing either: the same model on a larger evaluation set may pass).
+
+A `precondition` rule that does not pass holds: the measures it conditions
+cannot be read, so they decide nothing either way.
 """
 from __future__ import annotations
 
@@ -66,6 +71,23 @@ def checks(rule: GateRule, docs: dict) -> list[tuple[str, float, str | None, str
             for kind, limit, text in bounds for src in srcs]
 
 
+def more_documents(est: scores.Estimate, limit: float, cap: int = 10**6) -> int | None:
+    """About how many more documents would shrink the interval off the limit: its half-width falls as
+    1/sqrt(n), so n * (half-width / distance of the estimate from the limit)^2 documents resolve it, if the
+    estimate stays where it is. None when the estimate is on the limit (or beyond `cap` documents)."""
+    half, gap = (est.high - est.low) / 2, abs(est.point - limit)
+    if gap <= 0 or not math.isfinite(half):
+        return None
+    need = math.ceil(est.n * (half / gap) ** 2)
+    return max(1, need - est.n) if need <= cap else None
+
+
+def outcome(findings: list[dict]) -> str:
+    """A gate's verdict from its findings: fail if any fails, else hold if any holds, else pass."""
+    kinds = {f["outcome"] for f in findings}
+    return "fail" if "fail" in kinds else "hold" if "hold" in kinds else "pass"
+
+
 def decide(docs: dict, rules: list[GateRule], refs: dict[str, dict], *, draws: int = 1000,
            confidence: float = 0.9, seed: int = 0) -> list[dict]:
     """Check each rule on the candidate's per-document scores; one finding per check.
@@ -93,21 +115,29 @@ def decide(docs: dict, rules: list[GateRule], refs: dict[str, dict], *, draws: i
             if problem is None and not math.isfinite(est.point):
                 problem = f"{rule.metric} was not measured"
             if problem is not None:
-                f.update(passed=False, resolved=True, reason=f"{f['rule']}: {problem}")
+                f.update(outcome="fail", passed=False, resolved=True, reason=f"{f['rule']}: {problem}")
                 findings.append(f)
                 continue
             if ref is not None:
                 f["ref_value"] = scores.value(rule.metric, ref, source)
             f.update(estimate=round(est.point, 6), ci=[round(est.low, 6), round(est.high, 6)], docs=est.n)
-            resolved = est.high <= limit or est.low > limit
-            passed = est.high <= limit if resolved else est.point <= limit
+            result = "pass" if est.high <= limit else "fail" if est.low > limit else "hold"
+            resolved = result != "hold"
             shown = f"{est.point:.4g} (CI {est.low:.4g}..{est.high:.4g}, {est.n} docs)"
             what = {"value": f"{rule.metric} =", "ratio": "ratio", "diff": "worse by"}[kind]
             if kind == "value" and metric.higher_is_better:
                 shown = f"{-est.point:.4g} (CI {-est.high:.4g}..{-est.low:.4g}, {est.n} docs)"
             reason = f"{f['rule']}: {what} {shown}"
-            if not resolved:
-                reason += "; the interval spans the limit: too few documents to resolve this tolerance"
-            f.update(passed=passed, resolved=resolved, reason=reason if not passed or not resolved else "ok")
+            if result == "hold":
+                more = more_documents(est, limit)
+                f["more_docs"] = more
+                reason += ("; the interval spans the limit: "
+                           + (f"about {more} more documents would resolve it" if more is not None
+                              else "the estimate sits on the limit: no feasible number of documents resolves it"))
+            if rule.precondition and result == "fail":
+                result = "hold"
+                reason += "; a precondition: the measures it conditions cannot be read"
+            f.update(outcome=result, passed=result == "pass", resolved=resolved,
+                     reason="ok" if result == "pass" else reason)
             findings.append(f)
     return findings

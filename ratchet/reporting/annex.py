@@ -110,7 +110,7 @@ def build(summary: dict, verdicts: dict[str, dict], lineages: dict[str, dict], p
                                if (v.get("eval_params") or {}).get("dtype")}),
         "results": [[name, v.get("time_utc"), v.get("verdict"), f["rule"], f.get("value"), f.get("ref_value"),
                      _interval(f), f.get("limit"), "yes" if f.get("resolved") else "no",
-                     "pass" if f.get("passed") else "FAIL"]
+                     {"pass": "pass", "hold": "hold"}.get(f.get("outcome", "pass" if f.get("passed") else "fail"), "FAIL")]
                     for name, v in verdicts.items() for f in v.get("findings", [])],
         "metrics": metrics,
         "metric_rows": [[name, *(v.get("metrics", {}).get(m) for m in metrics)] for name, v in verdicts.items()],

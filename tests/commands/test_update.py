@@ -68,7 +68,7 @@ def repo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def drops(tmp_path_factory):
     root = tmp_path_factory.mktemp("drops")
-    return {n: make_drop(root, f"drop{n}", seed=100 + n) for n in range(1, 5)}
+    return {n: make_drop(root, f"drop{n}", seed=100 + n) for n in range(1, 6)}
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +251,31 @@ def test_a_cycle_that_fails_a_gate_is_refused_and_the_champion_stays(repo, cycle
         assert re.search(rf"<td>#\d+ {week}</td><td>[^<]*</td><td>{outcome}</td>", html), week
     again = update(repo, drops[3], "2026-W42")
     assert again.returncode == 3 and "processed before: refusal" in again.stdout
+
+
+def test_a_cycle_a_gate_cannot_decide_is_held_and_the_same_drop_again_says_so(repo, cycle2, drops):
+    """A hold is not a refusal: the champion stays, the audit log names each undecided rule, exit 5."""
+    champion_before = sha256_tree(repo / "models/champion")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    original = (repo / "params.yaml").read_text()
+    # a precondition no model meets: the gate cannot read its other measures, so it holds, whatever they say
+    params["gates"]["dapt"] = [{"metric": "domain_ppl", "max": 1.0, "precondition": True},
+                               {"metric": "domain_ppl", "max_ratio": 2.0, "ref": "champion"}]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = update(repo, drops[5], "2026-W44")
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert out.returncode == 5, out.stdout + out.stderr
+    assert "HELD" in out.stdout and "gate dapt: hold: domain_ppl <= 1" in out.stdout
+    assert sha256_tree(repo / "models/champion") == champion_before
+    hold = audit_log.entries(repo / LOG)[-1]
+    assert hold["event"] == "hold" and [h["gate"] for h in hold["held"]] == ["dapt"], hold
+    gate = [e for e in audit_log.entries(repo / LOG) if e["event"] == "gate" and e["model"] == "dapt"][-1]
+    assert gate["verdict"] == "hold" and gate["held"][0]["rule"] == "domain_ppl <= 1", gate
+    assert "champion-held-1" in tags(repo)
+    again = update(repo, drops[5], "2026-W44")
+    assert again.returncode == 5 and "processed before: hold" in again.stdout, again.stdout
 
 
 def test_a_concurrent_update_is_refused_with_a_clear_message(repo, cycle1, drops):

@@ -55,17 +55,52 @@ def test_gate_passes_within_bounds_and_fails_outside_with_a_reason():
 
 def test_a_paired_interval_resolves_a_small_change_that_the_spread_of_documents_would_hide():
     """Documents whose perplexities differ tenfold, a candidate 2% worse on each: paired, the interval is
-    narrow and the rule fails with confidence; the same 2% amid independent per-document noise is flagged."""
+    narrow and the rule fails with confidence; the same 2% amid independent per-document noise holds."""
     ref = scored({"domain_ppl": 50.0}, spread=1.0)
     rule = [GateRule(metric="domain_ppl", max_ratio=1.0, ref="champion")]
     [f] = decide(scaled(ref, 1.02, noise=0.002), rule, {"champion": ref})
-    assert not f["passed"] and f["resolved"] and 1.0 < f["ci"][0] < 1.02 < f["ci"][1] < 1.04, f
+    assert f["outcome"] == "fail" and f["resolved"] and 1.0 < f["ci"][0] < 1.02 < f["ci"][1] < 1.04, f
     [g] = decide(scaled(ref, 1.02, noise=0.3), rule, {"champion": ref})
-    assert not g["resolved"] and g["ci"][0] < 1.0 < g["ci"][1], g
-    assert "too few documents to resolve" in g["reason"]
-    assert g["passed"] == (g["estimate"] <= 1.0), "inside the noise the point estimate decides"
+    assert g["outcome"] == "hold" and not g["resolved"] and not g["passed"] and g["ci"][0] < 1.0 < g["ci"][1], g
+    assert "more documents would resolve it" in g["reason"] and g["more_docs"] > 0
     again = decide(scaled(ref, 1.02, noise=0.3), rule, {"champion": ref})
     assert again == [g], "a fixed seed: the same scores give the same verdict"
+
+
+def test_a_hold_names_about_how_many_documents_resolve_it_and_that_many_do():
+    """Noisy documents, a candidate 2% worse: 40 documents cannot tell. Documents like these (the same ones
+    again, so the estimate stays where it is) resolve it at the count the hold names, and not at half of it."""
+    rule = [GateRule(metric="domain_ppl", max_ratio=1.0, ref="champion")]
+    ref = scored({"domain_ppl": 50.0}, spread=1.0)
+    cand = scaled(ref, 1.02, noise=0.3)
+
+    def times(docs, k):  # every document k times, each copy its own id
+        return {t: [{**r, "id": f"{r['id']}#{j}"} for j in range(k) for r in rows] for t, rows in docs.items()}
+
+    [small] = decide(cand, rule, {"champion": ref})
+    assert small["outcome"] == "hold" and small["more_docs"] > 0, small
+    enough = math.ceil((40 + small["more_docs"]) / 40)
+    [resolved] = decide(times(cand, enough), rule, {"champion": times(ref, enough)})
+    assert resolved["outcome"] == "fail" and resolved["estimate"] == pytest.approx(small["estimate"]), resolved
+    [short] = decide(times(cand, max(1, enough // 3)), rule, {"champion": times(ref, max(1, enough // 3))})
+    assert short["outcome"] == "hold", short
+
+
+def test_a_gate_fails_on_any_failure_holds_on_any_hold_and_a_precondition_holds_instead_of_failing():
+    from ratchet.eval.rules import outcome
+
+    ref = scored({"domain_ppl": 50.0, "general_ppl": 80.0}, spread=1.0)
+    cand = scaled(ref, 1.02, noise=0.3)  # undecidable against a 1.0 ratio
+    fails = GateRule(metric="general_ppl", max=10)
+    holds = GateRule(metric="domain_ppl", max_ratio=1.0, ref="champion")
+    passes = GateRule(metric="general_ppl", max=1000)
+    run = lambda *rules: decide(cand, list(rules), {"champion": ref})  # noqa: E731
+    assert outcome(run(passes)) == "pass"
+    assert outcome(run(passes, holds)) == "hold"
+    assert outcome(run(fails, holds)) == "fail"
+    [pre] = run(fails.model_copy(update={"precondition": True}))
+    assert pre["outcome"] == "hold" and pre["resolved"] and "precondition" in pre["reason"], pre
+    assert outcome(run(passes, fails.model_copy(update={"precondition": True}))) == "hold"
 
 
 def test_an_unchanged_model_passes_and_a_damaged_one_fails_every_shipped_rule():
