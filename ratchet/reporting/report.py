@@ -144,7 +144,7 @@ def funnel_figure(rows: list[dict]) -> str | None:
 
 
 def cycles(entries: list[dict]) -> list[dict]:
-    """The audit log as cycles: each promotion or refusal with the data gate and the last gate of every model
+    """The audit log as cycles: each promotion, refusal or hold with the data gate and the last gate of every model
     before it. A run asked about again (the same run_id, no new gate) stays one cycle; gates after the last
     decision are this run's, not yet decided."""
     out, gates, data = [], {}, None
@@ -153,7 +153,7 @@ def cycles(entries: list[dict]) -> list[dict]:
             gates[e["model"]] = e
         elif e["event"] == "data_gate":
             data = e
-        elif e["event"] in ("promotion", "refusal"):
+        elif e["event"] in ("promotion", "refusal", "hold"):
             if out and not gates and out[-1]["run_id"] == e.get("run_id"):
                 out[-1].update(outcome=e["event"], seq=e["seq"], time_utc=e["time_utc"], reasons=e.get("reasons"))
                 continue
@@ -232,6 +232,7 @@ def build(verdicts: dict[str, dict], curves: dict[str, list[dict]], manifest: di
         real=all(v.get("real") for v in verdicts.values()), verdicts=verdicts, models=model_rows(verdicts, stale),
         gated=[n for n in names if v_has_rules(verdicts[n])], stale=[n for n in names if n in stale],
         failing=[n for n in names if verdicts[n].get("verdict") == "fail" and n not in stale],
+        holding=[n for n in names if verdicts[n].get("verdict") == "hold" and n not in stale],
         colours=COLOURS, figures={"metrics": metrics_figure(fresh), "curves": curves_figure(curves),
                                   "funnel": funnel_figure(drops), "cycles": cycles_figure(history)},
         drops=drops, cycles=history, metrics=list(dict.fromkeys(m for v in verdicts.values() for m in v["metrics"])),
