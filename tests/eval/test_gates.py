@@ -110,9 +110,10 @@ def test_an_unchanged_model_passes_and_a_damaged_one_fails_every_shipped_rule():
 
     rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("onnx") if r.metric.endswith("_ppl")]
     shipped = scored({"domain_ppl": 90.0, "general_ppl": 200.0}, sources=("seed", "2026-W48"))
-    same = decide(shipped, rules, {"shipped": shipped, "student": shipped})
+    refs = {"shipped": shipped, "student": shipped, "base": shipped}
+    same = decide(shipped, rules, refs)
     assert all(f["passed"] and f["resolved"] for f in same), [f["reason"] for f in same if not f["passed"]]
-    damaged = decide(scaled(shipped, 1.5, noise=0.05), rules, {"shipped": shipped, "student": shipped})
+    damaged = decide(scaled(shipped, 1.5, noise=0.05), rules, refs)
     assert not any(f["passed"] for f in damaged)
 
 
@@ -182,9 +183,39 @@ def test_steps_each_allowed_by_their_parent_rule_cannot_add_up_to_a_regression()
     assert [(f["ref"], f["metric"]) for f in student_failed] == [("base", "domain_ppl")], \
         "within its teacher's allowance, the student is 1.32x the base (the champion here) on the domain"
     sft_failed = [f for f in verdict("sft", sft) if not f["passed"]]
-    assert [f["ref"] for f in sft_failed] == ["champion"], "sft is 1.02x the champion on the domain"
+    assert sorted({f["ref"] for f in sft_failed}) == ["base", "champion"], \
+        "sft is 1.02x the champion (here the base too: the drift budget's anchor) on the domain"
     onnx_failed = [f for f in verdict("onnx", onnx) if not f["passed"]]
-    assert {f["ref"] for f in onnx_failed} == {"shipped"}, "the shipped model regressed against the last one"
+    assert {f["ref"] for f in onnx_failed} == {"shipped", "base"}, \
+        "the shipped model regressed against the last one, and against the drift budget's anchor"
+
+
+def test_cycles_each_within_their_limit_are_refused_at_the_cycle_that_spends_the_drift_budget():
+    """params.yaml's rules for the shipped model: each cycle 6% worse on general text than the model it replaces
+    (within the 1.10 per-cycle limit, every cycle resolved); the budget against the base refuses the cycle
+    whose total passes it, and only that rule."""
+    from ratchet.eval.rules import load_rules, outcome
+
+    from ..conftest import ROOT
+
+    rules = [r for r in load_rules(ROOT / "params.yaml").rules("onnx")
+             if r.metric == "general_ppl" and r.ref in ("shipped", "base")]
+    budget = next(r.max_ratio for r in rules if r.ref == "base")
+    per_cycle = next(r.max_ratio for r in rules if r.ref == "shipped")
+    step = 1.06
+    assert step < per_cycle < budget < step ** 3
+    base = shipped = scored({"general_ppl": 100.0}, n=200)
+    for cycle in range(1, 6):
+        cand = scaled(shipped, step, noise=0.005, seed=cycle)
+        findings = decide(cand, rules, {"shipped": shipped, "base": base})
+        by_ref = {f["ref"]: f["outcome"] for f in findings}
+        assert by_ref["shipped"] == "pass", (cycle, findings)
+        if outcome(findings) != "pass":
+            break
+        shipped = cand  # promoted: the next cycle starts from it
+    total = step ** cycle
+    assert by_ref["base"] == "fail" and total > budget and step ** (cycle - 1) <= budget, (cycle, total)
+    assert cycle == 3
 
 
 @pytest.mark.integration  # runs lm-eval or trains
