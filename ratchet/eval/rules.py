@@ -72,13 +72,14 @@ def checks(rule: GateRule, docs: dict) -> list[tuple[str, float, str | None, str
 
 
 def more_documents(est: scores.Estimate, limit: float, cap: int = 10**6) -> int | None:
-    """About how many more documents would shrink the interval off the limit: its half-width falls as
-    1/sqrt(n), so n * (half-width / distance of the estimate from the limit)^2 documents resolve it, if the
-    estimate stays where it is. None when the estimate is on the limit (or beyond `cap` documents)."""
-    half, gap = (est.high - est.low) / 2, abs(est.point - limit)
-    if gap <= 0 or not math.isfinite(half):
+    """About how many more documents would shrink the interval off the limit: the arm of the interval on the
+    limit's side falls as 1/sqrt(n), so n * (arm / distance of the estimate from the limit)^2 documents resolve
+    it, if the estimate stays where it is. None when the estimate is on the limit (or beyond `cap` documents)."""
+    arm = est.high - est.point if limit >= est.point else est.point - est.low
+    gap = abs(est.point - limit)
+    if gap <= 0 or not math.isfinite(arm):
         return None
-    need = math.ceil(est.n * (half / gap) ** 2)
+    need = math.ceil(est.n * (arm / gap) ** 2)
     return max(1, need - est.n) if need <= cap else None
 
 
