@@ -23,7 +23,7 @@ log="$logs/update-$week.log"
   fi
   cd "$repo" && "$repo/.venv/bin/ratchet" update --drop "$incoming/$week" --week "$week"
   rc=$?
-  echo "=== exit $rc ($(case $rc in 0) echo promoted;; 3) echo refused by a gate;; 2) echo bad input;;
+  echo "=== exit $rc ($(case $rc in 0) echo promoted;; 3) echo refused by a gate;; 5) echo held: a gate could not decide;; 2) echo bad input;;
                      4) echo another update running;; *) echo failure: rerun to finish;; esac))"
   exit $rc
 } >>"$log" 2>&1
