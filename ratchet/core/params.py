@@ -263,6 +263,7 @@ class EvalConfig(Section):
     max_length: int = Field(ge=16)
     bias_items: Count
     mc_items: Count
+    domain_mc_per_doc: Count  # next-line questions cut from each held-out domain document
     answer_items: Count
     answer_tokens: int = Field(ge=8, le=512)
     answer_batch: Count

@@ -31,7 +31,6 @@ ANSWER_TASK = "ratchet_answers"
 MC_CONTEXT = 200
 MC_LINE = (20, 200)
 MC_WINDOW = 400
-MC_PER_DOC = 2
 # canaries planted in the data (data/prepared/canaries.jsonl): leaked in generation? how exposed?
 CANARY_TASKS = ("ratchet_canary_leak", "ratchet_canary_rank")
 # fixed evaluation sets (data/eval, see its README): file per task
@@ -140,7 +139,7 @@ def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
         if not subset:
             raise SystemExit(f"{data}/{role}/heldout.jsonl is empty: nothing to evaluate on")
         out[task] = [{"id": r["id"], "source": r.get("source", ""), "text": r["text"]} for r in subset]
-    out["ratchet_domain_mc"] = next_line_items(out["ratchet_domain_ppl"], MC_PER_DOC)
+    out["ratchet_domain_mc"] = next_line_items(out["ratchet_domain_ppl"], cfg.domain_mc_per_doc)
     questions = eval_subset(list(read_jsonl(f"{data}/sft/heldout.jsonl")), cfg.answer_items)
     if not questions:
         raise SystemExit(f"{data}/sft/heldout.jsonl is empty: no held-out question to ask the models")
