@@ -32,7 +32,7 @@ import argparse
 import time
 
 from ratchet.core import params
-from ratchet.core.history import write_history
+from ratchet.core.history import loss_trend, write_history
 from ratchet.core.io import atomic_dir
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
@@ -83,5 +83,4 @@ def main(argv=None) -> None:
                       real=modeling.is_real(start), extra={"final_loss": history[-1]["loss"], **record})
     write_history(args.live, history)  # before the checkpoint goes: a kill before this line reruns from it
     discard_checkpoint(args.out)
-    log("dapt", f"wrote {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
-                f"{history[-1]['loss']:.3f}")
+    log("dapt", f"wrote {args.out} in {time.time() - started:.0f}s; {loss_trend(history)}")

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from ratchet.core import params
-from ratchet.core.history import write_history
+from ratchet.core.history import loss_trend, write_history
 from ratchet.core.io import atomic_dir, write_jsonl
 from ratchet.core.runtime import log, seed_everything
 from ratchet.eval.verdict import require_pass
@@ -76,6 +76,5 @@ def main(argv=None) -> None:
                                 if targets else {})})
     write_history(args.live, history)  # before the checkpoint goes: a kill before this line reruns from it
     discard_checkpoint(args.out)
-    log("sft", f"wrote adapter {args.out} in {time.time() - started:.0f}s; loss {history[0]['loss']:.3f} -> "
-               f"{history[-1]['loss']:.3f}")
+    log("sft", f"wrote adapter {args.out} in {time.time() - started:.0f}s; {loss_trend(history)}")
 

@@ -37,6 +37,19 @@ def write_history(folder: str | Path, rows: list[dict]) -> None:
         live.end()
 
 
+def loss_trend(rows: list[dict], key: str = "loss") -> str:
+    """The mean loss of the first and of the last tenth of training (at least one step each): single batches
+    differ by their text (a replay batch of general English against one of code), so the first and last alone
+    can read as a rise while the model improves."""
+    values = [r[key] for r in rows if key in r]
+    if not values:
+        return f"no {key} recorded"
+    tenth = max(1, len(values) // 10)
+    first, last = values[:tenth], values[-tenth:]
+    return (f"{key} {sum(first) / len(first):.3f} (mean of the first {tenth} step{'s' if tenth > 1 else ''}) -> "
+            f"{sum(last) / len(last):.3f} (the last {tenth})")
+
+
 def read_history(folder: str | Path) -> list[dict]:
     """The rows write_history wrote, their keys in the order they were logged ([] when there is no folder)."""
     folder = Path(folder)

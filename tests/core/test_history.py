@@ -52,3 +52,16 @@ def test_dvc_reads_the_history_a_stage_writes_under_dvc_repro(tmp_path):
     table = json.loads(run(["python", "-m", "dvc", "exp", "show", "--json"], tmp_path).stdout)
     assert table[0]["data"]["metrics"]["reports/train/dapt/metrics.json"]["data"]["loss"] == ROWS[-1]["loss"]
     assert read_history(tmp_path / "reports/train/dapt") == ROWS
+
+
+def test_the_loss_trend_compares_the_means_of_the_first_and_last_tenth_not_two_batches():
+    from ratchet.core.history import loss_trend
+
+    # falling on average, with a last batch harder than the first (a replay batch of other text)
+    losses = [3.0, 2.0, 2.9, 2.1, 2.6, 1.9, 2.4, 1.8, 2.2, 1.7, 2.0, 1.6, 1.9, 1.5, 1.8, 1.4, 1.7, 1.3, 1.2, 3.2]
+    rows = [{"step": i + 1, "loss": x} for i, x in enumerate(losses)]
+    assert rows[-1]["loss"] > rows[0]["loss"]
+    text = loss_trend(rows)
+    assert text == "loss 2.500 (mean of the first 2 steps) -> 2.200 (the last 2)", text
+    assert loss_trend(rows[:3]) == "loss 3.000 (mean of the first 1 step) -> 2.900 (the last 1)"
+    assert loss_trend([]) == "no loss recorded"
