@@ -150,6 +150,11 @@ class Prepare:
                                                        f"[{self.cfg.min_chars}, {self.cfg.max_chars}] chars")
                 continue
             split = "heldout" if is_heldout(digest, self.cfg.heldout_fraction) else "train"
+            if split == "train":
+                left = kept_findings(found, policy)
+                for scope in (f"role:{where['role']}", f"drop:{where['source']}"):
+                    self.pii[scope].update(f"{f.entity}.train_hits" for f in left)
+                    self.pii[scope].update(f"{e}.train_records" for e in {f.entity for f in left})
             row = {**rec, "id": digest[:16], "source": where["source"]}
             canary = self.canaries.get((where["file"], where["line"]))
             if canary is not None:
@@ -170,6 +175,14 @@ class Prepare:
         return [{"id": c.get("id", f"{c['file']}:{c['line']}"), **c} for c in self.canaries.values()]
 
 
+def kept_findings(found: list, policy: dict) -> list:
+    """The findings still in a record's text once it is kept: those the policy allows, unless a redacted span
+    covers part of them."""
+    gone = [f for f in found if policy[f.entity] == "redact"]
+    return [f for f in found if policy[f.entity] == "allow"
+            and not any(g.start < f.end and f.start < g.end for g in gone)]
+
+
 def accounting(c: Counter) -> dict:
     """in = kept + redacted + quarantined, and how many each rule took out, in filter order."""
     out = {k: c.get(k, 0) for k in ("in", "kept", "redacted", "quarantined", "normalised")}
@@ -182,7 +195,8 @@ def accounting(c: Counter) -> dict:
 def pii_report(p: Prepare) -> dict:
     def table(c: Counter) -> dict:
         ents = sorted({k.split(".")[0] for k in c})
-        return {e: {k: c.get(f"{e}.{k}", 0) for k in ("hits", "records", p.pii_cfg.policy[e])} for e in ents}
+        return {e: {k: c.get(f"{e}.{k}", 0) for k in ("hits", "records", p.pii_cfg.policy[e], "train_hits",
+                                                       "train_records")} for e in ents}
 
     return {
         "policy": p.pii_cfg.policy,
@@ -190,7 +204,9 @@ def pii_report(p: Prepare) -> dict:
         "score_thresholds": p.pii_cfg.score_thresholds,
         "spacy_model": p.pii_cfg.spacy_model,
         "not_scanned": p.scanner.not_scanned,  # policy allow, and pii.scan_allowed false: neither acted on nor counted
-        "patterns_only": p.scanner.patterns_only,  # no NER: only texts a pattern could match went through presidio
+        "patterns_only": p.scanner.patterns_only,  # no NER pass: only texts a pattern could match went through presidio
+        # per entity: hits and records found, records the policy acted on, and hits (records) left in the text of
+        # records written to a train split: what the models are trained on
         "by_role": {r: table(p.pii[f"role:{r}"]) for r in ROLES},
         "by_drop": {k.split(":", 1)[1]: table(v) for k, v in sorted(p.pii.items()) if k.startswith("drop:")},
         "records_scanned": p.scanned,

@@ -76,6 +76,8 @@ def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outp
                      "declared_in": where or ("data/sources.yaml" if entry else None)})
     prep, pii_cfg = manifest["params"]["prepare"], manifest["params"]["pii"]
     purpose = PURPOSE[role].format(languages=", ".join(prep.get("languages") or ["not recorded"]))
+    findings = (pii or {}).get("by_role", {}).get(role, "no PII report given")
+    in_training = reached_training(findings, pii_cfg["policy"], (pii or {}).get("not_scanned", []))
     return {
         "dataset": f"ratchet/{role}",
         "motivation": {
@@ -92,7 +94,9 @@ def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outp
             "split_rule": f"held-out if int(sha256[:8], 16) / 2**32 < {prep['heldout_fraction']}: a function of the "
                           "content only, so a record never moves between splits when drops are added",
             "personal_data": "scanned with presidio (see preprocessing.pii); entities under policy `allow` remain "
-                             "in the text and are counted",
+                             "in the text; in the train split: " + (", ".join(
+                                 f"{e} {v}" if isinstance(v, str) else f"{e} {v['hits']} hits in {v['records']} records"
+                                 for e, v in in_training.items()) or "none allowed"),
             "labels": "none beyond the fields above",
         },
         "collection": {
@@ -114,8 +118,9 @@ def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outp
             "pii": {"tool": f"presidio-analyzer with spaCy pipeline {pii_cfg['spacy_model']}",
                     "policy": pii_cfg["policy"], "score_threshold": pii_cfg["score_threshold"],
                     "score_thresholds": pii_cfg["score_thresholds"],
-                    "findings": (pii or {}).get("by_role", {}).get(role, "no PII report given"),
+                    "findings": findings,
                     "not_scanned": (pii or {}).get("not_scanned", []),
+                    "reached_training": in_training,
                     "dropped": acc["rules"]["pii"], "redacted": acc["redacted"]},
             "quarantine": "quarantine.jsonl (beside the prepared splits) keeps every record left out, unredacted, "
                           "with file, line, drop, rule and reason: restrict access to it like the raw drops",
@@ -138,6 +143,23 @@ def build(role: str, manifest: dict, pii: dict | None, sources: list[dict], outp
         },
         "hashes": {"inputs": {p["file"]: p["sha256"] for p in prov}, "outputs": outputs},
     }
+
+
+def reached_training(findings: dict | str, policy: dict, not_scanned: list[str]) -> dict:
+    """Per entity the policy allows: the hits (and records) left in the text of the train split, or why the PII
+    report cannot say (the entity was not scanned, or the report predates the count)."""
+    out = {}
+    for e in sorted(e for e, a in policy.items() if a == "allow"):
+        row = findings.get(e, {}) if isinstance(findings, dict) else None
+        if e in not_scanned:
+            out[e] = "not scanned (pii.scan_allowed false): not counted"
+        elif row is None:
+            out[e] = findings
+        elif row and "train_hits" not in row:
+            out[e] = "not recorded by this PII report: rerun prepare"
+        else:
+            out[e] = {"hits": row.get("train_hits", 0), "records": row.get("train_records", 0)}
+    return out
 
 
 def to_markdown(sheet: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from faker import Faker
 
 from ratchet.core import params
@@ -11,9 +12,10 @@ from ratchet.core.io import read_json, read_jsonl
 from ratchet.core.params import ParamsError
 from ratchet.data import pii
 from ratchet.data.pii import Finding, Scanner, decide, redact
+from ratchet.reporting import datasheet
 from stages import prepare
 
-from ..conftest import tiny_params, write_params
+from ..conftest import ROOT, tiny_params, write_params
 
 POLICY = {"EMAIL_ADDRESS": "redact", "PHONE_NUMBER": "redact", "IP_ADDRESS": "redact", "US_SSN": "drop",
           "CREDIT_CARD": "drop", "PERSON": "allow"}
@@ -154,7 +156,8 @@ def test_prepare_redacts_drops_and_allows_by_policy(tmp_path):
     drop = manifest["drops"]["2026-W48"]
     assert (drop["in"], drop["kept"], drop["redacted"], drop["quarantined"]) == (4, 1, 2, 1)
     assert report["by_drop"]["2026-W48"]["PERSON"]["allow"] >= 1
-    assert report["by_role"]["general"]["US_SSN"] == {"hits": 1, "records": 1, "drop": 1}
+    assert report["by_role"]["general"]["US_SSN"] == {"hits": 1, "records": 1, "drop": 1, "train_hits": 0,
+                                                      "train_records": 0}
     assert report["by_role"]["general"]["EMAIL_ADDRESS"]["redact"] == 1
 
 
@@ -181,20 +184,95 @@ def test_a_drop_that_is_all_pii_trips_the_cap_or_is_quarantined_below_it(tmp_pat
     assert manifest["drops"]["seed"]["kept"] == len(GOOD)
 
 
-def test_without_ner_entities_only_pattern_candidates_are_scanned_and_nothing_is_missed():
-    """PERSON allowed and not scanned: the pattern pass sends only candidate texts to presidio (spaCy without
-    NER) and finds exactly what a full scan of every text finds."""
+def one_pass(cfg, texts: list[str]) -> list[list[Finding]]:
+    """presidio in one pass over every text, spaCy's whole pipeline (the parser aside) on each: what the two
+    passes of Scanner must find."""
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    engine = NlpEngineProvider(nlp_configuration={
+        "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": cfg.spacy_model}]}).create_engine()
+    engine.nlp["en"].select_pipes(disable=["parser"])
+    analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+    for r in pii.extra_recognizers():
+        analyzer.registry.add_recognizer(r)
+    entities = sorted(e for e, a in cfg.policy.items() if a != "allow" or cfg.scan_allowed)
+    return [[Finding(r.entity_type, r.start, r.end, float(r.score))
+             for r in analyzer.analyze(t, language="en", entities=entities) if r.score >= cfg.threshold(r.entity_type)]
+            for t in texts]
+
+
+def test_the_pattern_pass_and_the_ner_pass_find_what_one_pass_of_the_whole_pipeline_finds():
+    """Pattern entities in texts a loose pattern matches (spaCy without NER), PERSON by spaCy's NER alone on every
+    text: the findings of one presidio pass over every text with tagger and NER, less pattern findings whose span
+    no candidate pattern matches (phonenumbers reads a year after a name as a phone number)."""
     fake = Faker("en_US")
     fake.seed_instance(3)
     texts = [*(t for t, _ in PLANTED.values()), *GOOD, f"Call {fake.phone_number()} today.",
              f"Card {fake.credit_card_number('mastercard')} was declined.", "Version 3.11 ships in October.",
-             "The answer is 42, and the question is unknown.", f"Wire it to {fake.iban()} please."]
+             "The answer is 42, and the question is unknown.", f"Wire it to {fake.iban()} please.",
+             "Generally speaking, the Way of the warrior is resolute acceptance of death.\n\t\t-- "
+             "Miyamoto Musashi, 1645",
+             f"Ask {fake.name()} to call {fake.phone_number()} about the bill."]
     base = {**tiny_params()["pii"], "policy": POLICY, "score_thresholds": {"PHONE_NUMBER": 0.4}}
     fast = Scanner(params.build("pii", {**base, "scan_allowed": False}))
     assert fast.patterns_only and fast.not_scanned == ["PERSON"]
-    full = Scanner(params.build("pii", {**base, "scan_allowed": True}))  # every text, spaCy with NER
-    assert not full.patterns_only and not full.not_scanned
-    assert not any(pii.CANDIDATE.search(t) for t in GOOD), "clean prose never reaches presidio"
-    found = fast.scan(texts)
-    assert found == [[f for f in fs if f.entity != "PERSON"] for fs in full.scan(texts)]
-    assert sum(map(len, found)) >= 7, found
+    both = Scanner(params.build("pii", {**base, "scan_allowed": True}))
+    assert not both.patterns_only and not both.not_scanned and both.ner_entities == ["PERSON"]
+    assert not any(pii.CANDIDATE.search(t) for t in GOOD), "clean prose never reaches the pattern pass"
+    reference = one_pass(both.cfg, texts)
+    year = [(t, f) for t, fs in zip(texts, reference) for f in fs if t[f.start:f.end] == "1645"]
+    assert [f.entity for _, f in year] == ["PHONE_NUMBER"], "the reference reads the year as a phone number"
+    found = both.scan(texts)
+    assert [sorted(fs) for fs in found] == [sorted(f for f in fs if t[f.start:f.end] != "1645")
+                                            for t, fs in zip(texts, reference)]
+    assert sum(f.entity == "PERSON" for fs in found for f in fs) >= 3, found
+    assert fast.scan(texts) == [[f for f in fs if f.entity != "PERSON"] for fs in found]
+
+
+# Sentences a name is planted in, as records name people: signatures, greetings, attributions, assignments.
+NAME_TEMPLATES = ("The letter was signed by {} yesterday.", "Yesterday {} presented the results to the whole team.",
+                  "Ask {} about the release schedule.", "{} wrote the first version of this module in 2019.",
+                  "Thanks to {} for reviewing the patch.", "-- {}, 1998", "Dear {},\nthe invoice is attached.",
+                  "The ticket was assigned to {} on Monday.")
+
+
+def test_names_planted_in_a_drop_are_counted_by_default_and_the_datasheet_says_how_many_reached_training(tmp_path):
+    """params.yaml's own pii section (the tiny profile leaves it as is): PERSON is allowed, scanned and counted.
+    Of 48 Faker names planted in a drop's records the scan finds at least 80% (measured: 176/200 on these
+    sentences, 88%); the datasheet counts the hits left in the train split."""
+    assert tiny_params()["pii"] == yaml.safe_load((ROOT / "params.yaml").read_text())["pii"]
+    fake = Faker("en_US")
+    fake.seed_instance(11)
+    names = [fake.name() for _ in range(48)]
+    records = [f"{NAME_TEMPLATES[i % len(NAME_TEMPLATES)].format(n)} {fake.paragraph(nb_sentences=3)}"
+               for i, n in enumerate(names)]
+    seed, drops = corpus(tmp_path, records)
+    manifest, report = run(tmp_path, seed, drops)
+
+    cfg = params.load(ROOT / "params.yaml", "pii")[0]
+    found = Scanner(cfg).scan(records)
+    hit = [any(f.entity == "PERSON" and f.start < r.index(n) + len(n) and f.end > r.index(n) for f in fs)
+           for n, r, fs in zip(names, records, found)]
+    assert sum(hit) >= 0.8 * len(names), f"PERSON recall {sum(hit)}/{len(names)}"
+    person = report["by_drop"]["2026-W48"]["PERSON"]
+    assert person["hits"] == sum(f.entity == "PERSON" for fs in found for f in fs) and person["allow"] >= sum(hit)
+    assert manifest["drops"]["2026-W48"]["kept"] == len(records), "names are allowed: no record is left out"
+    assert not any("<PHONE_NUMBER>" in t for t in kept_texts(tmp_path / "prepared")), "a year is not a phone"
+
+    train = {r["text"] for r in read_jsonl(tmp_path / "prepared/general/train.jsonl")}
+    in_train = [sum(f.entity == "PERSON" for f in fs) for r, fs in zip(records, found) if r in train]
+    assert 0 < len(in_train) < len(records), "the held-out split holds some of them"
+    expected = {"hits": sum(in_train), "records": sum(n > 0 for n in in_train)}
+    assert {k: report["by_role"]["general"]["PERSON"][f"train_{k}"] for k in expected} == expected
+
+    stats, per_drop = {}, {}
+    for split in ("train", "heldout"):
+        stats[split], per_drop[split] = datasheet.split_stats(tmp_path / f"prepared/general/{split}.jsonl")
+    stats["per_drop"] = {}
+    sheet = datasheet.build("general", manifest, report, [], {}, stats)
+    assert sheet["preprocessing"]["pii"]["reached_training"] == {"PERSON": expected}
+    assert f"PERSON {expected['hits']} hits in {expected['records']} records" in sheet["composition"]["personal_data"]
+    md = datasheet.to_markdown(sheet)
+    assert (f"- PERSON (policy allow) reached training: {expected['hits']} hits in {expected['records']} records of "
+            "the train split") in md

@@ -255,7 +255,8 @@ def test_validate_writes_the_gate_summary_and_a_datasheet_per_role(tmp_path, see
     assert steps[0]["before"] == 16 and all(a["after"] == b["before"] for a, b in zip(steps, steps[1:]))
     assert steps[-1]["redacted"] == 1 and sheet["preprocessing"]["accounting"] == {
         "in": 16, "kept": 15, "redacted": 1, "quarantined": 0}
-    assert sheet["preprocessing"]["pii"]["findings"]["EMAIL_ADDRESS"] == {"hits": 1, "records": 1, "redact": 1}
+    assert sheet["preprocessing"]["pii"]["findings"]["EMAIL_ADDRESS"] == {
+        "hits": 1, "records": 1, "redact": 1, "train_hits": 0, "train_records": 0}, "a redacted address is gone"
     assert sheet["distribution"]["licenses"] == ["CC-BY-4.0", "MIT"]
     # corpus-specific prose comes from sources.yaml, not from the code
     assert set(sheet["uses"]["risks"].split("; ")) == {"lorem-style English from a word list", "one editor's mailbox"}
