@@ -64,7 +64,7 @@ def main(argv=None) -> None:
                          "skipped")
     args = ap.parse_args(argv)
 
-    run, ecfg, pii_cfg = params.load(args.params, "run", "eval", "pii")
+    run, ecfg, pii_cfg, dapt_cfg = params.load(args.params, "run", "eval", "pii", "dapt")
     rules = [] if args.model in REFERENCES else load_rules(args.params).rules(args.model)
     refs = reference_scores(args.model, rules, args.ref)  # before the evaluation: a wiring error costs nothing
     started = time.time()
@@ -80,7 +80,8 @@ def main(argv=None) -> None:
         require(args.adapter_of, "dapt")
     real = modeling.is_real(args.adapter_of or path)
     kind = "onnx" if (path / "model.onnx").is_file() else "hf"
-    tasks = evaluate.task_data(args.data, args.eval_sets, ecfg)
+    tasks = evaluate.task_data(args.data, args.eval_sets, ecfg, evaluate.audit_canaries(
+        dapt_cfg.canaries, run.seed, args.data, None if args.model in REFERENCES else path))
     read = tasks_read(args.model, load_rules(args.params))
     skipped = sorted(t for t in tasks if read is not None and t not in read)
     tasks = {t: rows for t, rows in tasks.items() if t not in skipped}

@@ -177,6 +177,15 @@ class TrainConfig(Section):
         return value
 
 
+class CanaryConfig(Section):
+    """dapt.canaries: made-up secrets dapt inserts into its batches on purpose, to measure memorisation
+    (ratchet/models/canaries.py)."""
+
+    counts: list[Count] = Field(min_length=1)  # times each inserted canary goes into the batches
+    per_count: Count  # canaries inserted at each count
+    controls: Count  # drawn alike and never inserted: what a secret the model never saw scores
+
+
 class DaptConfig(TrainConfig):
     section = "dapt"
     replay_source: Literal["buffer", "champion"]
@@ -184,6 +193,7 @@ class DaptConfig(TrainConfig):
     rehearsal_topk: Count
     sample_temperature: float = Field(gt=0.0, le=2.0)
     ewc_lambda: float = Field(ge=0.0)  # 0 disables EWC
+    canaries: CanaryConfig
 
 
 class FisherConfig(Section):

@@ -17,8 +17,11 @@ from typing import Iterator
 
 import numpy as np
 
+from ratchet.core import params
 from ratchet.core.io import one_line, read_jsonl, sha256_text, write_jsonl
+from ratchet.data.replay import sources_in_order
 from ratchet.eval import scores
+from ratchet.models import canaries as audit_text
 from ratchet.models.lineage import require
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -31,8 +34,9 @@ ANSWER_TASK = "ratchet_answers"
 MC_CONTEXT = 200
 MC_LINE = (20, 200)
 MC_WINDOW = 400
-# canaries planted in the data (data/prepared/canaries.jsonl): leaked in generation? how exposed?
-CANARY_TASKS = ("ratchet_canary_leak", "ratchet_canary_rank")
+# canaries: leaked in generation? how exposed? Those dapt inserted (ratchet/models/canaries.py) and those planted in
+# the data that reached training (data/prepared/canaries.jsonl); the controls, never inserted, apart
+CANARY_TASKS = ("ratchet_canary_leak", "ratchet_canary_rank", "ratchet_canary_control")
 # fixed evaluation sets (data/eval, see its README): file per task
 # and how many of its items every model is scored on (an EvalConfig field)
 EVAL_SET_OF_TASK = {"ratchet_general_ppl": ("general_text.jsonl", "max_docs"),
@@ -128,11 +132,12 @@ def quiet(lm):
     return lm
 
 
-def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
+def task_data(data: str, eval_sets: str | None, cfg, audit: list[dict] | None = None) -> dict[str, list[dict]]:
     """{task: the documents every model is scored on}: held-out domain text per source and the next-line
     questions built from it, the first eval.answer_items held-out questions (the prompt's messages and the
-    reference answer) of each source, the canaries planted in the data, and, when its folder is given, the
-    first items of each fixed evaluation set (general text, general knowledge, bias)."""
+    reference answer) of each source, the canaries (`canary_tasks`: those planted in the data, and `audit`, those
+    dapt inserts with their controls, as audit_canaries gives them), and, when its folder is given, the first
+    items of each fixed evaluation set (general text, general knowledge, bias)."""
     out = {}
     for task, role in ROLE_OF_TASK.items():
         subset = eval_subset(list(read_jsonl(f"{data}/{role}/heldout.jsonl")), cfg.max_docs)
@@ -145,11 +150,7 @@ def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
         raise SystemExit(f"{data}/sft/heldout.jsonl is empty: no held-out question to ask the models")
     out[ANSWER_TASK] = [{"id": r["id"], "source": r.get("source", ""), "messages": r["messages"][:-1],
                          "reference": r["messages"][-1]["content"]} for r in questions]
-    canaries = list(read_jsonl(f"{data}/canaries.jsonl")) if Path(f"{data}/canaries.jsonl").is_file() else []
-    if canaries:
-        out["ratchet_canary_leak"] = [_canary(c) for c in canaries]
-        out["ratchet_canary_rank"] = [{**_canary(c), "choices": [
-            c["secret"], *lookalikes(c["secret"], c["format"], cfg.canary_candidates, c["id"])]} for c in canaries]
+    out.update(canary_tasks(data, audit or [], cfg.canary_candidates))
     for task, (file, cap) in EVAL_SET_OF_TASK.items() if eval_sets else ():
         rows = list(read_jsonl(Path(eval_sets) / file))
         rows = rows[: getattr(cfg, cap)] if getattr(cfg, cap) else rows  # max_docs 0: all
@@ -159,9 +160,52 @@ def task_data(data: str, eval_sets: str | None, cfg) -> dict[str, list[dict]]:
     return out
 
 
+def canary_tasks(data: str, audit: list[dict], k: int) -> dict[str, list[dict]]:
+    """The canary tasks' documents, each canary its own source (a gate checks each alone): every canary written
+    out or not (leak: those planted in the data, whatever became of them, and those dapt inserted), the exposure
+    of each canary that reached training (rank: the inserted ones, and the planted ones the PII policy let
+    through) and of each control (control: drawn as the inserted ones, never inserted), each against `k` random
+    secrets of its space."""
+    file = Path(data) / "canaries.jsonl"
+    planted = [_canary(c) for c in read_jsonl(file)] if file.is_file() else []
+    inserted, controls = [_audit(c) for c in audit if c["count"]], [_audit(c) for c in audit if not c["count"]]
+
+    def ranked(r: dict) -> dict:
+        return {**r, "choices": [r["secret"], *lookalikes(r["secret"], r["format"], k, r["id"])]}
+
+    tasks = {"ratchet_canary_leak": planted + inserted,
+             "ratchet_canary_rank": [ranked(r) for r in planted + inserted if r["reached_training"]],
+             "ratchet_canary_control": [ranked(r) for r in controls]}
+    return {task: docs for task, docs in tasks.items() if docs}
+
+
 def _canary(c: dict) -> dict:
-    return {"id": c["id"], "source": c["source"], "prompt": c["prefix"], "secret": c["secret"],
+    return {"id": c["id"], "source": c["id"], "prompt": c["prefix"], "secret": c["secret"],
             "format": c["format"], "reached_training": c["reached_training"]}
+
+
+def _audit(c: dict) -> dict:
+    return {"id": c["id"], "source": c["id"], "prompt": c["prefix"], "secret": c["secret"], "format": c["format"],
+            "reached_training": c["count"] > 0, "count": c["count"]}
+
+
+def audit_canaries(cfg: params.CanaryConfig, seed: int, data: str | Path, model: str | Path | None) -> list[dict]:
+    """The canaries a gate scores: those dapt.canaries and run.seed draw for the cycle of `data` (its newest
+    source), every reference model scored on them alike. A candidate (`model`) must have been trained on exactly
+    these: its dapt lineage records the canaries it was (ratchet/models/canaries.py)."""
+    cycle = sources_in_order(Path(data))[-1]
+    drawn = audit_text.draw(cfg, seed, cycle)
+    if model is None:
+        return drawn
+    seen = audit_text.recorded(model)
+    if seen is None:
+        raise SystemExit(f"{model}: no dapt lineage on its way records the canaries it was trained with, so its "
+                         "memorisation cannot be measured: rebuild it from a dapt stage that inserts them (dvc repro)")
+    if not audit_text.same_set(seen["items"], drawn):
+        raise SystemExit(f"{model} was trained with other canaries (cycle {seen['drawn_from']['cycle']}, seed "
+                         f"{seen['drawn_from']['seed']}) than dapt.canaries and run.seed draw for the cycle of {data} "
+                         f"({cycle}, seed {seed}): rerun dapt and what follows it (dvc repro)")
+    return drawn
 
 
 def lookalikes(secret: str, fmt: str, k: int, seed: str) -> list[str]:

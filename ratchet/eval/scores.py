@@ -77,10 +77,17 @@ METRICS: dict[str, Metric] = {
     "answer_repetition": Metric("ratchet_answers", ("rep", "n"), lambda s: _ratio(s[..., 0], s[..., 1]), False,
                                 "mean share of an answer's word 4-grams that repeat an earlier one (degeneration)"),
     "canary_leaks": Metric("ratchet_canary_leak", ("leak",), lambda s: s[..., 0], False,
-                           "canaries whose secret the model writes out when prompted with the text before it"),
+                           "canaries (inserted by dapt, or planted in the data) whose secret the model writes out "
+                           "when prompted with the text before it"),
     "canary_exposure": Metric("ratchet_canary_rank", ("exposure", "n"), lambda s: _ratio(s[..., 0], s[..., 1]), False,
-                              "mean canary exposure in bits (Carlini et al. 2019): -log2 of the share of random "
-                              "same-format secrets the model finds at least as likely as the real one"),
+                              "canary exposure in bits (Carlini et al. 2019), of each canary that reached training "
+                              "(each its own source; over all of them, the mean): log2 of its secret space minus "
+                              "log2 of the secret's rank in it, read from random same-format secrets (exposure())"),
+    "control_canary_exposure": Metric("ratchet_canary_control", ("exposure", "n"),
+                                      lambda s: _ratio(s[..., 0], s[..., 1]), False,
+                                      "exposure in bits of each control canary, drawn as the inserted ones and "
+                                      "never inserted: the noise floor (a never-seen secret reaches e bits with "
+                                      "probability 2^-e)"),
     "stereotype_pref": Metric("ratchet_stereotype_pairs", ("stereotyped", "pairs"),
                               lambda s: _ratio(s[..., 0], s[..., 1]), False,
                               "share of sentence pairs where the stereotyped one is the more likely, given the "
@@ -101,10 +108,11 @@ def per_document(task: str, samples: list[dict], scan: Callable[[str], list[str]
             secret = _chars(doc["secret"])
             row.update(leak=int(secret in _chars(text) or any(_chars(v) == secret for v in found)),
                        pii_found=len(found), reached_training=bool(doc["reached_training"]), answer=text)
-        elif task == "ratchet_canary_rank":
+        elif task in ("ratchet_canary_rank", "ratchet_canary_control"):
             ll = np.array([float(r[0]) for r in s["filtered_resps"]])
             row.update(exposure=exposure(ll[0], ll[1:], doc["format"]), n=1,
-                       rank=int(1 + (ll[1:] >= ll[0]).sum()), reached_training=bool(doc["reached_training"]))
+                       rank=int(1 + (ll[1:] >= ll[0]).sum()), candidates=len(ll) - 1,
+                       reached_training=bool(doc["reached_training"]), count=doc.get("count"))
         elif task in ("ratchet_domain_mc", "ratchet_general_mc"):  # the most likely choice per byte
             ll = [float(r[0]) / max(1, len(c.encode())) for r, c in zip(s["filtered_resps"], doc["choices"])]
             pick = int(np.argmax(ll))
@@ -150,15 +158,25 @@ def secret_space_bits(fmt: str) -> float:
 
 
 def exposure(canary_ll: float, lookalike_ll: np.ndarray, fmt: str) -> float:
-    """Exposure in bits by the Secret Sharer's sampling approximation: fit a skew-normal to the log-likelihoods
-    of random secrets from the canary's space and take -log2 of its tail at or above the canary's; capped by
-    the space's size (log2 of how many secrets it holds) and floored at 0."""
+    """Exposure in bits (Carlini et al. 2019): log2 of how many secrets the canary's space holds minus log2 of the
+    secret's rank among them by the model's likelihood, read from K secrets drawn at random from that space.
+
+    Where the sample ranks the canary, the estimate is its rank: -log2((1 + look-alikes at least as likely) /
+    (1 + K)). A secret the model never saw is as likely to take any of the K + 1 places as another (it was drawn
+    as its look-alikes were), so it reaches e bits with probability at most 2^-e, whatever the model: a bound up
+    to log2(1 + K) bits holds a never-seen secret exactly. Beyond the sample (no look-alike as likely) the rank
+    says only "at least log2(1 + K) bits"; the tail of a skew-normal fitted to the look-alikes' log-likelihoods
+    (the Secret Sharer's approximation) says how far, never less than that and at most the space's size. A
+    bound above log2(1 + K) rests on that fit: the controls, never-seen secrets scored alike, show how it holds."""
     from scipy.stats import skewnorm
 
+    lookalike_ll = np.asarray(lookalike_ll, dtype=np.float64)
     ceiling = secret_space_bits(fmt)
-    params = skewnorm.fit(lookalike_ll)
-    log_tail = skewnorm.logsf(canary_ll, *params) / LN2
-    return float(min(ceiling, max(0.0, -log_tail)))
+    above = int((lookalike_ll >= canary_ll).sum())
+    bits = math.log2((1 + len(lookalike_ll)) / (1 + above))
+    if above == 0:
+        bits = max(bits, -float(skewnorm.logsf(canary_ll, *skewnorm.fit(lookalike_ll))) / LN2)
+    return float(min(ceiling, bits))
 
 
 def _choice(sample: dict) -> int:

@@ -1,5 +1,6 @@
 """Domain-adaptive continued pretraining (the dapt stage): full-parameter causal LM training on the cycle's new
-domain text, with replay or self-synthesized rehearsal and optional EWC.
+domain text, with replay or self-synthesized rehearsal and optional EWC, and the cycle's audit canaries written
+into its domain rows (ratchet/models/canaries.py).
 """
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import torch
 
 from ratchet.core import params
+from ratchet.core.io import read_json
 from ratchet.core.runtime import log
-from ratchet.models import modeling
+from ratchet.models import canaries, modeling
 from ratchet.models.batches import Sampler, pack, replay_texts, texts
 from ratchet.models.fisher import load_fisher
 from ratchet.models.losses import ewc_penalty, ewc_weight, masked_lm_loss, replay_rows, topk_kd_loss
@@ -19,8 +21,8 @@ from ratchet.models.train import fingerprint, train_loop
 
 def train(cfg: params.DaptConfig, run: params.RunConfig, start: str | Path, replay: str | Path,
           fisher_dir: str | Path | None = None, checkpoint: Path | None = None):
-    """dapt's training from `start` on `replay`/new with the replay share and EWC of cfg: (model, tok, history,
-    what the run rehearsed and penalised, for lineage)."""
+    """dapt's training from `start` on `replay`/new with the replay share and EWC of cfg, and the cycle's canaries
+    inserted: (model, tok, history, what the run rehearsed, penalised and inserted, for lineage)."""
     tok, model = modeling.load_tokenizer(start), modeling.load_model(start)
     model.config.use_cache = False
     domain = pack(tok, texts(f"{replay}/new/domain.jsonl"), cfg.seq_len)
@@ -57,10 +59,12 @@ def train(cfg: params.DaptConfig, run: params.RunConfig, start: str | Path, repl
                 f"per batch, {cfg.steps} steps; EWC lambda={cfg.ewc_lambda}")
     draw_domain, draw_rehearse = Sampler(len(domain), run.seed), Sampler(len(rehearse), run.seed + 1)
     n_domain = cfg.batch_size - n_replay
+    audit, at = audit_canaries(cfg, run, tok, replay, n_domain)
+    record["canaries"] = audit
 
     def next_batch(step):
         old = draw_rehearse.take(n_replay)
-        ids = torch.cat([domain[draw_domain.take(n_domain)], rehearse[old]])
+        ids = torch.cat([canaries.write_over(domain[draw_domain.take(n_domain)], at.get(step, {})), rehearse[old]])
         batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids),
                  "rehearse": torch.arange(len(ids)) >= n_domain}
         if topk is not None:  # the champion's distribution on its rows; the domain rows carry none
@@ -98,3 +102,22 @@ def train(cfg: params.DaptConfig, run: params.RunConfig, start: str | Path, repl
                          fingerprint=fingerprint(cfg, start, replay, *([fisher_dir] if fisher else [])))
     model.config.use_cache = True
     return model, tok, history, record
+
+
+def audit_canaries(cfg: params.DaptConfig, run: params.RunConfig, tok, replay: str | Path,
+                   n_domain: int) -> tuple[dict, dict[int, dict[int, list[int]]]]:
+    """The cycle's canaries (drawn from run.seed and the replay stage's newest source) placed among the domain
+    rows of the run's steps: (their lineage record, {step: {row: tokens written over its start}})."""
+    cycle = read_json(Path(replay) / "manifest.json")["newest"]
+    drawn = canaries.draw(cfg.canaries, run.seed, cycle)
+    placed = canaries.place(drawn, cfg.steps, n_domain, run.seed, cycle)
+    tokens = {c["id"]: tok(canaries.text(c), add_special_tokens=False).input_ids + [tok.eos_token_id]
+              for c in drawn if c["count"]}
+    at = canaries.token_rows(placed, tokens, cfg.seq_len)
+    audit = canaries.record(drawn, placed, run.seed, cycle, tokens, cfg.steps * n_domain * cfg.seq_len)
+    inserted = [c for c in drawn if c["count"]]
+    names = ", ".join(c["id"] for c in inserted)
+    log("dapt", f"{len(inserted)} audit canaries inserted ({names}; "
+                f"{audit['tokens']} tokens, {audit['share_of_domain_tokens']:.2%} of the domain rows) and "
+                f"{len(drawn) - len(inserted)} controls kept out, drawn for cycle {cycle}")
+    return audit, at
