@@ -96,6 +96,7 @@ def build(summary: dict, verdicts: dict[str, dict], lineages: dict[str, dict], p
                      facts.precision(next(iter(lin.get("params", {}).values()), {})) or "-"]
                     for name, lin in lineages.items() if lin],
         "data_rows": data_rows, "generated": model_generated(lineages),
+        "canaries": facts.canaries(lineages), "canary_rows": audit_canaries(lineages),
         "source_notes": [[f.get("file"), f.get("what"), f.get("notes")] for sheet in sheets.values()
                          for f in sheet.get("collection", {}).get("sources", [])],
         "pii_rows": [[d, e, c.get("records"), c.get("hits"), c.get("drop", 0), c.get("redact", 0)]
@@ -164,6 +165,17 @@ def model_generated(lineages: dict[str, dict]) -> list[list]:
                          reh.get("source") or lin.get("parents", {}).get("sft", {}).get("path", "the teacher"),
                          f"{reh.get('blocks')} blocks, {reh.get('tokens')} tokens"])
     return rows
+
+
+def audit_canaries(lineages: dict[str, dict]) -> list[list]:
+    """Rows for the audit text dapt inserted on purpose, as its lineage records it: each canary, its text, how
+    many times it went into the batches and at which steps; a control went in nowhere."""
+    c = facts.canaries(lineages)
+    if c is None:
+        return []
+    return [[x.get("id"), x.get("prefix", "") + x.get("secret", ""),
+             x.get("count") if x.get("count") else "0 (control)", ", ".join(map(str, x.get("steps") or [])) or "-"]
+            for x in c["inserted"] + c["controls"]]
 
 
 def _rule(r: dict) -> str:

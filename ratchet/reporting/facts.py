@@ -58,6 +58,21 @@ def hardware(lin: dict) -> dict:
             "threads": hw.get("threads"), "python": hw.get("python"), "device": device(lin)}
 
 
+def canaries(lineages: dict[str, dict]) -> dict | None:
+    """The audit canaries dapt inserted into its batches on purpose, as its lineage records them (what was drawn,
+    from what, each canary's count and steps); None when no dapt lineage records any."""
+    lin = by_stage(lineages).get("dapt") or {}
+    rec = lin.get("canaries")
+    if not rec:
+        return None
+    items = rec.get("items") or []
+    return {"template": rec.get("template"), "format": rec.get("format"), "space_bits": rec.get("space_bits"),
+            "lineage": f"{(lin.get('artifact') or {}).get('path', 'the dapt model')}/lineage.json",
+            "drawn_from": rec.get("drawn_from") or {}, "tokens": rec.get("tokens"),
+            "share": rec.get("share_of_domain_tokens"), "inserted": [c for c in items if c.get("count")],
+            "controls": [c for c in items if not c.get("count")]}
+
+
 def run(lineages: dict[str, dict]) -> dict:
     """Per step of the run, what its lineage says it did; a step without a lineage is None."""
     s = by_stage(lineages)

@@ -128,3 +128,31 @@ def test_a_canary_dapt_repeats_until_it_is_memorised_fails_the_gate_while_a_sing
         assert outcome[("control_canary_exposure", "diff", control)] == "pass"
     # the untrained base holds each canary no likelier than its look-alikes: every rule passes on it
     assert all(f["outcome"] == "pass" for f in decide(base["scores"], rules, {"champion": base["scores"]}))
+
+
+def test_the_annex_states_the_audit_text_dapt_inserted_as_its_lineage_records_it(tmp_path):
+    """Annex IV 2(d) lists every canary, its text, count and steps from dapt's lineage; another record, another
+    statement; no record, none claimed."""
+    from ..reporting.test_annex import LINEAGES, annex_markdown, changed
+
+    def recorded(cfg: params.CanaryConfig) -> dict:
+        drawn = canaries.draw(cfg, 1234, "2026-W48")
+        placed = canaries.place(drawn, steps=30, rows=3, seed=1234, cycle="2026-W48")
+        return canaries.record(drawn, placed, 1234, "2026-W48", {c["id"]: [0] * 25 for c in drawn}, 30 * 3 * 256)
+
+    md = annex_markdown(tmp_path, changed(dapt__canaries=recorded(params.CanaryConfig(
+        counts=[1, 2, 4], per_count=1, controls=2))))
+    said = next(line for line in md.splitlines() if line.startswith("Audit text inserted on purpose"))
+    assert "dapt wrote 3 made-up canaries" in said and "175 tokens (0.76% of its domain rows)" in said
+    assert "2 controls were drawn alike and never inserted" in said and "cycle 2026-W48" in said
+    assert "format ###-###-###, # a random digit, 29.9 bits" in said and "as models/dapt/lineage.json records" in said
+    rows = [line for line in md.splitlines() if line.startswith("| audit-")]
+    assert [r.split(" | ")[0] for r in rows] == ["| audit-1x-1", "| audit-2x-1", "| audit-4x-1", "| audit-control-1",
+                                                 "| audit-control-2"]
+    assert "| 4 |" in rows[2] and len(rows[2].split(" | ")[3].split(", ")) == 4 and "0 (control) | - |" in rows[3]
+    assert re.search(r"\| ratchet audit canary \d: the vault code is \d{3}-\d{3}-\d{3} \|", rows[0])
+
+    md = annex_markdown(tmp_path, changed(dapt__canaries=recorded(params.CanaryConfig(
+        counts=[8], per_count=2, controls=1))))
+    assert "dapt wrote 2 made-up canaries" in md and "1 control was drawn alike" in md
+    assert "Audit text inserted on purpose: not recorded" in annex_markdown(tmp_path, LINEAGES)
