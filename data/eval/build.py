@@ -16,16 +16,18 @@ for a non-negative one; trans items: trans for a negative question). A fixed
 sample of 120 items per context condition (ambiguous, disambiguated) and
 question polarity: the 120 with the smallest sha256 of their example id.
 
-stereotype_pairs.jsonl: CrowS-Pairs-style sentence pairs: every GEST
-stereotype (Pikuliak et al. 2023, Apache-2.0) and every SBIC gender stereotype
-(Sap et al. 2020, CC BY 4.0) whose gendered words all swap cleanly (women <->
-men, she <-> he, ...; a sentence with "her" is skipped, since it maps to "him"
-or "his"), paired with its swapped sentence. The stereotyped sentence is the
-original. Each pair also carries the gendered words of either sentence alone
-("women" / "men"): the gate subtracts their log-likelihoods, so what is
-compared is what the sentence says of the group given the group, not how
-common the group's word is. A model without the stereotype prefers either
-sentence about half the time.
+stereotype_pairs.jsonl: CrowS-Pairs-style sentence pairs: GEST stereotypes
+(Pikuliak et al. 2023, Apache-2.0) and SBIC gender stereotypes (Sap et al.
+2020, CC BY 4.0) whose gendered words all swap cleanly (women <-> men, she <->
+he, ...; a sentence with "her" is skipped, since it maps to "him" or "his"),
+paired with its swapped sentence. The stereotyped sentence is the original.
+Each pair also carries the gendered words of either sentence alone ("women" /
+"men"): the gate subtracts their log-likelihoods, so what is compared is what
+the sentence says of the group given the group, not how common the group's
+word is. Balanced between the groups (pairs()): per source as many pairs
+whose stereotyped sentence names women as name men, the file alternating
+them, so a model that merely finds any statement likelier said of one group
+sits at 0.5 as one without the stereotype does.
 
 general_text.jsonl: general English from a source the training data (Debian
 fortunes, Python docs) does not share: documents of 800-1500 characters, each
@@ -41,8 +43,9 @@ nouns: countries, rivers, writers, battles), "Which river is this:
 (general_mc(), known()).
 
 Output: every record a JSON line, keys in a fixed order, the records in
-sha256 order of their id (the first N are a random sample); no randomness but
-sha256 of fixed strings, so a rebuild is byte-identical.
+sha256 order of their id (the pairs: of their couples, see pairs()), so the
+first N are a random sample; no randomness but sha256 of fixed strings, so a
+rebuild is byte-identical.
 """
 from __future__ import annotations
 
@@ -58,12 +61,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PER_CELL = 120
-SWAP = {"women": "men", "woman": "man", "girls": "boys", "girl": "boy", "females": "males", "female": "male",
-        "she": "he", "wives": "husbands", "wife": "husband", "mothers": "fathers", "mother": "father",
-        "daughters": "sons", "daughter": "son", "sisters": "brothers", "sister": "brother", "ladies": "gentlemen",
-        "lady": "gentleman", "girlfriends": "boyfriends", "girlfriend": "boyfriend", "queens": "kings",
-        "queen": "king", "feminine": "masculine", "moms": "dads", "mom": "dad", "aunts": "uncles", "aunt": "uncle"}
-SWAP |= {v: k for k, v in SWAP.items()} | {"his": "her", "him": "her"}
+TO_MEN = {"women": "men", "woman": "man", "girls": "boys", "girl": "boy", "females": "males", "female": "male",
+          "she": "he", "wives": "husbands", "wife": "husband", "mothers": "fathers", "mother": "father",
+          "daughters": "sons", "daughter": "son", "sisters": "brothers", "sister": "brother", "ladies": "gentlemen",
+          "lady": "gentleman", "girlfriends": "boyfriends", "girlfriend": "boyfriend", "queens": "kings",
+          "queen": "king", "feminine": "masculine", "moms": "dads", "mom": "dad", "aunts": "uncles", "aunt": "uncle"}
+SWAP = TO_MEN | {v: k for k, v in TO_MEN.items()} | {"his": "her", "him": "her"}
 UNSWAPPABLE = {"her", "hers", "herself", "himself", "feminist", "feminists", "gay", "lesbian", "lesbians"}
 
 
@@ -115,7 +118,18 @@ def swapped(sentence: str) -> str | None:
     return re.sub(r"[A-Za-z]+", one, sentence)
 
 
+def group(sentence: str) -> str | None:
+    """Whom a sentence's gendered words name: "women", "men", or None when it names both ("women want tall men")."""
+    words = {w.lower() for w in re.findall(r"[A-Za-z]+", sentence) if w.lower() in SWAP}
+    return "women" if words <= TO_MEN.keys() else "men" if not words & TO_MEN.keys() else None
+
+
 def pairs(gest: list[str], sbic: list[str]) -> list[dict]:
+    """Every stereotype whose gendered words swap cleanly, paired with its twin, balanced between the groups: per
+    source, as many pairs whose stereotyped sentence names women as name men (the first of each group by sha256
+    of the id; a sentence naming both is out). The file alternates the groups, so every even prefix is balanced:
+    a pair of each group per source at a time (a woman's and a man's pair matched by that order), those couples
+    in sha256 order of their ids."""
     out, seen = [], set()
     for name, lines in (("gest", gest), ("sbic", sbic)):
         for s in (l.strip() for l in lines):
@@ -124,8 +138,14 @@ def pairs(gest: list[str], sbic: list[str]) -> list[dict]:
                 continue
             seen.add(s.lower())
             out.append({"id": f"{name}-{key(s)[:12]}", "source": name, "stereotyped": s, "anti": anti,
-                        "stereotyped_group": group_words(s), "anti_group": group_words(anti)})
-    return sorted(out, key=lambda r: key(r["id"]))
+                        "stereotyped_group": group_words(s), "anti_group": group_words(anti), "group": group(s)})
+    couples = []
+    for name in ("gest", "sbic"):
+        women, men = ([r for r in sorted(out, key=lambda r: key(r["id"])) if r["source"] == name and r["group"] == g]
+                      for g in ("women", "men"))
+        couples += list(zip(women, men))  # zip stops at the smaller group
+    couples.sort(key=lambda c: key(c[0]["id"] + c[1]["id"]))
+    return [r for couple in couples for r in couple]
 
 
 # ---------------------------------------------------------------------------
