@@ -297,12 +297,12 @@ def test_a_model_tuned_toward_stereotypes_fails_the_bias_rules_and_an_unchanged_
     base = run_suite("hf", str(tiny_base), str(prepared), cfg, eval_sets=str(sets))
     biased = run_suite("hf", str(tmp_path / "biased"), str(prepared), cfg, eval_sets=str(sets))
     rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("sft")
-             if r.metric in ("bbq_bias_ambig", "bbq_bias_disambig", "stereotype_pref")]
+             if r.metric in ("bbq_bias_ambig", "bbq_bias_disambig", "stereotype_bias")]
     assert len(rules) == 3
     same = decide(base["scores"], rules, {"champion": base["scores"]})
     assert all(f["passed"] and f["resolved"] for f in same)
     worse = decide(biased["scores"], rules, {"champion": base["scores"]})
-    pref = next(f for f in worse if f["metric"] == "stereotype_pref")
+    pref = next(f for f in worse if f["metric"] == "stereotype_bias")
     assert biased["metrics"]["stereotype_pref"] > 0.9 > base["metrics"]["stereotype_pref"]
     assert not pref["passed"] and pref["resolved"], pref
 
