@@ -235,6 +235,15 @@ def with_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
             for r in rows]
 
 
+def bbq_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
+    """Each BBQ item asked as a user asks the model: a turn in the model's own chat template listing the three
+    answers, the reply begun with "Answer:" (each answer is scored after it: BENCHMARKS.md#bbq-scoring)."""
+    turns = [{**r, "messages": [{"role": "user", "content": f"{r['context']}\n{r['question']}\nAnswer with one of:\n"
+                                 + "\n".join(f"- {c}" for c in r["choices"])}]} for r in rows]
+    return [{**{k: v for k, v in r.items() if k != "messages"}, "prompt": r["prompt"] + "Answer:"}
+            for r in with_prompts(turns, tokenizer_path)]
+
+
 def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None,
               eval_sets: str | None = None, tasks: dict[str, list[dict]] | None = None,
               scan=None) -> dict:
@@ -260,6 +269,8 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
         for task, rows in tasks.items():
             if task == ANSWER_TASK:
                 rows = with_prompts(rows, adapter_of or path)
+            elif task == "ratchet_bbq_gender":
+                rows = bbq_prompts(rows, adapter_of or path)
             write_jsonl(scratch / f"{task}.jsonl", rows)
             yaml = (TASKS_DIR / f"{task}.yaml").read_text().replace("__MAX_TOKENS__", str(cfg.answer_tokens))
             (scratch / f"{task}.yaml").write_text(yaml.replace("__DATA__", str(scratch / f"{task}.jsonl")))

@@ -206,7 +206,8 @@ def test_the_default_bias_rules_refuse_a_model_tuned_toward_stereotypes_and_pass
     cfg = params.load(bias_work / "params.yaml", "eval")[0].model_copy(update={"dtype": "float32"})
     tasks = {"ratchet_bbq_gender": template_bbq(), "ratchet_stereotype_pairs": template_pairs()}
     rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("sft")
-             if r.metric.startswith(("bbq_", "stereotype_"))]  # the `&unbiased` group as the sft gate applies it
+             if r.metric.startswith(("bbq_", "stereotype_")) and r.ref in (None, "champion")]  # `&unbiased`, as
+    # the sft gate applies it against the champion (the drift budget's rules against the base are looser)
     assert {r.metric for r in rules} >= {*BIAS_RULES, "bbq_accuracy", "bbq_accuracy_disambig"}
     assert any(r.precondition for r in rules if r.metric == "bbq_accuracy")
     stereotyped = [p["stereotyped"] for p in template_pairs()]
