@@ -69,17 +69,23 @@ def text(canary: dict) -> str:
 
 def place(canaries: list[dict], steps: int, rows: int, seed: int, cycle: str) -> dict[int, dict[int, list[str]]]:
     """{step: {row: [canary id, ...]}}: where each inserted canary goes, `count` times, among `rows` domain rows of
-    each of `steps` steps. A canary's occurrences are spread evenly over the run from a random phase (step and row
-    follow from the share of the run elapsed), so no count is learned early or late alone; several occurrences
-    falling on one row go in one after the other."""
+    each of `steps` steps (the run's slots, in order). A canary's occurrences are spread evenly over the run from
+    a random phase, so no count is learned early or late alone; each goes to the free slot nearest its place, a
+    slot holding at most as many as an even share of all occurrences (several on one row go in one after the
+    other)."""
     rng = _rng(seed, cycle, "place")
     slots = steps * rows
-    out: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    targets = []
     for c in (c for c in canaries if c["count"]):
         phase = rng.random()
-        for k in range(c["count"]):
-            slot = min(slots - 1, int((k + phase) / c["count"] * slots))
-            out[slot // rows][slot % rows].append(c["id"])
+        targets += [((k + phase) / c["count"] * slots, c["id"]) for k in range(c["count"])]
+    cap = -(-len(targets) // slots)
+    load = [0] * slots
+    out: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for target, name in sorted(targets):
+        slot = min((s for s in range(slots) if load[s] < cap), key=lambda s: (abs(s + 0.5 - target), s))
+        load[slot] += 1
+        out[slot // rows][slot % rows].append(name)
     return {step: dict(by_row) for step, by_row in out.items()}
 
 

@@ -36,6 +36,15 @@ def test_a_cycle_draws_one_set_the_next_cycle_another_and_controls_are_never_pla
             assert steps[0] < 30 / 16 + 1 and steps[-1] >= 30 - 30 / 16 - 1
             assert max(b - a for a, b in zip(steps, steps[1:])) <= 2
 
+    # more occurrences than rows: no row holds more than an even share, whatever the cycle (the tiny profile's run)
+    default = params.load(ROOT / "params.yaml", "dapt")[0].canaries
+    for cycle in ("seed", *(f"2026-W{w:02d}" for w in range(1, 40))):
+        few = canaries.place(canaries.draw(default, 1234, cycle), steps=6, rows=1, seed=1234, cycle=cycle)
+        assert max(len(ids) for by_row in few.values() for ids in by_row.values()) == math.ceil(
+            sum(default.counts) * default.per_count / 6)
+        assert sum(len(ids) for by_row in few.values() for ids in by_row.values()) == sum(default.counts) * \
+            default.per_count
+
     tokens = {c["id"]: [7] * 20 for c in drawn}
     at = canaries.token_rows(placed, tokens, seq_len=64)
     step, row = next((s, r) for s, by_row in at.items() for r in by_row)
