@@ -238,13 +238,19 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
 
     from ..conftest import ROOT, assert_same_scores
 
+    from ratchet.eval.evaluate import task_data
+    from ratchet.models import canaries
+
     cfg = params.load(tiny_params_file, "eval")[0].model_copy(update={"dtype": "float32"})
+    audit = canaries.draw(params.load(tiny_params_file, "dapt")[0].canaries, 0, "seed")
+    tasks = task_data(str(prepared), str(ROOT / "data/eval"), cfg, audit)
     one, four = (run_suite("hf", str(tiny_base), str(prepared), cfg.model_copy(update={"batch_size": b}),
-                           eval_sets=str(ROOT / "data/eval")) for b in (1, 4))
+                           tasks=tasks) for b in (1, 4))
     assert one["docs"] == four["docs"] and one["docs"]["ratchet_domain_ppl"] > 1
     assert set(one["scores"]) == {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender",
                                   "ratchet_stereotype_pairs", "ratchet_answers", "ratchet_canary_leak",
-                                  "ratchet_canary_rank", "ratchet_domain_mc", "ratchet_general_mc"}
+                                  "ratchet_canary_rank", "ratchet_canary_control", "ratchet_domain_mc",
+                                  "ratchet_general_mc"}
     assert_same_scores(one["scores"], four["scores"])
 
 

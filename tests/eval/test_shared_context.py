@@ -7,7 +7,7 @@ from ratchet.eval import evaluate, shared_context
 from ..conftest import ROOT, assert_same_scores, with_lineage
 
 LL_TASKS = ("ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_domain_mc", "ratchet_general_mc",
-            "ratchet_bbq_gender", "ratchet_stereotype_pairs", "ratchet_canary_rank")
+            "ratchet_bbq_gender", "ratchet_stereotype_pairs", "ratchet_canary_rank", "ratchet_canary_control")
 
 
 def test_plan_shares_the_truncated_context_and_predicts_every_continuation_token():
@@ -23,7 +23,11 @@ def test_plan_shares_the_truncated_context_and_predicts_every_continuation_token
 
 
 def ll_tasks(prepared, cfg) -> dict:
-    tasks = {t: rows for t, rows in evaluate.task_data(str(prepared), str(ROOT / "data/eval"), cfg).items()
+    from ratchet.core import params
+    from ratchet.models import canaries
+
+    audit = canaries.draw(params.load(ROOT / "params.yaml", "dapt")[0].canaries, 0, "seed")  # dapt's, and controls
+    tasks = {t: rows for t, rows in evaluate.task_data(str(prepared), str(ROOT / "data/eval"), cfg, audit).items()
              if t in LL_TASKS}
     assert set(tasks) == set(LL_TASKS)
     return tasks
