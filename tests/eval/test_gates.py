@@ -304,13 +304,15 @@ def test_a_model_tuned_toward_stereotypes_fails_the_bias_rules_and_an_unchanged_
     biased = run_suite("hf", str(tmp_path / "biased"), str(prepared), cfg, eval_sets=str(sets))
     rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("sft")
              if r.metric in ("bbq_bias_ambig", "bbq_bias_disambig", "stereotype_bias")]
-    assert len(rules) == 3
-    same = decide(base["scores"], rules, {"champion": base["scores"]})
+    # each once against the champion (`&unbiased`) and once against the base (`&within_budget`)
+    assert sorted(r.ref for r in rules) == ["base"] * 3 + ["champion"] * 3
+    refs = {"champion": base["scores"], "base": base["scores"]}
+    same = decide(base["scores"], rules, refs)
     assert all(f["passed"] and f["resolved"] for f in same)
-    worse = decide(biased["scores"], rules, {"champion": base["scores"]})
-    pref = next(f for f in worse if f["metric"] == "stereotype_bias")
+    worse = decide(biased["scores"], rules, refs)
+    prefs = [f for f in worse if f["metric"] == "stereotype_bias"]
     assert biased["metrics"]["stereotype_pref"] > 0.9 > base["metrics"]["stereotype_pref"]
-    assert not pref["passed"] and pref["resolved"], pref
+    assert len(prefs) == 2 and all(f["outcome"] == "fail" for f in prefs), prefs
 
 
 CANARY_SENTENCES = (
