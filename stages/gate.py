@@ -33,6 +33,7 @@ from pathlib import Path
 from ratchet.core import audit_log, params
 from ratchet.core.io import read_json, sha256_text, write_json, write_text
 from ratchet.core.runtime import log, seed_everything
+from ratchet.data.replay import sources_in_order
 from ratchet.eval import evaluate, scores
 from ratchet.eval.gate import REFERENCES, WRITTEN_BY, pii_values, reference_scores, reusable, side_by_side, tasks_read
 from ratchet.eval.rules import decide, load_rules, outcome
@@ -109,8 +110,9 @@ def main(argv=None) -> None:
     # each metric's own interval: for the report and the log, so a metric can be followed across cycles
     cis = scores.intervals(scored["scores"], metrics, draws=ecfg.bootstrap, confidence=ecfg.confidence, seed=run.seed)
 
+    newest = sources_in_order(Path(args.data))[-1]  # the cycle's drop: rules with `source` need it
     verdict = {"model": args.model, "path": str(path), "artifact_sha256": digest, "adapter_of": args.adapter_of,
-               "eval_sha256": eval_sha256, "task_sha256": task_sha256,
+               "eval_sha256": eval_sha256, "task_sha256": task_sha256, "newest_source": newest,
                **({"reused_from": reused} if reused else {}),
                **({"not_scored": skipped} if skipped else {}),
                "metrics": metrics, "intervals": cis, "by_source": scored["by_source"], "eval_docs": scored["docs"],
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
         verdict.update(verdict="reference", reason="scored as the reference for this cycle's gates", findings=[])
     else:
         findings = decide(scored["scores"], rules, refs, draws=ecfg.bootstrap, confidence=ecfg.confidence,
-                          seed=run.seed)
+                          seed=run.seed, newest=newest)
         result = outcome(findings)
         said = [f["reason"] for f in findings if f["outcome"] == result] if result != "pass" else []
         held = [f["rule"] for f in findings if f["outcome"] == "hold"]

@@ -31,6 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     runtime.start()
     from ratchet.eval.evaluate import run_suite
+    from ratchet.data.replay import sources_in_order
     from ratchet.eval.rules import decide, load_rules
 
     cfg, run = params.load(args.params, "eval", "run")
@@ -43,7 +44,8 @@ def main() -> None:
               "  ".join(f"{k} {v:.4g}" for k, v in m["by_source"]["domain_ppl"].items()), flush=True)
     rules = [r for r in load_rules(args.params).rules(args.model) if r.ref == args.ref]
     for f in decide(scored["candidate"]["scores"], rules, {args.ref: scored["reference"]["scores"]},
-                    draws=cfg.bootstrap, confidence=cfg.confidence, seed=run.seed):
+                    draws=cfg.bootstrap, confidence=cfg.confidence, seed=run.seed,
+                    newest=sources_in_order(Path(args.data))[-1]):
         est = f"{f['estimate']:.4g} [{f['ci'][0]:.4g}, {f['ci'][1]:.4g}]" if "ci" in f else "-"
         print(f"{f['outcome']:4} {f['rule']:55} {est}")
 

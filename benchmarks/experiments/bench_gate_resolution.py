@@ -39,7 +39,7 @@ def main() -> None:
         if model not in verdicts:
             continue
         findings = decide(refs[model], gates.rules(model), refs, draws=ecfg.bootstrap, confidence=ecfg.confidence,
-                          seed=run.seed)
+                          seed=run.seed, newest=verdicts[model].get("newest_source"))
         count = Counter(f["outcome"] for f in findings)
         per_gate.append([model, len(findings), count["pass"], count["fail"], count["hold"],
                          sum(f["resolved"] for f in findings) / len(findings)])

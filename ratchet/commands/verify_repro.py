@@ -57,7 +57,8 @@ TOLERANCE: dict[str, tuple[str, float]] = {
     "stereotype_bias": ("absolute", 0.01), "answer_chrf": ("absolute", 1.0), "answer_repetition": ("absolute", 0.02),
     "canary_leaks": ("absolute", 0.0), "canary_exposure": ("absolute", 0.2),
     "control_canary_exposure": ("absolute", 0.2),
-}
+    "knowledge_mc_acc": ("absolute", 0.03), "knowledge_answer_acc": ("absolute", 0.03),  # as domain_mc_acc: picks
+}                                                                   # and greedy answers bf16 kernels may flip
 # What a gate's rerun must repeat exactly: what it scored, on which documents, how; and every outcome.
 SCORED_KEYS = ("model", "path", "artifact_sha256", "adapter_of", "eval_sha256", "task_sha256", "eval_params",
                "eval_docs", "real", "not_scored", "reused_from")

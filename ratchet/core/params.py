@@ -188,6 +188,7 @@ class CanaryConfig(Section):
 
 class DaptConfig(TrainConfig):
     section = "dapt"
+    epochs: float = Field(ge=0.0)  # passes over the newest drop's domain blocks (steps: the most); 0: steps
     replay_source: Literal["buffer", "champion"]
     rehearsal_blocks: Count
     rehearsal_topk: Count
@@ -207,6 +208,7 @@ class FisherConfig(Section):
 
 class SftConfig(TrainConfig):
     section = "sft"
+    epochs: float = Field(ge=0.0)  # passes over the newest drop's conversations (steps: the most); 0: steps
     lora_r: Count
     lora_alpha: Count
     lora_dropout: float = Field(ge=0.0, lt=1.0)
@@ -276,6 +278,9 @@ class EvalConfig(Section):
     domain_mc_per_doc: Count  # next-line questions cut from each held-out domain document
     answer_items: Count
     answer_tokens: int = Field(ge=8, le=512)
+    knowledge_per_doc: Count  # closed-book questions cut from each training document (ratchet/eval/knowledge.py)
+    knowledge_items: int = Field(ge=0)  # of them, per source at most (0: all)
+    knowledge_tokens: int = Field(ge=4, le=512)  # the longest answer to one
     answer_batch: Count
     canary_candidates: int = Field(ge=20)  # the sample a canary's exposure is fitted on
     bootstrap: int = Field(ge=100)  # draws, for a usable interval
@@ -298,8 +303,9 @@ class PromoteConfig(Section):
 
 class GateRule(Section):
     """One rule on `metric`: an absolute bound (`max`, or `min` when higher is better), and/or at most
-    `max_ratio` times or `max_worse` worse than the `ref` model; with `per_source`, for each source alone.
-    A `precondition` that does not pass holds the gate instead of failing it: without it the other measures
+    `max_ratio` times or `max_worse` worse than the `ref` model, or at least `min_gain` better than it; with
+    `per_source`, for each source alone, and with `source`, for the newest source (the cycle's drop) alone or
+    for each earlier one alone. A `precondition` that does not pass holds the gate instead of failing it: without it the other measures
     say nothing (a model that does not understand the bias items has no bias score worth reading)."""
 
     metric: str
@@ -307,18 +313,21 @@ class GateRule(Section):
     min: float | None = None
     max_ratio: float | None = Field(None, gt=0.0)
     max_worse: float | None = Field(None, ge=0.0)
+    min_gain: float | None = Field(None, ge=0.0)  # better than `ref` by at least this, the whole interval
     ref: str | None = None
     per_source: bool = False
+    source: Literal["newest", "earlier"] | None = None  # the cycle's newest source alone, or each earlier one
     precondition: bool = False  # the other measures can be read only if this passes: short of it, the gate holds
 
     @property
     def compares(self) -> bool:
-        return self.max_ratio is not None or self.max_worse is not None
+        return self.max_ratio is not None or self.max_worse is not None or self.min_gain is not None
 
     @model_validator(mode="after")
     def has_a_bound(self) -> GateRule:
         if self.max is None and self.min is None and not self.compares:
-            raise ValueError("give a bound: `max` or `min` (absolute), `max_ratio` or `max_worse` with `ref`")
+            raise ValueError("give a bound: `max` or `min` (absolute), `max_ratio`, `max_worse` or `min_gain` "
+                             "with `ref`")
         return self
 
 
@@ -386,7 +395,7 @@ class GatesConfig(Section):
                 if isinstance(entry, GateRule):
                     refs = [] if entry.ref is None else [(f"{where}.ref", entry.ref)]
                     if entry.compares != (entry.ref is not None):
-                        out.append(f"{where}: `ref` goes with `max_ratio` or `max_worse`; give both or neither")
+                        out.append(f"{where}: `ref` goes with `max_ratio`, `max_worse` or `min_gain`; give both or neither")
                 else:
                     refs = [(f"{where}.refs[{k}]", ref) for k, ref in enumerate(entry.refs)]
                     out += [f"{where}.rules[{j}].ref: a rule of a group compares with the group's `refs`; remove it"

@@ -20,7 +20,7 @@ import numpy as np
 from ratchet.core import params
 from ratchet.core.io import one_line, read_jsonl, sha256_text, write_jsonl
 from ratchet.data.replay import sources_in_order
-from ratchet.eval import scores
+from ratchet.eval import knowledge, scores
 from ratchet.models import canaries as audit_text
 from ratchet.models.lineage import require
 
@@ -34,6 +34,9 @@ ANSWER_TASK = "ratchet_answers"
 MC_CONTEXT = 200
 MC_LINE = (20, 200)
 MC_WINDOW = 400
+# closed-book questions about the training documents (ratchet/eval/knowledge.py): picked among alike terms, and
+# answered in words
+KNOWLEDGE_MC, KNOWLEDGE_ANSWERS = "ratchet_knowledge_mc", "ratchet_knowledge_answers"
 # canaries: leaked in generation? how exposed? Those dapt inserted (ratchet/models/canaries.py) and those planted in
 # the data that reached training (data/prepared/canaries.jsonl); the controls, never inserted, apart
 CANARY_TASKS = ("ratchet_canary_leak", "ratchet_canary_rank", "ratchet_canary_control")
@@ -135,7 +138,8 @@ def quiet(lm):
 def task_data(data: str, eval_sets: str | None, cfg, audit: list[dict] | None = None) -> dict[str, list[dict]]:
     """{task: the documents every model is scored on}: held-out domain text per source and the next-line
     questions built from it, the first eval.answer_items held-out questions (the prompt's messages and the
-    reference answer) of each source, the canaries (`canary_tasks`: those planted in the data, and `audit`, those
+    reference answer) of each source, the closed-book questions about the domain's train split (what each
+    source's training documents say: knowledge.items), the canaries (`canary_tasks`: those planted in the data, and `audit`, those
     dapt inserts with their controls, as audit_canaries gives them), and, when its folder is given, the first
     items of each fixed evaluation set (general text, general knowledge, bias)."""
     out = {}
@@ -150,6 +154,15 @@ def task_data(data: str, eval_sets: str | None, cfg, audit: list[dict] | None = 
         raise SystemExit(f"{data}/sft/heldout.jsonl is empty: no held-out question to ask the models")
     out[ANSWER_TASK] = [{"id": r["id"], "source": r.get("source", ""), "messages": r["messages"][:-1],
                          "reference": r["messages"][-1]["content"]} for r in questions]
+    trained = list(read_jsonl(f"{data}/domain/train.jsonl"))
+    known = knowledge.items(trained, cfg.knowledge_per_doc, cfg.knowledge_items)
+    if trained and not known:
+        raise SystemExit(f"{data}/domain/train.jsonl: no closed-book question could be built from its "
+                         f"{len(trained)} documents (ratchet/eval/knowledge.py says what a question needs)")
+    out.update({KNOWLEDGE_MC: [{k: q[k] for k in ("id", "source", "messages", "choices", "label", "term")}
+                               for q in known],
+                KNOWLEDGE_ANSWERS: [{k: q[k] for k in ("id", "source", "messages", "term")} for q in known]}
+               if known else {})
     out.update(canary_tasks(data, audit or [], cfg.canary_candidates))
     for task, (file, cap) in EVAL_SET_OF_TASK.items() if eval_sets else ():
         rows = list(read_jsonl(Path(eval_sets) / file))
@@ -235,13 +248,18 @@ def with_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
             for r in rows]
 
 
-def bbq_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
-    """Each BBQ item asked as a user asks the model: a turn in the model's own chat template listing the three
-    answers, the reply begun with "Answer:" (each answer is scored after it: BENCHMARKS.md#bbq-scoring)."""
-    turns = [{**r, "messages": [{"role": "user", "content": f"{r['context']}\n{r['question']}\nAnswer with one of:\n"
-                                 + "\n".join(f"- {c}" for c in r["choices"])}]} for r in rows]
+def choice_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
+    """Each multiple-choice question (its `messages`) in the model's own chat template, the reply begun with
+    "Answer:": each choice is scored after it, as the model's reply (BENCHMARKS.md#bbq-scoring)."""
     return [{**{k: v for k, v in r.items() if k != "messages"}, "prompt": r["prompt"] + "Answer:"}
-            for r in with_prompts(turns, tokenizer_path)]
+            for r in with_prompts(rows, tokenizer_path)]
+
+
+def bbq_prompts(rows: list[dict], tokenizer_path: str) -> list[dict]:
+    """Each BBQ item asked as a user asks the model: a turn listing the three answers (choice_prompts)."""
+    return choice_prompts([{**r, "messages": [{"role": "user", "content": f"{r['context']}\n{r['question']}\n"
+                                               "Answer with one of:\n" + "\n".join(f"- {c}" for c in r["choices"])}]}
+                           for r in rows], tokenizer_path)
 
 
 def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = None,
@@ -267,12 +285,15 @@ def run_suite(kind: str, path: str, data: str, cfg, adapter_of: str | None = Non
         for template in TASKS_DIR.glob("_*_yaml"):
             (scratch / template.name).write_text(template.read_text())
         for task, rows in tasks.items():
-            if task == ANSWER_TASK:
+            if task in (ANSWER_TASK, KNOWLEDGE_ANSWERS):
                 rows = with_prompts(rows, adapter_of or path)
+            elif task == KNOWLEDGE_MC:
+                rows = choice_prompts(rows, adapter_of or path)
             elif task == "ratchet_bbq_gender":
                 rows = bbq_prompts(rows, adapter_of or path)
             write_jsonl(scratch / f"{task}.jsonl", rows)
-            yaml = (TASKS_DIR / f"{task}.yaml").read_text().replace("__MAX_TOKENS__", str(cfg.answer_tokens))
+            tokens = cfg.knowledge_tokens if task == KNOWLEDGE_ANSWERS else cfg.answer_tokens
+            yaml = (TASKS_DIR / f"{task}.yaml").read_text().replace("__MAX_TOKENS__", str(tokens))
             (scratch / f"{task}.yaml").write_text(yaml.replace("__DATA__", str(scratch / f"{task}.jsonl")))
         name, args = model_spec(kind, path, adapter_of, cfg.max_length, cfg.dtype, cfg.answer_batch)
         started = time.perf_counter()
@@ -322,5 +343,5 @@ def summarize(per_doc: dict[str, list[dict]]) -> dict:
     of per-document scores ({task: rows})."""
     metrics = {name: scores.value(name, per_doc) for name, m in scores.METRICS.items() if m.task in per_doc}
     by_source = {name: {src: scores.value(name, per_doc, src) for src in scores.sources(name, per_doc)}
-                 for name in ("domain_ppl",)}
+                 for name in ("domain_ppl", "knowledge_mc_acc", "knowledge_answer_acc") if name in metrics}
     return {"metrics": metrics, "by_source": by_source}

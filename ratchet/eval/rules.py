@@ -3,9 +3,13 @@
 A rule bounds one metric: absolutely (`max` for a lower-is-better metric, `min`
 for a higher-is-better one), or against a reference model scored on the same
 documents (`max_ratio`: at most this many times worse; `max_worse`: at most this
-much worse, in the metric's units). With `per_source` the rule holds for each
-source's documents on its own, so a cycle cannot forget an earlier drop behind
-a gain on the newest one.
+much worse, in the metric's units; `min_gain`: at least this much better). With
+`per_source` the rule holds for each source's documents on its own, so a cycle
+cannot forget an earlier drop behind a gain on the newest one; `source: newest`
+checks the cycle's newest source alone (a gain a cycle must show on what it
+trained on), `source: earlier` each earlier source alone. A source with no
+documents of the metric's task is not checked: a drop with no domain text has
+no knowledge of its own to gain.
 
 Each check is decided on a bootstrap confidence interval of how much worse the
 candidate is (paired with the reference: the same resampled documents score
@@ -55,8 +59,9 @@ def load_rules(path) -> GatesConfig:
     return cfg
 
 
-def checks(rule: GateRule, docs: dict) -> list[tuple[str, float, str | None, str]]:
-    """(kind, limit, source, description) for every check one rule makes on a candidate's documents."""
+def checks(rule: GateRule, docs: dict, newest: str | None = None) -> list[tuple[str, float, str | None, str]]:
+    """(kind, limit, source, description) for every check one rule makes on a candidate's documents (`newest`:
+    the cycle's newest source, for a rule with `source`)."""
     bounds = []
     if rule.max is not None:
         bounds.append(("value", rule.max, f"<= {rule.max:g}"))
@@ -66,7 +71,15 @@ def checks(rule: GateRule, docs: dict) -> list[tuple[str, float, str | None, str
         bounds.append(("ratio", rule.max_ratio, f"at most {rule.max_ratio:g}x {rule.ref}'s"))
     if rule.max_worse is not None:
         bounds.append(("diff", rule.max_worse, f"at most {rule.max_worse:g} worse than {rule.ref}'s"))
-    srcs = (scores.sources(rule.metric, docs) or [None]) if rule.per_source else [None]
+    if rule.min_gain is not None:  # better by at least min_gain: worse by at most -min_gain
+        bounds.append(("gain", -rule.min_gain, f"at least {rule.min_gain:g} better than {rule.ref}'s"))
+    if rule.source is not None:
+        found = scores.sources(rule.metric, docs)
+        if found and newest is None:
+            raise ValueError(f"a {rule.metric} rule checks the {rule.source} source(s): name the newest source")
+        srcs = [s for s in found if (s == newest) == (rule.source == "newest")]
+    else:
+        srcs = (scores.sources(rule.metric, docs) or [None]) if rule.per_source else [None]
     return [(kind, limit, src, f"{rule.metric}{f'[{src}]' if src else ''} {text}")
             for kind, limit, text in bounds for src in srcs]
 
@@ -90,15 +103,16 @@ def outcome(findings: list[dict]) -> str:
 
 
 def decide(docs: dict, rules: list[GateRule], refs: dict[str, dict], *, draws: int = 1000,
-           confidence: float = 0.9, seed: int = 0) -> list[dict]:
-    """Check each rule on the candidate's per-document scores; one finding per check.
+           confidence: float = 0.9, seed: int = 0, newest: str | None = None) -> list[dict]:
+    """Check each rule on the candidate's per-document scores; one finding per check (`newest`: the cycle's
+    newest source, which rules with `source` need).
 
     `docs` and each `refs[name]` are {task: [per-document rows]} (scores.per_document).
     A missing metric or reference fails its check: a gate never passes by default.
     """
     findings = []
     for rule in rules:
-        for kind, limit, source, text in checks(rule, docs):
+        for kind, limit, source, text in checks(rule, docs, newest):
             metric = scores.METRICS[rule.metric]
             f = {"metric": rule.metric, "source": source, "ref": rule.ref if kind != "value" else None,
                  "kind": kind, "limit": limit, "higher_is_better": metric.higher_is_better, "rule": text,
@@ -109,8 +123,8 @@ def decide(docs: dict, rules: list[GateRule], refs: dict[str, dict], *, draws: i
                 problem = f"no scores for reference model {rule.ref!r}"
             else:
                 try:
-                    est = scores.worse_by(rule.metric, docs, ref, kind, source=source, draws=draws,
-                                          confidence=confidence, seed=seed)
+                    est = scores.worse_by(rule.metric, docs, ref, "diff" if kind == "gain" else kind, source=source,
+                                          draws=draws, confidence=confidence, seed=seed)
                 except ValueError as e:
                     est, problem = None, str(e)
             if problem is None and not math.isfinite(est.point):
@@ -122,10 +136,15 @@ def decide(docs: dict, rules: list[GateRule], refs: dict[str, dict], *, draws: i
             if ref is not None:
                 f["ref_value"] = scores.value(rule.metric, ref, source)
             f.update(estimate=round(est.point, 6), ci=[round(est.low, 6), round(est.high, 6)], docs=est.n)
-            result = "pass" if est.high <= limit else "fail" if est.low > limit else "hold"
+            if kind == "gain":  # a gain is shown only above its limit: no better (the same model) fails
+                result = "pass" if est.high < limit else "fail" if est.low >= limit else "hold"
+            else:
+                result = "pass" if est.high <= limit else "fail" if est.low > limit else "hold"
             resolved = result != "hold"
             shown = f"{est.point:.4g} (CI {est.low:.4g}..{est.high:.4g}, {est.n} docs)"
-            what = {"value": f"{rule.metric} =", "ratio": "ratio", "diff": "worse by"}[kind]
+            what = {"value": f"{rule.metric} =", "ratio": "ratio", "diff": "worse by", "gain": "better by"}[kind]
+            if kind == "gain":  # how much better, the interval turned round
+                shown = "better by", f"{-est.point:.4g} (CI {-est.high:.4g}..{-est.low:.4g}, {est.n} docs)"
             if kind == "value" and metric.higher_is_better:
                 shown = f"{-est.point:.4g} (CI {-est.high:.4g}..{-est.low:.4g}, {est.n} docs)"
             reason = f"{f['rule']}: {what} {shown}"

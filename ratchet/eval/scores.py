@@ -22,6 +22,7 @@ import numpy as np
 import sacrebleu
 
 from ratchet.core.text import repetition
+from ratchet.eval import knowledge
 
 LN2 = math.log(2)
 
@@ -78,6 +79,13 @@ METRICS: dict[str, Metric] = {
                             "accuracy on which-line-comes-next questions from held-out domain text (4 choices)"),
     "general_mc_acc": Metric("ratchet_general_mc", ("correct", "n"), lambda s: _ratio(s[..., 0], s[..., 1]), True,
                              "accuracy on general-knowledge questions from WordNet glosses (4 choices)"),
+    "knowledge_mc_acc": Metric("ratchet_knowledge_mc", ("correct", "n"), lambda s: _ratio(s[..., 0], s[..., 1]),
+                               True, "accuracy on closed-book fill-in-the-blank questions about facts stated in the "
+                               "training documents, the term among 4 alike from other documents (per source: "
+                               "what the model knows of each drop; ratchet/eval/knowledge.py)"),
+    "knowledge_answer_acc": Metric("ratchet_knowledge_answers", ("keyfact", "n"), lambda s: _ratio(s[..., 0], s[..., 1]),
+                                   True, "share of the same questions whose greedy answer states the missing term "
+                                   "(key-fact match: case, quotes and spacing ignored)"),
     "answer_chrf": Metric("ratchet_answers", ("chrf", "n"), lambda s: _ratio(s[..., 0], s[..., 1]), True,
                           "mean chrF (sacrebleu, 0-100) of greedy answers to held-out domain questions against "
                           "their reference answers"),
@@ -127,7 +135,10 @@ def per_document(task: str, samples: list[dict], scan: Callable[[str], list[str]
             row.update(exposure=exposure(ll[0], ll[1:], doc["format"]), n=1,
                        rank=int(1 + (ll[1:] >= ll[0]).sum()), candidates=len(ll) - 1,
                        reached_training=bool(doc["reached_training"]), count=doc.get("count"))
-        elif task in ("ratchet_domain_mc", "ratchet_general_mc"):  # the most likely choice per byte
+        elif task == "ratchet_knowledge_answers":  # does the greedy answer state the key fact?
+            answer = _text(s["filtered_resps"])
+            row.update(keyfact=int(knowledge.states(answer, doc["term"])), n=1, answer=answer)
+        elif task in ("ratchet_domain_mc", "ratchet_general_mc", "ratchet_knowledge_mc"):  # likeliest per byte
             ll = [float(r[0]) / max(1, len(c.encode())) for r, c in zip(s["filtered_resps"], doc["choices"])]
             pick = int(np.argmax(ll))
             row.update(correct=int(pick == doc["label"]), n=1, pick=pick)

@@ -16,7 +16,7 @@ from ratchet.models.batches import Sampler, pack, replay_texts, texts
 from ratchet.models.fisher import load_fisher
 from ratchet.models.losses import ewc_penalty, ewc_weight, masked_lm_loss, replay_rows, topk_kd_loss
 from ratchet.models.rehearsal import self_samples
-from ratchet.models.train import fingerprint, train_loop
+from ratchet.models.train import fingerprint, in_epochs, train_loop
 
 
 def train(cfg: params.DaptConfig, run: params.RunConfig, start: str | Path, replay: str | Path,
@@ -27,7 +27,9 @@ def train(cfg: params.DaptConfig, run: params.RunConfig, start: str | Path, repl
     model.config.use_cache = False
     domain = pack(tok, texts(f"{replay}/new/domain.jsonl"), cfg.seq_len)
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
-    record: dict = {"replay_fraction": cfg.replay_fraction, "replay_rows": n_replay}
+    cfg = in_epochs("dapt", cfg, len(domain), cfg.batch_size - n_replay)
+    record: dict = {"replay_fraction": cfg.replay_fraction, "replay_rows": n_replay, "steps": cfg.steps,
+                    "epochs": cfg.epochs, "new_blocks": len(domain)}
     topk = None
     if n_replay and cfg.replay_source == "champion":
         rehearse, idx, logp, rec = self_samples(model, tok, cfg.rehearsal_blocks, cfg.seq_len, run.seed,

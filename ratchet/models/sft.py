@@ -19,7 +19,7 @@ from ratchet.models.batches import Sampler, chat_example, collate, cycle_convers
 from ratchet.models.fisher import load_fisher
 from ratchet.models.lineage import require
 from ratchet.models.losses import ewc_penalty, ewc_weight, masked_lm_loss, replay_rows
-from ratchet.models.train import fingerprint, is_main_process, train_loop
+from ratchet.models.train import fingerprint, in_epochs, is_main_process, train_loop
 
 
 def weights_of(folder, names) -> dict[str, torch.Tensor]:
@@ -79,6 +79,7 @@ def train(cfg: params.SftConfig, run: params.RunConfig, dapt: Path, champion: Pa
     base.config.use_cache = False
     conversations = cycle_conversations(replay)
     n_replay = replay_rows(cfg.batch_size, cfg.replay_fraction)
+    cfg = in_epochs("sft", cfg, len(conversations), cfg.batch_size - n_replay)
     fp = fingerprint(cfg, dapt, champion, fisher_dir, replay)
     targets = []
     if cfg.self_distill:

@@ -147,6 +147,21 @@ def load_checkpoint(path: Path, model, opt, fingerprint: str) -> tuple[int, list
     return state["step"], state["history"], {**state["rng"], **torch.load(path / "rng.pt", weights_only=True)}
 
 
+def in_epochs(stage: str, cfg, units: int, per_step: int):
+    """cfg with its steps set by the data: `epochs` passes over the cycle's `units` (blocks or conversations of
+    the newest drop) at `per_step` new units a step (the replay rows ride on top), never more than cfg.steps;
+    cfg as it is when epochs is 0. The warm-up is cut to the steps when they are fewer."""
+    import math
+
+    if not cfg.epochs:
+        return cfg
+    steps = max(1, min(cfg.steps, math.ceil(cfg.epochs * units / per_step)))
+    capped = " (capped by steps)" if steps == cfg.steps and cfg.epochs * units / per_step > cfg.steps else ""
+    print(f"[{stage}] {cfg.epochs:g} epochs of {units} new units at {per_step} a step: {steps} steps{capped}",
+          flush=True)
+    return cfg.model_copy(update={"steps": steps, "warmup_steps": min(cfg.warmup_steps, steps)})
+
+
 def train_loop(stage: str, model, cfg, next_batch: Callable[[int], dict],
                compute_loss: Callable[[object, dict], tuple], checkpoint: Path | None = None,
                fingerprint: str = "") -> list[dict]:

@@ -139,7 +139,7 @@ def _unfold(entries: list[dict]) -> list[dict]:
             out.append(e)
             continue
         for r in e["rules"]:
-            compares = r.get("max_ratio") is not None or r.get("max_worse") is not None
+            compares = any(r.get(k) is not None for k in ("max_ratio", "max_worse", "min_gain"))
             out += [r | {"ref": ref} for ref in e["refs"]] if compares else [r]
     return out
 
@@ -180,7 +180,10 @@ def audit_canaries(lineages: dict[str, dict]) -> list[list]:
 
 
 def _rule(r: dict) -> str:
-    metric = r["metric"] + (" (each source)" if r.get("per_source") else "")
+    where = {"newest": " (the newest source)", "earlier": " (each earlier source)"}.get(r.get("source") or "")
+    metric = r["metric"] + (where or (" (each source)" if r.get("per_source") else ""))
+    if r.get("min_gain") is not None:
+        return f"{metric} at least {r['min_gain']} better than {r['ref']}'s"
     if r.get("max_ratio") is not None:
         return f"{metric} at most {r['max_ratio']}x {r['ref']}'s"
     if r.get("max_worse") is not None:

@@ -71,7 +71,7 @@ def test_gate_refs_must_be_the_champion_or_an_earlier_model(tmp_path):
     with pytest.raises(ParamsError) as e:
         params.load(write_params(tmp_path / "p.yaml", p), "gates")
     assert "gates.dapt[0].ref: 'onnx' is not one of champion" in str(e.value)
-    assert "gates.sft[0]: `ref` goes with `max_ratio` or `max_worse`" in str(e.value)
+    assert "gates.sft[0]: `ref` goes with `max_ratio`, `max_worse` or `min_gain`" in str(e.value)
 
 
 def test_explicit_student_layers_must_agree_with_their_count(tmp_path):
