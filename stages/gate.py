@@ -35,7 +35,8 @@ from ratchet.core.io import read_json, sha256_text, write_json, write_text
 from ratchet.core.runtime import log, seed_everything
 from ratchet.data.replay import sources_in_order
 from ratchet.eval import evaluate, scores
-from ratchet.eval.gate import REFERENCES, WRITTEN_BY, pii_values, reference_scores, reusable, side_by_side, tasks_read
+from ratchet.eval.gate import (REFERENCES, WRITTEN_BY, per_question, pii_values, reference_scores, reusable,
+                               side_by_side, tasks_read)
 from ratchet.eval.rules import decide, load_rules, outcome
 from ratchet.models import modeling
 from ratchet.models.champion import made_by, shipped_or_base, teacher_or_base
@@ -140,7 +141,8 @@ def main(argv=None) -> None:
                          verdict=verdict["verdict"], reason=verdict["reason"], metrics=metrics, intervals=cis,
                          real=real, **({"held": [{"rule": f["rule"], "more_docs": f.get("more_docs")}
                                                  for f in findings if f["outcome"] == "hold"]} if held else {}))
-    verdict["answers"] = side_by_side(args.model, scored["scores"], refs, tasks)
+    verdict["answers"] = side_by_side(args.model, scored["scores"], refs, tasks, newest)
+    verdict["per_question"] = per_question(scored["scores"], refs, tasks)
     verdict["scores"] = scored["scores"]  # last: the per-document rows are long
     write_json(args.verdict, verdict)
     write_text(Path(args.verdict).with_suffix(".md"), render(verdict))

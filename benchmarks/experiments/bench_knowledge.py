@@ -29,6 +29,9 @@ def trained(out: Path, cfg, run, start: Path, replay: Path) -> dict:
     """dapt from start, saved to out with a done.json; reused when done.json is there."""
     if (out / "done.json").is_file():
         return read_json(out / "done.json")
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # lm-eval's model set it up without mixed precision
     t = time.time()
     model, tok, history, record = dapt.train(cfg, run, start, replay)
     done = {"seconds": round(time.time() - t, 1), "steps": record["steps"], "new_blocks": record["new_blocks"],

@@ -140,6 +140,7 @@ class ValidateConfig(Section):
 class ReplayConfig(Section):
     section = "replay"
     max_records: PerRole
+    doc_answer_chars: int = Field(ge=0)  # instruction pairs from the newest drop's titled documents (0: none)
 
 
 def bf16_auto(cls, value):

@@ -11,6 +11,7 @@ from typing import Iterable
 from ratchet.core import params
 from ratchet.core.io import read_json, read_jsonl
 from ratchet.core.params import ROLES
+from ratchet.data import doc_questions
 
 NEW_ROLES = ("domain", "sft")  # general text is never "new": it is what the model must not forget
 
@@ -30,6 +31,10 @@ def sources_in_order(data: Path) -> list[str]:
     drop whose every record was quarantined still counts as the newest."""
     found = set(read_json(data / "manifest.json")["drops"])
     return ["seed"] * ("seed" in found) + sorted(found - {"seed"})
+
+
+def entry_from(manifest: dict, role: str) -> str | None:
+    return manifest["roles"].get(role, {}).get("new_from")
 
 
 def build(data: Path, cfg: params.ReplayConfig, seed: int) -> tuple[dict, dict, dict]:
@@ -57,6 +62,10 @@ def build(data: Path, cfg: params.ReplayConfig, seed: int) -> tuple[dict, dict, 
             entry["new_from"] = newest
             if not new[role]:
                 new[role], entry["new_from"] = buffer[role], "buffer"
+            if role == "sft" and cfg.doc_answer_chars and entry_from(manifest, "domain") == newest:
+                asked = doc_questions.pairs(new["domain"], cfg.doc_answer_chars)
+                new[role] = new[role] + asked if entry["new_from"] == newest else asked
+                entry.update(doc_questions=len(asked), new_from=newest if asked else entry["new_from"])
             entry["new"] = len(new[role])
         manifest["roles"][role] = entry
     return new, buffer, manifest

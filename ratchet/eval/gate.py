@@ -14,7 +14,11 @@ REFERENCES = ("champion", "shipped", "base")  # scored for the others to compare
 WRITTEN_BY = {"base": "base", "dapt": "dapt", "sft": "sft", "student": "distill", "onnx": "quantize"}
 
 
-SIDE_BY_SIDE = 3  # held-out questions whose answers a verdict shows next to its references'
+# the questions a verdict shows answered next to its references' answers: held-out questions of the instruction
+# data, then closed-book questions about the newest drop's training documents (ten in all)
+SIDE_BY_SIDE = {evaluate.ANSWER_TASK: 7, evaluate.KNOWLEDGE_ANSWERS: 3}
+CHRF_TIE = 1.0  # chrF points: a smaller change of one answer's chrF counts as a tie
+FLIPS = 10  # questions a verdict lists whose key fact one model states and its reference does not, per reference
 
 
 def pii_values(cfg: params.PiiConfig):
@@ -35,21 +39,69 @@ def tasks_read(model: str, cfg) -> set[str] | None:
     return {scores.METRICS[r.metric].task for m in cfg.models() for r in cfg.rules(m) if m == model or r.ref == model}
 
 
-def side_by_side(model: str, docs: dict, refs: dict[str, dict], tasks: dict) -> list[dict]:
-    """The first held-out questions with the reference answer, this model's answer and each reference model's."""
-    mine = {r["id"]: r for r in docs.get(evaluate.ANSWER_TASK, [])}
+def side_by_side(model: str, docs: dict, refs: dict[str, dict], tasks: dict, newest: str | None = None) -> list[dict]:
+    """Fixed questions (SIDE_BY_SIDE: the first of each task; the knowledge questions of the newest source) with
+    the reference answer (for a knowledge question, its missing term), this model's answer and each reference
+    model's."""
     out = []
-    for q in tasks.get(evaluate.ANSWER_TASK, [])[:SIDE_BY_SIDE]:
-        if q["id"] not in mine:
-            continue
-        answers = {model: mine[q["id"]]["answer"]}
-        for name, ref in refs.items():
-            row = next((r for r in ref.get(evaluate.ANSWER_TASK, []) if r["id"] == q["id"]), None)
-            if row is not None:
-                answers[name] = row["answer"]
-        out.append({"id": q["id"], "question": q["messages"][-1]["content"], "reference": q["reference"],
-                    "answers": answers})
+    for task, n in SIDE_BY_SIDE.items():
+        mine = {r["id"]: r for r in docs.get(task, [])}
+        asked = [q for q in tasks.get(task, []) if q["id"] in mine and (task == evaluate.ANSWER_TASK
+                                                                       or newest is None or q["source"] == newest)]
+        for q in asked[:n]:
+            answers = {model: mine[q["id"]]["answer"]}
+            for name, ref in refs.items():
+                row = next((r for r in ref.get(task, []) if r["id"] == q["id"]), None)
+                if row is not None:
+                    answers[name] = row["answer"]
+            out.append({"id": q["id"], "kind": "held-out" if task == evaluate.ANSWER_TASK else "knowledge",
+                        "source": q["source"], "question": q["messages"][-1]["content"],
+                        "reference": q.get("reference", q.get("term")), "answers": answers})
     return out
+
+
+def per_question(docs: dict, refs: dict[str, dict], tasks: dict) -> dict[str, dict]:
+    """Against each reference, question by question: held-out answers better, worse or tied by chrF (a change
+    under CHRF_TIE points ties) and the mean change; closed-book questions whose key fact this model states and
+    the reference does not (gained), the reverse (lost), or alike, per source; multiple-choice picks gained and
+    lost; and the first FLIPS key-fact flips, with both answers."""
+    out = {}
+    asked = {q["id"]: q for q in tasks.get(evaluate.KNOWLEDGE_ANSWERS, [])}
+    for name, ref in refs.items():
+        row: dict = {}
+        mine, theirs = _by_id(docs, evaluate.ANSWER_TASK), _by_id(ref, evaluate.ANSWER_TASK)
+        both = [i for i in mine if i in theirs]
+        if both:
+            d = [mine[i]["chrf"] - theirs[i]["chrf"] for i in both]
+            row["answers"] = {"better": sum(x >= CHRF_TIE for x in d), "worse": sum(x <= -CHRF_TIE for x in d),
+                              "tie": sum(abs(x) < CHRF_TIE for x in d), "mean_chrf_change": round(sum(d) / len(d), 2)}
+        mine, theirs = _by_id(docs, evaluate.KNOWLEDGE_ANSWERS), _by_id(ref, evaluate.KNOWLEDGE_ANSWERS)
+        both = [i for i in mine if i in theirs]
+        if both:
+            by_source: dict[str, dict] = {}
+            flips = []
+            for i in both:
+                change = mine[i]["keyfact"] - theirs[i]["keyfact"]
+                count = by_source.setdefault(mine[i]["source"], {"gained": 0, "lost": 0, "alike": 0})
+                count["gained" if change > 0 else "lost" if change < 0 else "alike"] += 1
+                if change and len(flips) < FLIPS:
+                    flips.append({"id": i, "source": mine[i]["source"], "gained": change > 0,
+                                  "question": asked[i]["messages"][-1]["content"] if i in asked else None,
+                                  "term": asked[i]["term"] if i in asked else None,
+                                  "answer": mine[i]["answer"], "reference_answer": theirs[i]["answer"]})
+            row["key_facts"], row["flips"] = by_source, flips
+        mine, theirs = _by_id(docs, evaluate.KNOWLEDGE_MC), _by_id(ref, evaluate.KNOWLEDGE_MC)
+        both = [i for i in mine if i in theirs]
+        if both:
+            row["choices"] = {"gained": sum(mine[i]["correct"] > theirs[i]["correct"] for i in both),
+                              "lost": sum(mine[i]["correct"] < theirs[i]["correct"] for i in both), "of": len(both)}
+        if row:
+            out[name] = row
+    return out
+
+
+def _by_id(docs: dict, task: str) -> dict[str, dict]:
+    return {r["id"]: r for r in docs.get(task, [])}
 
 
 def reusable(files: list[str], model: tuple, eval_sha256: str, task_sha256: dict[str, str]) -> dict[str, str]:

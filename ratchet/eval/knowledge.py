@@ -7,8 +7,8 @@ at a time, so a gate can ask for a gain on the newest drop and bound the loss on
 The method (deterministic: the same train split gives the same questions), a cloze probe in the manner of
 Petroni et al. 2019 ("Language Models as Knowledge Bases?"):
 
-1. Prose only: each document's paragraphs (blank-line separated) whose lines are not indented and hold no
-   grammar (`::=`) or prompt (`>>>`), their lines joined, cut into sentences of SENTENCE_WORDS words that end
+1. Prose only: each document's paragraphs (ratchet.core.text.prose: blank-line separated, no line indented or
+   holding a grammar rule `::=` or a prompt `>>>`), their lines joined, cut into sentences of SENTENCE_WORDS words that end
    in a full stop.
 2. Key terms: in a sentence, the quoted or back-quoted terms ("__debug__", `os.sep`) and the identifier-like
    words (an underscore, a dot or a digit inside, or a capital after the first letter: AssertionError), of
@@ -33,6 +33,7 @@ import re
 from collections import Counter
 
 from ratchet.core.io import sha256_text
+from ratchet.core.text import prose, title
 
 SENTENCE_WORDS = (8, 60)
 TERM_CHARS = (3, 40)
@@ -42,7 +43,6 @@ CHOICES = 4
 BLANK = "____"
 QUOTED = re.compile(r'"([^"\n]{%d,%d})"|`([^`\n]{%d,%d})`' % (*TERM_CHARS, *TERM_CHARS))
 WORD = re.compile(r"(?<![\w.\"`])([A-Za-z_][\w.]*[\w])(?![\w\"`])")
-TITLE_RULE = re.compile(r"^[*=\-~^#]{3,}\s*$")
 
 
 def _identifier_like(word: str) -> bool:
@@ -51,21 +51,11 @@ def _identifier_like(word: str) -> bool:
                  or any(c.isupper() for c in word[1:])))
 
 
-def title(text: str) -> str | None:
-    """The document's heading: its first line when the second underlines it (reStructuredText, pydoc)."""
-    lines = text.split("\n")
-    return lines[0].strip() if len(lines) > 1 and TITLE_RULE.match(lines[1]) and lines[0].strip() else None
-
-
 def sentences(text: str) -> list[str]:
     """The prose sentences of a document (step 1)."""
     out = []
-    for para in re.split(r"\n\s*\n", text):
-        lines = para.split("\n")
-        if any(ln[:1].isspace() or "::=" in ln or ">>>" in ln or TITLE_RULE.match(ln) for ln in lines):
-            continue
-        prose = " ".join(ln.strip() for ln in lines)
-        for s in re.split(r"(?<=[.!?])\s+(?=[A-Z\"(`])", prose):
+    for para in prose(text):
+        for s in re.split(r"(?<=[.!?])\s+(?=[A-Z\"(`])", para):
             if s.endswith(".") and SENTENCE_WORDS[0] <= len(s.split()) <= SENTENCE_WORDS[1]:
                 out.append(s)
     return out

@@ -212,7 +212,8 @@ def model_rows(verdicts: dict[str, dict], stale=()) -> list[dict]:
                      "size_mb": round(dir_size(folder) / 1e6, 1) if folder.is_dir() else None,
                      "gate_s": v.get("wall_time_s"), "time_utc": v.get("time_utc"), "verdict": v.get("verdict"),
                      "stale": n in stale, "unresolved": v.get("unresolved", []),
-                     "answers": {r["id"]: r["answer"] for r in v.get("scores", {}).get("ratchet_answers", [])}})
+                     "answers": {r["id"]: r["answer"] for task in ("ratchet_answers", "ratchet_knowledge_answers")
+                                 for r in v.get("scores", {}).get(task, [])}})
     return rows
 
 

@@ -33,7 +33,7 @@ def prepared(root, sizes: dict[str, dict[str, int]]):
 
 def build(tmp_path, name, sizes, caps=None):
     p = tiny_params()
-    p["replay"] = {"max_records": caps or {"domain": 50, "sft": 40, "general": 60}}
+    p["replay"] = {**p["replay"], "max_records": caps or {"domain": 50, "sft": 40, "general": 60}}
     write_params(tmp_path / "params.yaml", p)
     data = prepared(tmp_path / name / "prepared", sizes)
     out = tmp_path / name / "replay"
@@ -115,3 +115,36 @@ def test_a_drop_without_a_role_trains_that_role_on_its_buffer(tmp_path):
 def test_replay_caps_are_checked(caps, message):
     with pytest.raises(params.ParamsError, match=message):
         params.build("replay", {"max_records": caps})
+
+
+def test_the_newest_drops_titled_documents_become_questions_answered_in_their_own_words(tmp_path, prepared):
+    """On the prepared seed sample: each titled train document gives one instruction pair whose answer is that
+    document's own first sentences (every word of it in the document, in order), no held-out document gives
+    one, and `replay.doc_answer_chars: 0` gives none."""
+    from ratchet.data.doc_questions import QUESTIONS, pairs
+
+    train = {r["id"]: r for r in read_jsonl(prepared / "domain/train.jsonl")}
+    heldout = {r["id"] for r in read_jsonl(prepared / "domain/heldout.jsonl")}
+    made = pairs(list(train.values()), 600)
+    assert made and len(made) == len({p["from_doc"] for p in made})
+    for p in made:
+        doc = " ".join(train[p["from_doc"]]["text"].split())
+        ask, reply = (m["content"] for m in p["messages"])
+        assert p["from_doc"] not in heldout and any(ask.startswith(q.split("{}")[0]) for q in QUESTIONS)
+        assert 80 <= len(reply) and (len(reply) <= 600 or reply.count(". ") == 0)
+        at = 0
+        for word in reply.split():
+            at = doc.find(word, at)
+            assert at >= 0, (p["id"], word)
+    cfg = tiny_params()
+    cfg["replay"]["doc_answer_chars"] = 0
+    write_params(tmp_path / "none.yaml", cfg)
+    write_params(tmp_path / "some.yaml", tiny_params())
+    counts = {}
+    for name in ("none", "some"):
+        run_stage("replay", tmp_path, tmp_path / f"{name}.yaml", {"data/prepared": prepared,
+                                                                    "data/replay": tmp_path / name})
+        sft = list(read_jsonl(tmp_path / name / "new/sft.jsonl"))
+        counts[name] = (len(sft), sum(r["id"].endswith("-ask") for r in sft))
+    assert counts["none"][1] == 0 and counts["some"] == (counts["none"][0] + len(made), len(made))
+    assert read_json(tmp_path / "some/manifest.json")["roles"]["sft"]["doc_questions"] == len(made)

@@ -86,3 +86,32 @@ def test_the_default_rules_require_a_gain_on_the_newest_drop_and_bound_the_loss_
     assert f["ci"][1] < 0, "worse by less than zero over the whole interval: the gain is shown"
     with pytest.raises(ValueError, match="newest source"):
         decide(rows(gained, sources), rules, refs)
+
+
+def test_a_verdict_counts_each_question_against_each_reference_and_lists_the_key_facts_that_flipped():
+    from ratchet.eval.gate import FLIPS, per_question, side_by_side
+
+    def docs(keyfacts, chrfs, picks):
+        return {"ratchet_knowledge_answers": [{"id": f"k{i}", "source": "seed" if i < 2 else "2026-W49",
+                                               "keyfact": k, "n": 1, "answer": f"a{k}"} for i, k in enumerate(keyfacts)],
+                "ratchet_answers": [{"id": f"h{i}", "source": "seed", "chrf": c, "rep": 0, "n": 1, "answer": "x"}
+                                    for i, c in enumerate(chrfs)],
+                "ratchet_knowledge_mc": [{"id": f"k{i}", "source": "seed", "correct": p, "n": 1}
+                                         for i, p in enumerate(picks)]}
+    tasks = {"ratchet_knowledge_answers": [{"id": f"k{i}", "source": "seed" if i < 2 else "2026-W49", "term": f"t{i}",
+                                            "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(5)],
+             "ratchet_answers": [{"id": f"h{i}", "source": "seed", "reference": "r",
+                                  "messages": [{"role": "user", "content": f"h{i}"}]} for i in range(3)]}
+    mine = docs([1, 0, 1, 1, 0], [50.0, 40.0, 30.5], [1, 0, 1, 1, 0])
+    base = docs([0, 1, 0, 1, 0], [45.0, 42.0, 30.0], [0, 0, 1, 0, 1])
+    q = per_question(mine, {"base": base}, tasks)["base"]
+    assert q["answers"] == {"better": 1, "worse": 1, "tie": 1, "mean_chrf_change": round((5 - 2 + 0.5) / 3, 2)}
+    assert q["key_facts"] == {"seed": {"gained": 1, "lost": 1, "alike": 0},
+                              "2026-W49": {"gained": 1, "lost": 0, "alike": 2}}
+    assert q["choices"] == {"gained": 2, "lost": 1, "of": 5}
+    assert [(f["id"], f["gained"], f["term"]) for f in q["flips"]] == [("k0", True, "t0"), ("k1", False, "t1"),
+                                                                        ("k2", True, "t2")]
+    assert len(q["flips"]) <= FLIPS
+    shown = side_by_side("sft", mine, {"base": base}, tasks, newest="2026-W49")
+    assert [a["kind"] for a in shown] == ["held-out"] * 3 + ["knowledge"] * 3
+    assert all(a["source"] == "2026-W49" and a["reference"].startswith("t") for a in shown if a["kind"] == "knowledge")
