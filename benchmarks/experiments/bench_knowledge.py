@@ -1,10 +1,11 @@
 """What dapt's budget buys: knowledge of the training documents against tokens trained, and what it costs.
 
-    .venv/bin/python -m benchmarks.experiments.bench_knowledge --run . --epochs 0.25,1,2
+    .venv/bin/python -m benchmarks.experiments.bench_knowledge --run . --budget 0.25,1,1:1e-4
 
 `--run` is a repository whose pipeline has run up to replay (models/base, data/prepared, data/replay, data/eval).
 Each budget is the dapt stage's own training (ratchet.models.dapt.train: its batches, replay share, canaries and
-loop) from the base model, with dapt's params' `epochs` replaced (and `steps`, the cap, lifted). Each model
+loop) from the base model, with dapt's params' `epochs` replaced (and `steps`, the cap, lifted), and its peak
+learning rate where a budget names one (`epochs:lr`). Each model
 is then scored as the gates score it: the closed-book questions about the newest drop's training documents
 (knowledge_mc_acc, knowledge_answer_acc; ratchet/eval/knowledge.py), held-out domain and general perplexity. The
 base model is the row of zero tokens. Every difference to the base is paired over the same questions or
@@ -53,7 +54,8 @@ def main() -> None:
     ap = common.parser(__doc__)
     ap.add_argument("--run", default=".")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--epochs", default="0.25,1,2", help="dapt budgets in passes over the newest drop")
+    ap.add_argument("--budget", default="0.25,1", help="dapt budgets, comma-separated: passes over the newest "
+                    "drop, each optionally with its peak learning rate (epochs:lr; dapt.lr otherwise)")
     ap.add_argument("--out", default="/tmp/ratchet-bench-knowledge", help="where the trained models stay")
     args = ap.parse_args()
     runtime.start()
@@ -66,11 +68,14 @@ def main() -> None:
     newest = read_json(repo / "data/replay/manifest.json")["newest"]
     base = repo / "models/base"
     rows_of = {"base": (0.0, {"seconds": 0, "steps": 0, "tokens": 0}, scored(base, repo, ecfg, tasks, out / "base.json"))}
-    for e in [float(x) for x in args.epochs.split(",") if x]:
-        ecfg_run = cfg.model_copy(update={"epochs": e, "steps": 100_000, "checkpoint_every": 0})
+    for budget in [b for b in args.budget.split(",") if b]:
+        e, _, lr = budget.partition(":")
+        e, lr = float(e), float(lr) if lr else cfg.lr
+        name = f"dapt-{e:g}" + (f"-lr{lr:g}" if lr != cfg.lr else "")
+        ecfg_run = cfg.model_copy(update={"epochs": e, "lr": lr, "steps": 100_000, "checkpoint_every": 0})
         runtime.seed_everything(run.seed, run.threads)
-        done = trained(out / f"dapt-{e:g}", ecfg_run, run, base, repo / "data/replay")
-        rows_of[f"{e:g} epochs"] = (e, done, scored(out / f"dapt-{e:g}", repo, ecfg, tasks, out / f"dapt-{e:g}.json"))
+        done = trained(out / name, ecfg_run, run, base, repo / "data/replay")
+        rows_of[f"{e:g} epochs, lr {lr:g}"] = (e, done, scored(out / name, repo, ecfg, tasks, out / f"{name}.json"))
 
     def est(name, cand, kind, source=None):
         return scores.worse_by(name, cand, rows_of["base"][2], kind, source=source, draws=ecfg.bootstrap,
@@ -93,7 +98,7 @@ def main() -> None:
                       "general ppl / base"], rows, [None, "d", "d", "d", ".3f", None, ".3f", None, None, None],
                      align="lrrrrrrrrr")
     print("\n" + common.markdown(t))
-    common.record(__file__, {"settings": {"epochs": args.epochs, "newest": newest, "questions": n,
+    common.record(__file__, {"settings": {"budget": args.budget, "newest": newest, "questions": n,
                                           "dapt": params.as_dict(cfg)},
                              "models": {k: {"epochs": e, **d} for k, (e, d, _) in rows_of.items()},
                              "tables": {"main": t}})

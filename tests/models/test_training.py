@@ -31,6 +31,20 @@ def falling(history: list[dict], key: str = "loss") -> bool:
     return all(torch.isfinite(torch.tensor(first + last))) and sum(last) / 3 < sum(first) / 3
 
 
+def test_a_budget_in_epochs_follows_the_drops_size_capped_by_steps(capsys):
+    """dapt.epochs of the default params over the seed's 359 new blocks at 3 new rows a step: 120 steps; a drop ten
+    times the size stops at the cap; epochs 0 keeps the steps as written; the warm-up never outlasts the steps."""
+    from ratchet.models.train import in_epochs
+
+    cfg = params.load(ROOT / "params.yaml", "dapt")[0]
+    assert cfg.epochs == 1 and in_epochs("dapt", cfg, 359, 3).steps == 120
+    assert "1 epochs of 359 new units at 3 a step: 120 steps" in capsys.readouterr().out
+    assert in_epochs("dapt", cfg, 3590, 3).steps == cfg.steps and "capped by steps" in capsys.readouterr().out
+    assert in_epochs("dapt", cfg.model_copy(update={"epochs": 0.0}), 359, 3) == cfg.model_copy(update={"epochs": 0.0})
+    short = in_epochs("dapt", cfg.model_copy(update={"epochs": 0.01}), 359, 3)
+    assert short.steps == 2 and short.warmup_steps == 2
+
+
 def test_dapt_learns_and_writes_a_complete_model_folder(work, tiny_base, dapt_model):
     assert {p.name for p in dapt_model.iterdir()} == MODEL_FILES
     assert falling(read_history(work / "train/dapt"))
