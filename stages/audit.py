@@ -63,11 +63,13 @@ def main(argv=None) -> None:
                      "verdict": verdict.get("verdict"), "metrics": verdict.get("metrics", {}),
                      "by_source": verdict.get("by_source", {}).get("domain_ppl", {}),
                      "unresolved": verdict.get("unresolved", []),
-                     "answers": {r["id"]: r["answer"] for r in verdict.get("scores", {}).get("ratchet_answers", [])}})
+                     "answers": {r["id"]: r["answer"] for task in ("ratchet_answers", "ratchet_knowledge_answers")
+                                 for r in verdict.get("scores", {}).get(task, [])}})
     champion = verdicts["champion"]
     shipped = verdicts.get("shipped", champion)
     questions = next((v["answers"] for v in verdicts.values() if v.get("answers")), [])
-    summary = {"models": rows, "questions": [{k: q[k] for k in ("id", "question", "reference")} for q in questions], "champion": {"path": champion["path"], "metrics": champion["metrics"],
+    summary = {"models": rows, "questions": [{k: q.get(k) for k in ("id", "kind", "source", "question", "reference")}
+                                             for q in questions], "champion": {"path": champion["path"], "metrics": champion["metrics"],
                             "by_source": champion.get("by_source", {}).get("domain_ppl", {})},
                **({"base": {"path": verdicts["base"]["path"], "metrics": verdicts["base"]["metrics"]}}
                   if "base" in verdicts else {}),

@@ -250,7 +250,7 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_base, prepared, tiny_params
     assert set(one["scores"]) == {"ratchet_domain_ppl", "ratchet_general_ppl", "ratchet_bbq_gender",
                                   "ratchet_stereotype_pairs", "ratchet_answers", "ratchet_canary_leak",
                                   "ratchet_canary_rank", "ratchet_canary_control", "ratchet_domain_mc",
-                                  "ratchet_general_mc"}
+                                  "ratchet_general_mc", "ratchet_knowledge_mc", "ratchet_knowledge_answers"}
     assert_same_scores(one["scores"], four["scores"])
 
 
