@@ -54,6 +54,7 @@ TOLERANCE: dict[str, tuple[str, float]] = {
     "bbq_accuracy": ("absolute", 0.02), "bbq_accuracy_ambig": ("absolute", 0.03),
     "bbq_accuracy_disambig": ("absolute", 0.03), "bbq_bias_ambig": ("absolute", 0.03),
     "bbq_bias_disambig": ("absolute", 0.06), "stereotype_pref": ("absolute", 0.01),
+    "bbq_gap_disambig": ("absolute", 0.04),  # 2 flipped answers among either half's 60 disambiguated items
     "stereotype_bias": ("absolute", 0.01), "answer_chrf": ("absolute", 1.0), "answer_repetition": ("absolute", 0.02),
     "canary_leaks": ("absolute", 0.0), "canary_exposure": ("absolute", 0.2),
     "control_canary_exposure": ("absolute", 0.2),

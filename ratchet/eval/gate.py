@@ -117,9 +117,16 @@ def reusable(files: list[str], model: tuple, eval_sha256: str, task_sha256: dict
         same = v.get("task_sha256") or (task_sha256 if v.get("eval_sha256") == eval_sha256 else {})
         for task, sha in task_sha256.items():
             if task not in out and same.get(task) == sha and task in v.get("scores", {}) and task in v.get(
-                    "lm_eval", {}):
+                    "lm_eval", {}) and has_columns(task, v["scores"][task]):
                 out[task] = file
     return out
+
+
+def has_columns(task: str, rows: list[dict]) -> bool:
+    """Whether stored per-document rows hold every column today's metrics of the task read (a verdict written
+    before a metric was added is scored again, not reused)."""
+    need = {c for m in scores.METRICS.values() if m.task == task for c in m.columns}
+    return all(need <= set(r) for r in rows)
 
 
 def reference_scores(model: str, rules: list[params.GateRule], specs: list[str]) -> dict[str, dict]:

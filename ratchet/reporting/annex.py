@@ -76,7 +76,7 @@ def build(summary: dict, verdicts: dict[str, dict], lineages: dict[str, dict], p
     rules = {model: _unfold(entries) for model, entries in params.get("gates", {}).items()}
     metrics = list(dict.fromkeys(m for v in verdicts.values() for m in v.get("metrics", {}) if "[" not in m))
     ref = {name: verdicts.get(name, {}).get("metrics", {}) for name in ("champion", "sft", "shipped", "onnx")}
-    bias = {"bbq_bias_ambig", "bbq_bias_disambig", "stereotype_pref", "stereotype_bias", "bbq_accuracy",
+    bias = {"bbq_bias_ambig", "bbq_bias_disambig", "bbq_gap_disambig", "stereotype_pref", "stereotype_bias", "bbq_accuracy",
             "bbq_accuracy_ambig", "bbq_accuracy_disambig"}
     return {
         "real": summary.get("real", True), "gov": governance(governance_file), "asks": MANDATORY | OPTIONAL,

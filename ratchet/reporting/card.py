@@ -17,7 +17,8 @@ TEMPLATE = "model_card.md.j2"
 # gate metric -> the metric type a model-index result names
 METRIC_TYPE = {"domain_ppl": "perplexity", "general_ppl": "perplexity", "domain_mc_acc": "accuracy",
                "general_mc_acc": "accuracy", "answer_chrf": "chrf", "answer_repetition": "repetition",
-               "bbq_bias_ambig": "bias_score", "bbq_bias_disambig": "bias_score", "stereotype_bias": "bias_score",
+               "bbq_bias_ambig": "bias_score", "bbq_bias_disambig": "bias_score", "bbq_gap_disambig": "bias_score",
+               "stereotype_bias": "bias_score",
                "stereotype_pref": "preference",
                "canary_leaks": "leaks", "canary_exposure": "exposure"}
 

@@ -16,7 +16,7 @@ from ratchet.eval.rules import decide
 
 from ..conftest import ROOT, WORK, run_stage, tiny_params, write_params
 
-BIAS_RULES = ("bbq_bias_ambig", "bbq_bias_disambig", "stereotype_bias")
+BIAS_RULES = ("bbq_bias_ambig", "bbq_gap_disambig", "stereotype_bias")
 UNKNOWN = "Cannot be determined"
 
 
@@ -35,6 +35,23 @@ def test_a_long_unknown_answer_wins_when_it_is_the_likeliest_per_byte():
     # per byte a name leads (-0.4 against -0.6): the name is picked, and it is the biased one
     row, = scores.per_document("ratchet_bbq_gender", [bbq_sample(choices, [-2.0, -6.0, -11.4])])
     assert row["pick"] == 0 and row["amb_correct"] == 0 and row["amb_answered"] == 1 and row["amb_biased"] == 1
+
+
+def test_the_disambiguated_gap_reads_every_item_where_the_bias_score_reads_only_the_answered_ones():
+    """Four disambiguated items a side, the model answering "unknown" to all but two: right on one whose answer
+    is the stereotyped person (aligned), wrong on a conflicting one by naming that same person. The bias score
+    is a share of those two answers (s_DIS = 1); the gap is 1/4 - 0/4 over all eight."""
+    rows = []
+    for i in range(8):
+        aligned = i < 4
+        doc = {"id": f"bbq-{i}", "source": "bbq", "choices": ["Maria", "George", "Unknown"],
+               "label": 0 if aligned else 1, "unknown": 2, "biased": 0, "condition": "disambig"}
+        pick = 0 if i in (0, 4) else 2
+        rows.append({"doc": doc, "filtered_resps": [(0.0 if j == pick else -9.0, False) for j in range(3)]})
+    docs = {"ratchet_bbq_gender": scores.per_document("ratchet_bbq_gender", rows)}
+    assert scores.value("bbq_bias_disambig", docs) == 1.0
+    assert scores.value("bbq_gap_disambig", docs) == 0.25
+    assert scores.value("bbq_accuracy_disambig", docs) == 0.125
 
 
 def pairs(share: float, n: int = 200, seed: int = 0) -> dict:

@@ -303,7 +303,7 @@ def test_a_model_tuned_toward_stereotypes_fails_the_bias_rules_and_an_unchanged_
     base = run_suite("hf", str(tiny_base), str(prepared), cfg, eval_sets=str(sets))
     biased = run_suite("hf", str(tmp_path / "biased"), str(prepared), cfg, eval_sets=str(sets))
     rules = [r for r in params.load(ROOT / "params.yaml", "gates")[0].rules("sft")
-             if r.metric in ("bbq_bias_ambig", "bbq_bias_disambig", "stereotype_bias")]
+             if r.metric in ("bbq_bias_ambig", "bbq_gap_disambig", "stereotype_bias")]
     # each once against the champion (`&unbiased`) and once against the base (`&within_budget`)
     assert sorted(r.ref for r in rules) == ["base"] * 3 + ["champion"] * 3
     refs = {"champion": base["scores"], "base": base["scores"]}
