@@ -39,8 +39,8 @@ def test_wrong_type_is_named(tmp_path):
 
 def test_a_number_yaml_reads_as_text_gets_the_fix(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text((ROOT / "params.yaml").read_text().replace("lr: 3.0e-5", "lr: 3e-5"))
-    with pytest.raises(ParamsError, match=r"dapt\.lr: expected float, got str '3e-5'.*write 3\.0e-5"):
+    path.write_text((ROOT / "params.yaml").read_text().replace("lr: 1.0e-4", "lr: 1e-4"))
+    with pytest.raises(ParamsError, match=r"dapt\.lr: expected float, got str '1e-4'.*write 1\.0e-4"):
         params.load(path, "dapt")
 
 
